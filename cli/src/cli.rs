@@ -1,0 +1,386 @@
+//! Command-line surface. Handlers parse options and call the capability modules.
+
+use crate::config::{self, init};
+use crate::image::{self, Component, Source};
+use crate::{docker, lab};
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use comfy_table::Table;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "pgctl", version, about = "Highly available PostgreSQL (Patroni + etcd/Consul + WAL-G/pgBackRest to S3) on plain Docker hosts")]
+#[command(long_about = "Highly available PostgreSQL on plain Docker hosts.\n\n\
+Start with `pgctl init` (writes hosts.toml and secrets.toml to edit) and `pgctl check`.\n\
+Build the image with `pgctl image build`, deliver it with `pgctl image push`.\n\
+To try everything on one machine: `pgctl lab up` makes simulated hosts and a ready hosts.toml.")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More log output (or set PGCTL_LOG=pgctl=debug)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Args, Clone)]
+struct HostsArgs {
+    /// The cluster's hosts file
+    #[arg(long, default_value = "hosts.toml", env = "PGCTL_HOSTS")]
+    hosts: PathBuf,
+    /// Secrets file [default: secrets.toml next to the hosts file]
+    #[arg(long, env = "PGCTL_SECRETS")]
+    secrets: Option<PathBuf>,
+}
+
+impl HostsArgs {
+    fn load(&self) -> Result<config::Config> {
+        let cfg = config::load(&self.hosts, self.secrets.as_deref())?;
+        for w in &cfg.warnings {
+            eprintln!("{w}");
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a commented hosts.toml and a secrets.toml (0600) with fresh random secrets
+    Init {
+        #[arg(long, default_value = "hosts.toml")]
+        hosts: PathBuf,
+        #[arg(long, default_value = "secrets.toml")]
+        secrets: PathBuf,
+        /// Cluster name (Patroni scope)
+        #[arg(long, default_value = "main")]
+        name: String,
+        /// Replace existing files
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate hosts.toml and secrets.toml without touching any host
+    Check {
+        #[command(flatten)]
+        hosts: HostsArgs,
+    },
+    /// Build, deliver and list the database image
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Simulated hosts on this machine (nested Docker engines + S3) for trying pgctl and testing it
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Build the image (PostgreSQL, PostGIS, TimescaleDB, Patroni, WAL-G, pgBackRest) on the local engine
+    #[command(long_about = "Build the database image on the local Docker engine.\n\n\
+Sources: `pgdg` (default; PGDG apt for PostgreSQL 13-17, TimescaleDB from Timescale's apt repo, WAL-G release with a pinned sha256, Consul from HashiCorp's apt repo) or `debian` (Debian bookworm only: PostgreSQL 15; TimescaleDB, WAL-G and Consul only from --artifacts).\n\
+A component that cannot be had must be left out explicitly with --without; the build checks that every included component runs, and records versions in labels and /etc/pgctl/manifest.json.\n\n\
+Example (offline, this machine):  pgctl image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul")]
+    Build(BuildArgs),
+    /// Deliver the cluster's image to every host (stream engine-to-engine, or registry pull)
+    Push {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        /// Image to deliver [default: cluster.image from hosts.toml]
+        #[arg(long)]
+        image: Option<String>,
+        /// Only these hosts (repeatable)
+        #[arg(long)]
+        limit: Vec<String>,
+        /// Instead of delivering to hosts: tag the image as REF and push it to REF's registry
+        /// (credentials from PGCTL_REGISTRY_USER / PGCTL_REGISTRY_PASSWORD)
+        #[arg(long, value_name = "REF")]
+        registry: Option<String>,
+        /// Print a JSON summary on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// List pgctl images on the local engine with their component versions
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a Debian base image locally with mmdebstrap/debootstrap (no registry needed; root)
+    Base {
+        #[arg(long, default_value = image::base::DEFAULT_BASE_TAG)]
+        tag: String,
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        #[arg(long, default_value = image::base::DEFAULT_MIRROR)]
+        mirror: String,
+        /// Make it again even if the engine has it
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Where packages come from
+    #[arg(long, value_enum, default_value_t = Source::Pgdg)]
+    source: Source,
+    /// PostgreSQL major version
+    #[arg(long, default_value_t = 15)]
+    pg_major: u32,
+    /// Base image (must be Debian bookworm). Without a registry, make one: `pgctl image base`
+    #[arg(long, default_value = "debian:bookworm-slim")]
+    base: String,
+    /// Tag for the result [default: cluster.image from --hosts if it exists, else pgctl/postgres:<major>]
+    #[arg(long)]
+    tag: Option<String>,
+    /// hosts.toml to take the tag from
+    #[arg(long, default_value = "hosts.toml")]
+    hosts: PathBuf,
+    /// Directory of pre-downloaded components (wal-g, timescaledb*.deb, consul) with SHA256SUMS
+    #[arg(long)]
+    artifacts: Option<PathBuf>,
+    /// Leave optional components out, explicitly (comma-separated)
+    #[arg(long, value_enum, value_delimiter = ',')]
+    without: Vec<Component>,
+    /// Extra CA certificate trusted during the build (TLS-intercepting proxies)
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// HTTP(S) proxy used during the build (not kept in the image)
+    #[arg(long)]
+    http_proxy: Option<String>,
+    /// WAL-G release to download (source pgdg)
+    #[arg(long, default_value = "v3.0.5")]
+    walg_version: String,
+    /// sha256 of that WAL-G release tarball, from a source you trust (required to download it)
+    #[arg(long, env = "PGCTL_WALG_SHA256")]
+    walg_sha256: Option<String>,
+    /// Do not use the build cache
+    #[arg(long)]
+    no_cache: bool,
+    /// Print the whole build log, not only the steps
+    #[arg(long)]
+    log: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Make (or complete) the lab: base image, N hosts with their own engines, S3, hosts.toml
+    Up {
+        #[command(flatten)]
+        lab: LabArgs,
+        /// Number of simulated hosts
+        #[arg(long, default_value_t = 3)]
+        hosts: usize,
+        /// The lab network (a /24); hosts get .11, .12, ..., S3 gets .10
+        #[arg(long, default_value = "172.30.77.0/24")]
+        subnet: String,
+        /// Garage S3 server binary (`cargo install garage`; ansible-free-scripts/build-garage.sh)
+        #[arg(long, env = "PGCTL_GARAGE_BIN", default_value = "/var/cache/pgctl/garage-2.5.0/bin/garage")]
+        garage: PathBuf,
+        /// Base image for the lab's images (made locally with mmdebstrap if missing)
+        #[arg(long, default_value = image::base::DEFAULT_BASE_TAG)]
+        base: String,
+        #[arg(long, default_value = image::base::DEFAULT_MIRROR)]
+        mirror: String,
+    },
+    /// Remove every container, volume and network of the lab, and its directory
+    Down {
+        #[command(flatten)]
+        lab: LabArgs,
+        /// Also remove the lab's own images (simulated host, S3)
+        #[arg(long)]
+        images: bool,
+    },
+    /// Show the lab's hosts, whether their engines answer, and whether S3 answers
+    Status {
+        #[command(flatten)]
+        lab: LabArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct LabArgs {
+    /// Lab name (label value and network name)
+    #[arg(long, default_value = "pgctl-lab")]
+    name: String,
+    /// Directory for the lab's CA, certificates, hosts.toml and secrets.toml
+    #[arg(long, default_value = "lab")]
+    dir: PathBuf,
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Init { hosts, secrets, name, force } => cmd_init(&hosts, &secrets, &name, force),
+        Command::Check { hosts } => cmd_check(&hosts),
+        Command::Image(cmd) => match cmd {
+            ImageCommand::Build(args) => cmd_image_build(args, cli.verbose).await,
+            ImageCommand::Push { hosts, image, limit, registry, json } => cmd_image_push(&hosts, image, &limit, registry, json).await,
+            ImageCommand::List { json } => cmd_image_list(json).await,
+            ImageCommand::Base { tag, suite, mirror, force } => {
+                let id = image::base::ensure_base(&docker::local().await?, &tag, &suite, &mirror, force).await?;
+                println!("{tag} {id}");
+                Ok(())
+            }
+        },
+        Command::Lab(cmd) => match cmd {
+            LabCommand::Up { lab: l, hosts, subnet, garage, base, mirror } => {
+                lab::up(&lab::LabSpec { name: l.name, dir: l.dir, hosts, subnet, garage, base, mirror }).await
+            }
+            LabCommand::Down { lab: l, images } => {
+                let removed = lab::down(&l.name, &l.dir, images).await?;
+                println!("removed {} object(s) of lab `{}`", removed.len(), l.name);
+                for r in removed {
+                    println!("  {r}");
+                }
+                Ok(())
+            }
+            LabCommand::Status { lab: l, json } => cmd_lab_status(&l, json).await,
+        },
+    }
+}
+
+fn cmd_init(hosts: &Path, secrets: &Path, name: &str, force: bool) -> Result<()> {
+    if !crate::config::validate_name(name) {
+        bail!("--name `{name}` is not DNS-safe: use lowercase letters, digits and '-'");
+    }
+    init::write_files(hosts, secrets, &init::HostsTemplate::example(name), &init::SecretsTemplate::generate(), force)?;
+    println!("wrote {} and {} (0600)", hosts.display(), secrets.display());
+    println!("next: edit the hosts and S3 settings, fill in the S3 keys, then run `pgctl check --hosts {}`", hosts.display());
+    Ok(())
+}
+
+fn cmd_check(args: &HostsArgs) -> Result<()> {
+    let cfg = args.load()?;
+    println!(
+        "{} + {}: OK — cluster `{}`, PostgreSQL {}, {} host(s), dcs {:?}, backups {}",
+        cfg.hosts_path.display(),
+        cfg.secrets_path.display(),
+        cfg.hosts.cluster.name,
+        cfg.hosts.cluster.postgres_major,
+        cfg.hosts.hosts.len(),
+        cfg.hosts.cluster.dcs,
+        if cfg.hosts.backup.is_some() { format!("{:?}", cfg.hosts.cluster.backup_engine) } else { "off".into() }
+    );
+    Ok(())
+}
+
+async fn cmd_image_build(a: BuildArgs, verbose: bool) -> Result<()> {
+    let tag = match a.tag {
+        Some(t) => t,
+        None if a.hosts.exists() => config::load(&a.hosts, None)?.hosts.cluster.image,
+        None => format!("pgctl/postgres:{}", a.pg_major),
+    };
+    let plan = image::plan(image::BuildRequest {
+        source: a.source,
+        pg_major: a.pg_major,
+        base: a.base.clone(),
+        tag,
+        artifacts: a.artifacts,
+        without: a.without.into_iter().collect(),
+        ca_cert: a.ca_cert,
+        http_proxy: a.http_proxy,
+        no_cache: a.no_cache,
+        walg_version: a.walg_version,
+        walg_sha256: a.walg_sha256,
+    })?;
+    let local = docker::local().await?;
+    if docker::image_id(&local.docker, &a.base).await?.is_none() && a.base.starts_with("pgctl/") {
+        bail!("base image {} is not in the local engine: make it with `pgctl image base --tag {}`", a.base, a.base);
+    }
+    let built = image::build::build_postgres(&local, &plan, verbose || a.log).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&built)?);
+    } else {
+        println!("built {} ({}) — {:.0} MB in {:.0}s", built.tag, short_id(&built.id), built.size_bytes as f64 / 1e6, built.seconds);
+        for (k, v) in built.manifest.iter().filter(|(_, v)| !v.is_empty()) {
+            println!("  {k:<12} {v}");
+        }
+    }
+    Ok(())
+}
+
+async fn cmd_image_push(args: &HostsArgs, image: Option<String>, limit: &[String], registry: Option<String>, json: bool) -> Result<()> {
+    if let Some(target) = registry {
+        let image = match image {
+            Some(i) => i,
+            None => config::load(&args.hosts, args.secrets.as_deref())?.hosts.cluster.image,
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        return image::push::publish(&image, &target, env("PGCTL_REGISTRY_USER"), env("PGCTL_REGISTRY_PASSWORD")).await;
+    }
+    let cfg = args.load()?;
+    for name in limit {
+        if cfg.host(name).is_none() {
+            bail!("--limit {name}: no such host in {}", cfg.hosts_path.display());
+        }
+    }
+    let hosts: Vec<_> = cfg.hosts.hosts.iter().filter(|h| limit.is_empty() || limit.contains(&h.name)).collect();
+    let image = image.unwrap_or_else(|| cfg.hosts.cluster.image.clone());
+    let outcomes = image::push::push(&cfg, &image, &hosts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcomes)?);
+    } else {
+        let mut table = Table::new();
+        table.set_header(["host", "result", "MB", "seconds", "error"]);
+        for o in &outcomes {
+            table.add_row([o.host.clone(), o.result.clone(), format!("{:.1}", o.bytes as f64 / 1e6), format!("{:.1}", o.seconds), o.error.clone().unwrap_or_default()]);
+        }
+        println!("{table}");
+    }
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result == "failed").map(|o| o.host.as_str()).collect();
+    if !failed.is_empty() {
+        bail!("image {image} was not delivered to {} of {} host(s): {}", failed.len(), outcomes.len(), failed.join(", "));
+    }
+    Ok(())
+}
+
+async fn cmd_image_list(json: bool) -> Result<()> {
+    let images = image::list::list(&docker::local().await?).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&images)?);
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.set_header(["image", "id", "MB", "postgres", "postgis", "timescaledb", "patroni", "pgbackrest", "wal-g", "etcd", "consul"]);
+    for i in images {
+        let m = |k: &str| i.manifest.get(k).cloned().unwrap_or_else(|| "-".into());
+        table.add_row([
+            i.tags.join(" "),
+            short_id(&i.id).into(),
+            format!("{:.0}", i.size_bytes as f64 / 1e6),
+            m("postgres"),
+            m("postgis"),
+            m("timescaledb"),
+            m("patroni"),
+            m("pgbackrest"),
+            m("walg"),
+            m("etcd"),
+            m("consul"),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+async fn cmd_lab_status(l: &LabArgs, json: bool) -> Result<()> {
+    let status = lab::status(&l.name, &l.dir).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+        return Ok(());
+    }
+    if status.hosts.is_empty() {
+        println!("lab `{}` has no hosts (run `pgctl lab up`)", status.name);
+    }
+    let mut table = Table::new();
+    table.set_header(["host", "container", "state", "address", "engine"]);
+    for h in &status.hosts {
+        table.add_row([&h.name, &h.container, &h.state, &h.address, &h.engine]);
+    }
+    println!("{table}\nS3: {}", status.s3);
+    Ok(())
+}
+
+fn short_id(id: &str) -> &str {
+    let id = id.trim_start_matches("sha256:");
+    &id[..id.len().min(12)]
+}

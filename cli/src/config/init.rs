@@ -1,0 +1,144 @@
+//! `pgctl init`: writes a commented `hosts.toml` and a `secrets.toml` (0600) with strong
+//! random secrets. Also used by the lab to write its ready-to-use pair.
+
+use crate::render::render;
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use rand::distr::{Alphanumeric, SampleString};
+use rand::RngCore;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InitHost {
+    pub name: String,
+    pub endpoint: String,
+    pub address: String,
+    pub roles: Vec<String>,
+}
+
+/// Values for the hosts.toml template.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostsTemplate {
+    pub name: String,
+    pub postgres_major: u32,
+    pub image: String,
+    pub dcs: String,
+    pub backup_engine: String,
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub s3_endpoint: String,
+    pub s3_bucket: String,
+    pub s3_region: String,
+    pub s3_ca_file: Option<String>,
+    pub hosts: Vec<InitHost>,
+}
+
+impl HostsTemplate {
+    /// A starting point for a real site: three hosts to edit, Consul + WAL-G.
+    pub fn example(name: &str) -> Self {
+        let hosts = (1..=3)
+            .map(|i| InitHost {
+                name: format!("pg{i}"),
+                endpoint: format!("tcp://10.0.0.{i}:2376"),
+                address: format!("10.0.0.{i}"),
+                roles: vec!["consul-server".into(), "patroni".into()],
+            })
+            .collect();
+        HostsTemplate {
+            name: name.into(),
+            postgres_major: 16,
+            image: format!("pgctl/postgres:16"),
+            dcs: "consul".into(),
+            backup_engine: "walg".into(),
+            ttl: 30,
+            loop_wait: 10,
+            retry_timeout: 10,
+            s3_endpoint: "https://s3.example.com".into(),
+            s3_bucket: "pg-backups".into(),
+            s3_region: "us-east-1".into(),
+            s3_ca_file: None,
+            hosts,
+        }
+    }
+}
+
+/// Values for the secrets.toml template.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecretsTemplate {
+    pub superuser_password: String,
+    pub replication_password: String,
+    pub rewind_password: String,
+    pub rest_api_password: String,
+    pub consul_gossip_key: String,
+    pub s3_access_key_id: String,
+    pub s3_secret_access_key: String,
+    pub s3_readonly_access_key_id: String,
+    pub s3_readonly_secret_access_key: String,
+}
+
+impl SecretsTemplate {
+    /// Fresh random passwords and gossip key; S3 keys are left for the user to fill in.
+    pub fn generate() -> Self {
+        SecretsTemplate {
+            superuser_password: password(),
+            replication_password: password(),
+            rewind_password: password(),
+            rest_api_password: password(),
+            consul_gossip_key: gossip_key(),
+            s3_access_key_id: String::new(),
+            s3_secret_access_key: String::new(),
+            s3_readonly_access_key_id: String::new(),
+            s3_readonly_secret_access_key: String::new(),
+        }
+    }
+}
+
+/// 32 alphanumeric characters from the OS RNG: ~190 bits, and safe in any config syntax.
+pub fn password() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 32)
+}
+
+/// 32 random bytes, base64 — the format `consul keygen` prints.
+pub fn gossip_key() -> String {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// Writes both files; refuses to overwrite either unless `force`.
+pub fn write_files(hosts_path: &Path, secrets_path: &Path, hosts: &HostsTemplate, secrets: &SecretsTemplate, force: bool) -> Result<()> {
+    if !force {
+        for p in [hosts_path, secrets_path] {
+            if p.exists() {
+                bail!("{} already exists; not overwriting it (pass --force to replace it)", p.display());
+            }
+        }
+    }
+    let hosts_text = render("init/hosts.toml.j2", hosts)?;
+    let secrets_text = render("init/secrets.toml.j2", secrets)?;
+    write_file(hosts_path, &hosts_text, 0o644)?;
+    write_file(secrets_path, &secrets_text, 0o600)?;
+    Ok(())
+}
+
+/// Writes a file with `mode` from the moment it exists (no window where a secret is 0644).
+pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // An existing file keeps its old mode through open(): set it explicitly.
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

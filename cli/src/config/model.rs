@@ -1,0 +1,250 @@
+//! The typed shape of `hosts.toml` and `secrets.toml`. Unknown keys are errors
+//! (`deny_unknown_fields`): a typo must never be silently ignored on a production cluster.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsFile {
+    pub cluster: ClusterConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryConfig>,
+    #[serde(rename = "host", default)]
+    pub hosts: Vec<HostConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Patroni scope; also the Consul service name, so it must be DNS-safe.
+    pub name: String,
+    pub postgres_major: u32,
+    /// Image reference every host runs (a registry path, or a local tag streamed to hosts).
+    pub image: String,
+    #[serde(default)]
+    pub dcs: Dcs,
+    #[serde(default)]
+    pub backup_engine: BackupEngine,
+    #[serde(default)]
+    pub image_delivery: ImageDelivery,
+    #[serde(default)]
+    pub patroni: PatroniTiming,
+    /// PostgreSQL parameters merged over pgctl's defaults (Patroni's bootstrap DCS section).
+    #[serde(default)]
+    pub postgresql_parameters: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dcs {
+    #[default]
+    Consul,
+    Etcd,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupEngine {
+    #[default]
+    Walg,
+    Pgbackrest,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageDelivery {
+    /// Stream the image from the control node's engine to each host (no registry needed).
+    #[default]
+    Stream,
+    /// Hosts pull `cluster.image` from a registry with credentials from secrets.
+    Registry,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PatroniTiming {
+    pub ttl: u32,
+    pub loop_wait: u32,
+    pub retry_timeout: u32,
+    pub maximum_lag_on_failover: u64,
+    pub synchronous_mode: bool,
+    pub synchronous_mode_strict: bool,
+}
+
+impl Default for PatroniTiming {
+    fn default() -> Self {
+        // Patroni's own defaults; they obey loop_wait + 2 * retry_timeout <= ttl.
+        PatroniTiming {
+            ttl: 30,
+            loop_wait: 10,
+            retry_timeout: 10,
+            maximum_lag_on_failover: 1_048_576,
+            synchronous_mode: false,
+            synchronous_mode_strict: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// `https://host:port`; pgBackRest only speaks HTTPS to S3.
+    pub s3_endpoint: String,
+    pub s3_bucket: String,
+    /// One prefix per cluster: two clusters archiving into one prefix corrupt each other.
+    pub s3_prefix: String,
+    #[serde(default = "default_region")]
+    pub s3_region: String,
+    #[serde(default = "default_true")]
+    pub s3_path_style: bool,
+    /// CA bundle for an S3 endpoint with a private certificate (relative to hosts.toml).
+    #[serde(default)]
+    pub s3_ca_file: Option<PathBuf>,
+    #[serde(default = "default_schedule")]
+    pub schedule: String,
+    #[serde(default = "default_keep_full")]
+    pub keep_full: u32,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_schedule() -> String {
+    // The Compose deployment's nightly full backup (postgres_backup_cron_*).
+    "20 5 * * *".into()
+}
+fn default_keep_full() -> u32 {
+    7
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry host (e.g. `registry.gitlab.com`) used for login when hosts pull.
+    pub server: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub name: String,
+    /// `unix:///var/run/docker.sock`, `tcp://host:2376` (mutual TLS) or `ssh://user@host`.
+    pub endpoint: String,
+    /// LAN address the cluster members use to reach each other.
+    pub address: String,
+    pub roles: Vec<Role>,
+    /// CA, client certificate and key for a `tcp://` endpoint (paths relative to hosts.toml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// A directory in the docker CLI's DOCKER_CERT_PATH layout (ca.pem, cert.pem, key.pem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
+    /// Allow a plain-text `tcp://` endpoint (anyone on the network then controls the host).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ConsulServer,
+    ConsulClient,
+    Etcd,
+    Patroni,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::ConsulServer => "consul-server",
+            Role::ConsulClient => "consul-client",
+            Role::Etcd => "etcd",
+            Role::Patroni => "patroni",
+        })
+    }
+}
+
+impl HostConfig {
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+impl HostsFile {
+    pub fn host(&self, name: &str) -> Option<&HostConfig> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
+
+/// A secret value: never printed by `Debug`, so it cannot leak through logs or error chains.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsFile {
+    #[serde(default)]
+    pub superuser_password: Option<Secret>,
+    #[serde(default)]
+    pub replication_password: Option<Secret>,
+    /// pg_rewind user's password (Patroni rewinds a former leader instead of re-cloning it).
+    #[serde(default)]
+    pub rewind_password: Option<Secret>,
+    /// Basic auth for Patroni's REST API write endpoints.
+    #[serde(default)]
+    pub rest_api_password: Option<Secret>,
+    /// Consul gossip encryption key: 32 random bytes, base64 (as `consul keygen`).
+    #[serde(default)]
+    pub consul_gossip_key: Option<Secret>,
+    #[serde(default)]
+    pub s3: S3Secrets,
+    #[serde(default)]
+    pub registry: RegistrySecrets,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Secrets {
+    #[serde(default)]
+    pub access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub secret_access_key: Option<Secret>,
+    /// Read-only key: used to read backups for verification and clones, which must never write.
+    #[serde(default)]
+    pub readonly_access_key_id: Option<Secret>,
+    #[serde(default)]
+    pub readonly_secret_access_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySecrets {
+    #[serde(default)]
+    pub username: Option<Secret>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+}

@@ -1,0 +1,71 @@
+//! Build contexts assembled in memory: rendered templates plus files, as a gzipped tar.
+
+use super::BuildPlan;
+use crate::docker::{tar_files, FileSpec};
+use crate::render::render;
+use anyhow::{Context, Result};
+use flate2::write::GzEncoder;
+use std::io::Write;
+
+const ENTRYPOINT: &[u8] = include_bytes!("../../../images/postgres/entrypoint.sh");
+const HEALTHCHECK: &[u8] = include_bytes!("../../../images/postgres/healthcheck.sh");
+const CHECK_AND_MANIFEST: &[u8] = include_bytes!("../../../images/postgres/check-and-manifest.sh");
+
+/// A file for a build context, owned by root.
+pub fn file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
+    FileSpec { path: path.into(), contents: contents.into(), mode, uid: 0, gid: 0 }
+}
+
+/// Gzipped tar of `files`, the body of a `POST /build`.
+pub fn gzip_tar(files: &[FileSpec]) -> Result<Vec<u8>> {
+    let tar = tar_files(files)?;
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar)?;
+    Ok(gz.finish()?)
+}
+
+/// The database image's Dockerfile for this plan.
+pub fn dockerfile(plan: &BuildPlan) -> Result<String> {
+    let r = &plan.request;
+    let origin = |o: &Option<super::Origin>| match o {
+        Some(super::Origin::Apt) => "apt",
+        Some(super::Origin::Download) => "download",
+        Some(super::Origin::Artifacts) => "artifacts",
+        None => "",
+    };
+    render(
+        "postgres/Dockerfile.j2",
+        minijinja::context! {
+            base => r.base,
+            source => r.source,
+            pg_major => r.pg_major,
+            ca_cert => r.ca_cert.is_some(),
+            timescaledb => origin(&plan.timescaledb),
+            walg => origin(&plan.walg),
+            consul => origin(&plan.consul),
+            walg_url => super::walg_url(&r.walg_version),
+            walg_sha256 => r.walg_sha256.clone().unwrap_or_default(),
+            components => plan.components(),
+        },
+    )
+}
+
+/// The whole context for the database image.
+pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
+    let mut files = vec![
+        file("Dockerfile", dockerfile(plan)?, 0o644),
+        file("pgctl/entrypoint.sh", ENTRYPOINT, 0o755),
+        file("pgctl/healthcheck.sh", HEALTHCHECK, 0o755),
+        file("pgctl/check-and-manifest.sh", CHECK_AND_MANIFEST, 0o755),
+    ];
+    if let Some(ca) = &plan.request.ca_cert {
+        let pem = std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
+        files.push(file("pgctl/build-ca.crt", pem, 0o644));
+    }
+    for path in &plan.artifact_files {
+        let name = path.file_name().and_then(|n| n.to_str()).context("artifact name")?;
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        files.push(file(&format!("pgctl/artifacts/{name}"), bytes, 0o755));
+    }
+    gzip_tar(&files)
+}

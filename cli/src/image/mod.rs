@@ -1,0 +1,281 @@
+//! The database image: what goes into it (plan), how its context is assembled, building it
+//! through the Docker API, making a base locally, listing, and delivering it to hosts.
+
+pub mod base;
+pub mod build;
+pub mod context;
+pub mod list;
+pub mod push;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Label marking images built by pgctl; the manifest's keys follow under `io.pgctl.manifest.`.
+pub const LABEL_IMAGE: &str = "io.pgctl.image";
+pub const LABEL_MANIFEST_PREFIX: &str = "io.pgctl.manifest.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// PGDG apt (PostgreSQL 13-17), Timescale's apt repo, WAL-G release binary, HashiCorp apt.
+    Pgdg,
+    /// Debian bookworm only (PostgreSQL 15); TimescaleDB/WAL-G/Consul only from --artifacts.
+    Debian,
+}
+
+/// Optional components; everything else (PostgreSQL, PostGIS, Patroni, pgBackRest, etcd,
+/// amcheck, tini, cron) is always in the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Component {
+    Timescaledb,
+    Walg,
+    Consul,
+}
+
+impl Component {
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Timescaledb => "timescaledb",
+            Component::Walg => "walg",
+            Component::Consul => "consul",
+        }
+    }
+}
+
+/// What the user asked `pgctl image build` for.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub source: Source,
+    pub pg_major: u32,
+    pub base: String,
+    pub tag: String,
+    pub artifacts: Option<PathBuf>,
+    pub without: BTreeSet<Component>,
+    pub ca_cert: Option<PathBuf>,
+    pub http_proxy: Option<String>,
+    pub no_cache: bool,
+    pub walg_version: String,
+    pub walg_sha256: Option<String>,
+}
+
+/// Where one optional component comes from (`None`: not in the image, by request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    Apt,
+    Download,
+    Artifacts,
+}
+
+/// The decided build: which components, from where, and which artifact files (verified).
+#[derive(Debug, Clone)]
+pub struct BuildPlan {
+    pub request: BuildRequest,
+    pub timescaledb: Option<Origin>,
+    pub walg: Option<Origin>,
+    pub consul: Option<Origin>,
+    pub artifact_files: Vec<PathBuf>,
+}
+
+impl BuildPlan {
+    /// Space-separated names of the optional components included (recorded in the manifest).
+    pub fn components(&self) -> String {
+        [(Component::Timescaledb, &self.timescaledb), (Component::Walg, &self.walg), (Component::Consul, &self.consul)]
+            .iter()
+            .filter(|(_, o)| o.is_some())
+            .map(|(c, _)| c.name())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+pub fn walg_url(version: &str) -> String {
+    format!("https://github.com/wal-g/wal-g/releases/download/{version}/wal-g-pg-ubuntu-20.04-amd64.tar.gz")
+}
+
+/// Decides every component's origin, and verifies artifact checksums, before any build starts.
+pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
+    if !(13..=17).contains(&req.pg_major) {
+        bail!("PostgreSQL {} is not supported; allowed: 13-17", req.pg_major);
+    }
+    if req.source == Source::Debian && req.pg_major != 15 {
+        bail!("--source debian has PostgreSQL 15 only (Debian bookworm); use --pg-major 15 or --source pgdg");
+    }
+    if let Some(ca) = &req.ca_cert {
+        if !ca.is_file() {
+            bail!("--ca-cert {}: no such file", ca.display());
+        }
+    }
+    let artifacts = match &req.artifacts {
+        Some(dir) => Some(Artifacts::open(dir)?),
+        None => None,
+    };
+    let mut files = Vec::new();
+    let mut origin = |c: Component, patterns: &[&str], online: Origin| -> Result<Option<Origin>> {
+        if req.without.contains(&c) {
+            return Ok(None);
+        }
+        if let Some(a) = &artifacts {
+            let found = a.matching(patterns, req.pg_major)?;
+            if !found.is_empty() {
+                files.extend(found);
+                return Ok(Some(Origin::Artifacts));
+            }
+        }
+        if req.source == Source::Pgdg {
+            return Ok(Some(online));
+        }
+        let dir_hint = req.artifacts.as_ref().map(|d| format!(" (none found in {})", d.display())).unwrap_or_default();
+        bail!(
+            "{} is not available from Debian bookworm{dir_hint}: supply it with --artifacts DIR ({}, listed in DIR/SHA256SUMS), or build without it: --without {}",
+            c.name(),
+            patterns.join(" or "),
+            c.name()
+        )
+    };
+    let timescaledb = origin(Component::Timescaledb, &["timescaledb*{pg}*.deb"], Origin::Apt)?;
+    let walg = origin(Component::Walg, &["wal-g", "wal-g*.tar.gz"], Origin::Download)?;
+    let consul = origin(Component::Consul, &["consul"], Origin::Apt)?;
+    if walg == Some(Origin::Download) && req.walg_sha256.as_deref().is_none_or(str::is_empty) {
+        bail!(
+            "WAL-G {} would be downloaded from GitHub, but its sha256 is not pinned: pass --walg-sha256 HEX (from a release you verified), supply it with --artifacts DIR, or --without walg",
+            req.walg_version
+        );
+    }
+    Ok(BuildPlan { request: req, timescaledb, walg, consul, artifact_files: files })
+}
+
+/// A directory of pre-downloaded files with a `SHA256SUMS` list (sha256sum's format).
+struct Artifacts {
+    dir: PathBuf,
+    sums: Vec<(String, String)>,
+}
+
+impl Artifacts {
+    fn open(dir: &Path) -> Result<Self> {
+        let list = dir.join("SHA256SUMS");
+        let text = std::fs::read_to_string(&list)
+            .with_context(|| format!("--artifacts {}: cannot read {} (write it with `sha256sum * > SHA256SUMS`)", dir.display(), list.display()))?;
+        let sums = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let (hash, name) = l.split_once(char::is_whitespace).with_context(|| format!("{}: malformed line `{l}`", list.display()))?;
+                Ok((hash.to_lowercase(), name.trim().trim_start_matches('*').to_string()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Artifacts { dir: dir.to_path_buf(), sums })
+    }
+
+    /// Files matching any pattern (`*` wildcard, `{pg}` = major), each verified against SHA256SUMS.
+    fn matching(&self, patterns: &[&str], pg_major: u32) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        names.sort();
+        for name in names {
+            if !patterns.iter().any(|p| glob_match(&p.replace("{pg}", &pg_major.to_string()), &name)) {
+                continue;
+            }
+            let path = self.dir.join(&name);
+            let Some((expected, _)) = self.sums.iter().find(|(_, n)| *n == name) else {
+                bail!("{}: not listed in SHA256SUMS; refusing an unverified artifact", path.display());
+            };
+            let actual = hex::encode(Sha256::digest(std::fs::read(&path)?));
+            if &actual != expected {
+                bail!("{}: sha256 {actual} does not match SHA256SUMS ({expected})", path.display());
+            }
+            out.push(path);
+        }
+        Ok(out)
+    }
+}
+
+/// `*` matches any run of characters; everything else literally.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name.ends_with(last) || name.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(source: Source) -> BuildRequest {
+        BuildRequest {
+            source,
+            pg_major: 15,
+            base: "debian:bookworm-slim".into(),
+            tag: "t".into(),
+            artifacts: None,
+            without: BTreeSet::new(),
+            ca_cert: None,
+            http_proxy: None,
+            no_cache: false,
+            walg_version: "v3.0.5".into(),
+            walg_sha256: Some("ab".repeat(32)),
+        }
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("timescaledb*15*.deb", "timescaledb-2-postgresql-15_2.14.2~debian12_amd64.deb"));
+        assert!(!glob_match("timescaledb*16*.deb", "timescaledb-2-postgresql-15_2.14.2~debian12_amd64.deb"));
+        assert!(glob_match("consul", "consul"));
+        assert!(!glob_match("consul", "consul.zip"));
+    }
+
+    #[test]
+    fn debian_source_demands_explicit_without() {
+        let err = plan(req(Source::Debian)).unwrap_err().to_string();
+        assert!(err.contains("--without timescaledb"), "{err}");
+        let mut r = req(Source::Debian);
+        r.without = [Component::Timescaledb, Component::Walg, Component::Consul].into();
+        let p = plan(r).unwrap();
+        assert_eq!(p.components(), "");
+    }
+
+    #[test]
+    fn pgdg_needs_pinned_walg() {
+        let mut r = req(Source::Pgdg);
+        r.walg_sha256 = None;
+        assert!(plan(r).unwrap_err().to_string().contains("--walg-sha256"));
+        let p = plan(req(Source::Pgdg)).unwrap();
+        assert_eq!(p.components(), "timescaledb walg consul");
+    }
+
+    #[test]
+    fn artifacts_are_verified() {
+        let dir = std::env::temp_dir().join(format!("pgctl-artifacts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("consul"), b"binary").unwrap();
+        let good = hex::encode(Sha256::digest(b"binary"));
+        std::fs::write(dir.join("SHA256SUMS"), format!("{good}  consul\n")).unwrap();
+        let mut r = req(Source::Debian);
+        r.artifacts = Some(dir.clone());
+        r.without = [Component::Timescaledb, Component::Walg].into();
+        let p = plan(r.clone()).unwrap();
+        assert_eq!(p.consul, Some(Origin::Artifacts));
+        std::fs::write(dir.join("consul"), b"tampered").unwrap();
+        let err = plan(r).unwrap_err().to_string();
+        assert!(err.contains("does not match SHA256SUMS"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -1,0 +1,152 @@
+//! `pgctl image push`: deliver the cluster's image to every host, concurrently.
+//! Stream mode: hosts that already have the exact image ID are skipped; others receive it
+//! engine-to-engine, and the ID is verified afterwards. Registry mode: hosts pull it with
+//! the registry credentials from secrets. One host failing does not stop the others.
+
+use crate::config::{Config, HostConfig, ImageDelivery};
+use crate::docker::{self, connect, transfer, Engine};
+use anyhow::{bail, Context, Result};
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::CreateImageOptions;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::time::Instant;
+
+/// What happened on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostOutcome {
+    pub host: String,
+    /// `present` (already had it), `transferred`, `pulled` or `failed`.
+    pub result: String,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// Delivers `image` to `hosts` (all of hosts.toml unless limited).
+pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result<Vec<HostOutcome>> {
+    let base = config.base_dir();
+    let progress = MultiProgress::new();
+    let (local, local_id) = match config.hosts.cluster.image_delivery {
+        ImageDelivery::Stream => {
+            let local = docker::local().await?;
+            let id = docker::image_id(&local.docker, image)
+                .await?
+                .with_context(|| format!("image {image} is not in the local engine: build it with `pgctl image build --tag {image}`"))?;
+            (Some(local), Some(id))
+        }
+        ImageDelivery::Registry => (None, None),
+    };
+    let jobs = hosts.iter().map(|host| {
+        let progress = progress.clone();
+        let (local, local_id) = (local.clone(), local_id.clone());
+        async move {
+            let started = Instant::now();
+            let bar = progress.add(ProgressBar::new_spinner());
+            bar.set_style(ProgressStyle::with_template("{prefix:>10} {spinner} {msg} {bytes} ({bytes_per_sec})").expect("valid template"));
+            bar.set_prefix(host.name.clone());
+            let result = async {
+                let engine = connect::connect(host, base).await.map_err(|u| anyhow::anyhow!("unreachable ({}): {}", u.endpoint, u.cause))?;
+                match (&local, &local_id) {
+                    (Some(local), Some(id)) => deliver_stream(local, &engine, image, id, &bar).await,
+                    _ => pull(config, &engine, image, &bar).await,
+                }
+            }
+            .await;
+            let seconds = started.elapsed().as_secs_f64();
+            let bytes = bar.position();
+            bar.finish_and_clear();
+            match result {
+                Ok(kind) => {
+                    progress.suspend(|| eprintln!("{:>10}: {kind} ({:.1} MB in {seconds:.1}s)", host.name, bytes as f64 / 1e6));
+                    HostOutcome { host: host.name.clone(), result: kind.into(), bytes, seconds, error: None }
+                }
+                Err(e) => {
+                    progress.suspend(|| eprintln!("{:>10}: FAILED: {e:#}", host.name));
+                    HostOutcome { host: host.name.clone(), result: "failed".into(), bytes, seconds, error: Some(format!("{e:#}")) }
+                }
+            }
+        }
+    });
+    Ok(join_all(jobs).await)
+}
+
+async fn deliver_stream(local: &Engine, host: &Engine, image: &str, local_id: &str, bar: &ProgressBar) -> Result<&'static str> {
+    if docker::image_id(&host.docker, image).await?.as_deref() == Some(local_id) {
+        return Ok("present");
+    }
+    bar.set_message("streaming");
+    let counter = bar.clone();
+    transfer::stream_image(&local.docker, &host.docker, image, move |n| counter.inc(n)).await?;
+    match docker::image_id(&host.docker, image).await? {
+        Some(id) if id == local_id => Ok("transferred"),
+        Some(id) => bail!("after the transfer the host has {image} as {id}, expected {local_id}"),
+        None => bail!("after the transfer the host does not have {image}"),
+    }
+}
+
+async fn pull(config: &Config, host: &Engine, image: &str, bar: &ProgressBar) -> Result<&'static str> {
+    let s = &config.secrets.registry;
+    let credentials = DockerCredentials {
+        username: s.username.as_ref().map(|s| s.expose().to_string()),
+        password: s.password.as_ref().map(|s| s.expose().to_string()),
+        serveraddress: config.hosts.registry.as_ref().map(|r| r.server.clone()),
+        ..Default::default()
+    };
+    bar.set_message("pulling");
+    let options = CreateImageOptions { from_image: Some(image.into()), ..Default::default() };
+    let mut stream = host.docker.create_image(Some(options), None, Some(credentials));
+    while let Some(msg) = stream.next().await {
+        let info = msg.map_err(|e| anyhow::anyhow!("pulling {image}: {}", connect::describe(&e)))?;
+        if let Some(detail) = info.progress_detail {
+            if let (Some(cur), Some(_)) = (detail.current, detail.total) {
+                bar.set_position(cur as u64);
+            }
+        }
+    }
+    Ok("pulled")
+}
+
+/// Tags the local image as `target` and pushes it to its registry (GitLab CI's build stage).
+pub async fn publish(image: &str, target: &str, username: Option<String>, password: Option<String>) -> Result<()> {
+    let local = docker::local().await?;
+    docker::image_id(&local.docker, image).await?.with_context(|| format!("image {image} is not in the local engine"))?;
+    let (repo, tag) = split_reference(target);
+    local
+        .docker
+        .tag_image(image, Some(bollard::query_parameters::TagImageOptions { repo: Some(repo.clone()), tag: Some(tag.clone()) }))
+        .await
+        .with_context(|| format!("tagging {image} as {target}"))?;
+    let server = repo.split('/').next().unwrap_or_default().to_string();
+    let credentials = DockerCredentials { username, password, serveraddress: Some(server), ..Default::default() };
+    let options = bollard::query_parameters::PushImageOptions { tag: Some(tag), ..Default::default() };
+    let mut stream = local.docker.push_image(&repo, Some(options), Some(credentials));
+    while let Some(msg) = stream.next().await {
+        let info = msg.map_err(|e| anyhow::anyhow!("pushing {target}: {}", connect::describe(&e)))?;
+        if let Some(status) = info.status {
+            tracing::debug!("{status}");
+        }
+    }
+    eprintln!("pushed {target}");
+    Ok(())
+}
+
+/// `registry/path/name:tag` -> (`registry/path/name`, `tag`); a port colon is not a tag.
+pub fn split_reference(reference: &str) -> (String, String) {
+    match reference.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
+        _ => (reference.to_string(), "latest".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn split_reference() {
+        assert_eq!(super::split_reference("reg:5000/a/b:15"), ("reg:5000/a/b".into(), "15".into()));
+        assert_eq!(super::split_reference("reg:5000/a/b"), ("reg:5000/a/b".into(), "latest".into()));
+        assert_eq!(super::split_reference("pgctl/postgres:15"), ("pgctl/postgres".into(), "15".into()));
+    }
+}

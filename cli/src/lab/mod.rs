@@ -1,0 +1,409 @@
+//! `pgctl lab up|down|status`: simulated hosts on this machine. Each host is a container
+//! running its own Docker Engine (mutual TLS, lab CA) on a private network with fixed
+//! addresses; an S3 server (Garage behind HTTPS) holds backups; a ready hosts.toml and
+//! secrets.toml point at all of it. Everything carries the `io.pgctl.lab` label.
+
+mod images;
+pub mod pki;
+pub mod s3;
+
+use crate::config::init::{write_file, HostsTemplate, InitHost, SecretsTemplate};
+use crate::docker::{self, Engine, FileSpec, LABEL_LAB};
+use anyhow::{bail, Context, Result};
+use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What `lab up` makes.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    pub name: String,
+    pub dir: PathBuf,
+    pub hosts: usize,
+    /// A /24 such as 172.30.77.0/24: hosts get .11, .12, ..., the S3 server .10.
+    pub subnet: String,
+    pub garage: PathBuf,
+    pub base: String,
+    pub mirror: String,
+}
+
+const MARKER: &str = ".pgctl-lab";
+pub const LAB_IMAGE_TAG: &str = "pgctl/postgres:15-debian";
+
+impl LabSpec {
+    fn prefix(&self) -> Result<[u8; 3]> {
+        let (net, bits) = self.subnet.split_once('/').unwrap_or((&self.subnet, "24"));
+        let ip: Ipv4Addr = net.parse().with_context(|| format!("--subnet {}: not an IPv4 network", self.subnet))?;
+        if bits != "24" {
+            bail!("--subnet {}: the lab uses a /24", self.subnet);
+        }
+        let o = ip.octets();
+        Ok([o[0], o[1], o[2]])
+    }
+    fn ip(&self, last: u8) -> Result<String> {
+        let p = self.prefix()?;
+        Ok(format!("{}.{}.{}.{last}", p[0], p[1], p[2]))
+    }
+    pub fn host_name(i: usize) -> String {
+        format!("host{i}")
+    }
+    fn container(&self, what: &str) -> String {
+        format!("{}-{what}", self.name)
+    }
+    fn labels(&self, role: &str) -> HashMap<String, String> {
+        HashMap::from([(LABEL_LAB.to_string(), self.name.clone()), ("io.pgctl.lab.role".to_string(), role.to_string())])
+    }
+}
+
+/// Brings the lab up, or completes a partial one. Safe to re-run.
+pub async fn up(spec: &LabSpec) -> Result<()> {
+    if !crate::image::base::is_root() {
+        bail!("`pgctl lab up` needs root: it makes a Debian base image with mmdebstrap and runs nested Docker engines");
+    }
+    if spec.hosts == 0 || spec.hosts > 9 {
+        bail!("--hosts {}: the lab makes 1 to 9 hosts", spec.hosts);
+    }
+    let local = docker::local().await?;
+    claim_dir(spec)?;
+    let base = &spec.base;
+    crate::image::base::ensure_base(&local, base, "bookworm", &spec.mirror, false).await?;
+    let host_image = images::ensure_host_image(&local, base).await?;
+    let s3_image = images::ensure_s3_image(&local, base, &spec.garage).await?;
+    ensure_network(&local, spec).await?;
+
+    let ca = load_or_create_ca(&spec.dir)?;
+    let secrets = load_or_create_secrets(spec)?;
+    let mut hosts = Vec::new();
+    for i in 1..=spec.hosts {
+        let name = LabSpec::host_name(i);
+        let ip = spec.ip(10 + i as u8)?;
+        ensure_host(&local, spec, &ca, &host_image, &name, &ip).await?;
+        write_client_certs(spec, &ca, &name)?;
+        hosts.push((name, ip));
+    }
+    let s3_ip = spec.ip(10)?;
+    ensure_s3(&local, spec, &ca, &s3_image, &s3_ip, &secrets).await?;
+    write_hosts_toml(spec, &hosts, &s3_ip)?;
+
+    // Every engine must answer over mutual TLS with the files we just wrote.
+    let config = crate::config::load(&spec.dir.join("hosts.toml"), None)?;
+    let mut last_err = None;
+    for _ in 0..60 {
+        match docker::connect_all(&config).await {
+            Ok(engines) => {
+                for e in &engines {
+                    eprintln!("  {}: Docker {} (API {}) at {}", e.host, e.version, e.api_version, e.endpoint);
+                }
+                last_err = None;
+                break;
+            }
+            Err(e) => last_err = Some(e),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if let Some(e) = last_err {
+        let mut logs = String::new();
+        for (name, _) in &hosts {
+            logs.push_str(&format!("\n--- {name} ---\n{}", docker::tail_logs(&local.docker, &spec.container(name), 15).await));
+        }
+        bail!("lab engines did not come up: {e}{logs}");
+    }
+    eprintln!("lab `{}` is up: {} hosts, S3 at https://{s3_ip}", spec.name, spec.hosts);
+    eprintln!("  hosts file: {}", spec.dir.join("hosts.toml").display());
+    Ok(())
+}
+
+/// The lab directory belongs to one lab; refuse to write into a directory that holds
+/// something else.
+fn claim_dir(spec: &LabSpec) -> Result<()> {
+    let marker = spec.dir.join(MARKER);
+    if spec.dir.exists() && std::fs::read_dir(&spec.dir)?.next().is_some() {
+        match std::fs::read_to_string(&marker) {
+            Ok(name) if name.trim() == spec.name => return Ok(()),
+            Ok(name) => bail!("{} belongs to lab `{}`, not `{}`; use another --dir", spec.dir.display(), name.trim(), spec.name),
+            Err(_) => bail!("{} exists and is not a pgctl lab directory; use another --dir", spec.dir.display()),
+        }
+    }
+    std::fs::create_dir_all(&spec.dir)?;
+    std::fs::write(&marker, &spec.name)?;
+    Ok(())
+}
+
+fn load_or_create_ca(dir: &Path) -> Result<pki::Ca> {
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    if cert.exists() && key.exists() {
+        return pki::Ca::load(&std::fs::read_to_string(&cert)?, &std::fs::read_to_string(&key)?);
+    }
+    let ca = pki::Ca::generate("pgctl lab CA")?;
+    write_file(&cert, &ca.cert_pem, 0o644)?;
+    write_file(&key, &ca.key_pem, 0o600)?;
+    Ok(ca)
+}
+
+/// Secrets are made once per lab and kept: the S3 keys must match what Garage holds.
+fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
+    let path = spec.dir.join("secrets.toml");
+    if path.exists() {
+        let s = crate::config::load_secrets(&path)?;
+        let get = |v: &Option<crate::config::Secret>| v.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+        return Ok(SecretsTemplate {
+            superuser_password: get(&s.superuser_password),
+            replication_password: get(&s.replication_password),
+            rewind_password: get(&s.rewind_password),
+            rest_api_password: get(&s.rest_api_password),
+            consul_gossip_key: get(&s.consul_gossip_key),
+            s3_access_key_id: get(&s.s3.access_key_id),
+            s3_secret_access_key: get(&s.s3.secret_access_key),
+            s3_readonly_access_key_id: get(&s.s3.readonly_access_key_id),
+            s3_readonly_secret_access_key: get(&s.s3.readonly_secret_access_key),
+        });
+    }
+    let mut secrets = SecretsTemplate::generate();
+    let (rw, ro) = (s3::new_key(), s3::new_key());
+    (secrets.s3_access_key_id, secrets.s3_secret_access_key) = rw;
+    (secrets.s3_readonly_access_key_id, secrets.s3_readonly_secret_access_key) = ro;
+    write_file(&path, &crate::render::render("init/secrets.toml.j2", &secrets)?, 0o600)?;
+    Ok(secrets)
+}
+
+fn write_client_certs(spec: &LabSpec, ca: &pki::Ca, host: &str) -> Result<()> {
+    let dir = spec.dir.join("certs").join(host);
+    if dir.join("cert.pem").exists() {
+        return Ok(());
+    }
+    let client = ca.issue("pgctl", &[], false, true)?;
+    write_file(&dir.join("ca.pem"), &ca.cert_pem, 0o644)?;
+    write_file(&dir.join("cert.pem"), &client.cert_pem, 0o644)?;
+    write_file(&dir.join("key.pem"), &client.key_pem, 0o600)?;
+    Ok(())
+}
+
+fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> Result<()> {
+    let voters = if hosts.len() % 2 == 1 { hosts.len() } else { hosts.len() - 1 };
+    let template = HostsTemplate {
+        name: "lab".into(),
+        postgres_major: 15,
+        image: LAB_IMAGE_TAG.into(),
+        // Consul, WAL-G and TimescaleDB cannot be obtained here: the lab runs etcd + pgBackRest.
+        dcs: "etcd".into(),
+        backup_engine: "pgbackrest".into(),
+        ttl: 20,
+        loop_wait: 5,
+        retry_timeout: 5,
+        s3_endpoint: format!("https://{s3_ip}"),
+        s3_bucket: s3::BUCKET.into(),
+        s3_region: s3::REGION.into(),
+        s3_ca_file: Some("ca.pem".into()),
+        hosts: hosts
+            .iter()
+            .enumerate()
+            .map(|(i, (name, ip))| InitHost {
+                name: name.clone(),
+                endpoint: format!("tcp://{ip}:2376"),
+                address: ip.clone(),
+                roles: if i < voters { vec!["etcd".into(), "patroni".into()] } else { vec!["patroni".into()] },
+            })
+            .collect(),
+    };
+    write_file(&spec.dir.join("hosts.toml"), &crate::render::render("init/hosts.toml.j2", &template)?, 0o644)
+}
+
+async fn ensure_network(local: &Engine, spec: &LabSpec) -> Result<()> {
+    if local.docker.inspect_network(&spec.name, None::<bollard::query_parameters::InspectNetworkOptions>).await.is_ok() {
+        return Ok(());
+    }
+    let request = NetworkCreateRequest {
+        name: spec.name.clone(),
+        driver: Some("bridge".into()),
+        labels: Some(spec.labels("network")),
+        ipam: Some(Ipam {
+            config: Some(vec![IpamConfig { subnet: Some(spec.subnet.clone()), gateway: Some(spec.ip(1)?), ..Default::default() }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    local.docker.create_network(request).await.with_context(|| {
+        format!("creating lab network {} ({}); if the subnet overlaps an existing network, pass --subnet", spec.name, spec.subnet)
+    })?;
+    Ok(())
+}
+
+fn networking(spec: &LabSpec, ip: &str) -> NetworkingConfig {
+    let endpoint = EndpointSettings { ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(ip.into()), ..Default::default() }), ..Default::default() };
+    NetworkingConfig { endpoints_config: Some(HashMap::from([(spec.name.clone(), endpoint)])) }
+}
+
+fn root_file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
+    FileSpec { path: path.into(), contents: contents.into(), mode, uid: 0, gid: 0 }
+}
+
+/// Creates (if needed) and starts one simulated host. A nested dockerd needs privileges:
+/// `--privileged` first; where the engine refuses it ("unable to apply caps"), all
+/// capabilities but SYS_RESOURCE, unconfined seccomp/apparmor, all devices and the cgroup fs.
+async fn ensure_host(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, name: &str, ip: &str) -> Result<()> {
+    let container = spec.container(name);
+    if let Ok(info) = local.docker.inspect_container(&container, None).await {
+        if info.state.and_then(|s| s.running).unwrap_or(false) {
+            return Ok(());
+        }
+        return local.docker.start_container(&container, None).await.with_context(|| format!("starting lab host {container}"));
+    }
+    let volume = format!("{container}-docker");
+    docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
+    let server = ca.issue(name, &[name.to_string(), ip.to_string(), "localhost".into(), "127.0.0.1".into()], true, false)?;
+    let files = [
+        root_file("etc/docker/tls/ca.pem", ca.cert_pem.clone(), 0o644),
+        root_file("etc/docker/tls/server-cert.pem", server.cert_pem, 0o644),
+        root_file("etc/docker/tls/server-key.pem", server.key_pem, 0o600),
+    ];
+    let body = |privileged: bool| {
+        let mut host_config = HostConfig { binds: Some(vec![format!("{volume}:/var/lib/docker")]), ..Default::default() };
+        if privileged {
+            host_config.privileged = Some(true);
+        } else {
+            host_config.cap_add = Some(vec!["ALL".into()]);
+            host_config.cap_drop = Some(vec!["SYS_RESOURCE".into()]);
+            host_config.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
+            host_config.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
+            host_config.binds.get_or_insert_with(Vec::new).push("/sys/fs/cgroup:/sys/fs/cgroup:rw".into());
+        }
+        ContainerCreateBody {
+            image: Some(image.into()),
+            hostname: Some(name.into()),
+            labels: Some(spec.labels("host")),
+            host_config: Some(host_config),
+            networking_config: Some(networking(spec, ip)),
+            ..Default::default()
+        }
+    };
+    for privileged in [true, false] {
+        docker::create_container(&local.docker, &container, body(privileged)).await?;
+        docker::upload(&local.docker, &container, &files).await?;
+        match local.docker.start_container(&container, None).await {
+            Ok(()) => return Ok(()),
+            Err(e) if privileged => {
+                tracing::info!("--privileged refused for {container} ({e}); using explicit capabilities instead");
+                docker::remove_container(&local.docker, &container).await?;
+            }
+            Err(e) => return Err(e).with_context(|| format!("starting lab host {container}")),
+        }
+    }
+    unreachable!("the loop returns on its last iteration")
+}
+
+async fn ensure_s3(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, ip: &str, secrets: &SecretsTemplate) -> Result<()> {
+    let container = spec.container("s3");
+    let running = match local.docker.inspect_container(&container, None).await {
+        Ok(info) => info.state.and_then(|s| s.running).unwrap_or(false),
+        Err(_) => {
+            let volume = format!("{container}-data");
+            docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
+            let cert = ca.issue("s3", &[ip.to_string(), "s3.lab".into(), "localhost".into()], true, false)?;
+            let garage_toml = crate::render::render("lab-s3/garage.toml.j2", minijinja::context! { rpc_secret => s3::rpc_secret(), region => s3::REGION })?;
+            let nginx = crate::render::render("lab-s3/nginx.conf.j2", minijinja::context! {})?;
+            let body = ContainerCreateBody {
+                image: Some(image.into()),
+                hostname: Some("s3".into()),
+                labels: Some(spec.labels("s3")),
+                host_config: Some(HostConfig { binds: Some(vec![format!("{volume}:/var/lib/garage")]), ..Default::default() }),
+                networking_config: Some(networking(spec, ip)),
+                ..Default::default()
+            };
+            docker::create_container(&local.docker, &container, body).await?;
+            let files = [
+                root_file("etc/garage.toml", garage_toml, 0o600),
+                root_file("etc/nginx/pgctl-s3.conf", nginx, 0o644),
+                root_file("etc/pgctl-s3/cert.pem", cert.cert_pem, 0o644),
+                root_file("etc/pgctl-s3/key.pem", cert.key_pem, 0o600),
+            ];
+            docker::upload(&local.docker, &container, &files).await?;
+            false
+        }
+    };
+    if !running {
+        local.docker.start_container(&container, None).await.with_context(|| format!("starting {container}"))?;
+    }
+    s3::setup(
+        local,
+        &container,
+        (&secrets.s3_access_key_id, &secrets.s3_secret_access_key),
+        (&secrets.s3_readonly_access_key_id, &secrets.s3_readonly_secret_access_key),
+    )
+    .await
+}
+
+/// Removes every container, volume and network of the lab (by label) and its directory.
+pub async fn down(name: &str, dir: &Path, images: bool) -> Result<Vec<String>> {
+    let local = docker::local().await?;
+    let mut removed = docker::remove_labeled(&local.docker, &format!("{LABEL_LAB}={name}")).await?;
+    if images {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_LAB}=image")])]);
+        let list = local.docker.list_images(Some(bollard::query_parameters::ListImagesOptions { filters: Some(filters), ..Default::default() })).await?;
+        for image in list {
+            local.docker.remove_image(&image.id, None::<bollard::query_parameters::RemoveImageOptions>, None).await?;
+            removed.push(format!("image {}", image.repo_tags.join(",")));
+        }
+    }
+    if std::fs::read_to_string(dir.join(MARKER)).is_ok_and(|n| n.trim() == name) {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        removed.push(format!("directory {}", dir.display()));
+    }
+    Ok(removed)
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostStatus {
+    pub name: String,
+    pub container: String,
+    pub state: String,
+    pub address: String,
+    pub engine: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LabStatus {
+    pub name: String,
+    pub hosts: Vec<HostStatus>,
+    pub s3: String,
+}
+
+/// Lab containers, whether each engine answers over mutual TLS, and whether S3 answers HTTPS.
+pub async fn status(name: &str, dir: &Path) -> Result<LabStatus> {
+    let local = docker::local().await?;
+    let containers = docker::containers_with_label(&local.docker, &format!("{LABEL_LAB}={name}")).await?;
+    let config = crate::config::load(&dir.join("hosts.toml"), None).ok();
+    let mut hosts = Vec::new();
+    let mut s3 = "no S3 container".to_string();
+    for c in containers {
+        let cname = c.names.clone().unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string();
+        let role = c.labels.as_ref().and_then(|l| l.get("io.pgctl.lab.role")).cloned().unwrap_or_default();
+        let state = c.state.map(|s| s.to_string()).unwrap_or_default();
+        let address = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(name).and_then(|e| e.ip_address.clone()))
+            .unwrap_or_default();
+        if role == "s3" {
+            let ca = std::fs::read_to_string(dir.join("ca.pem")).unwrap_or_default();
+            s3 = match s3::probe(&address, 443, &ca).await {
+                Ok(line) => format!("https://{address} answers ({line})"),
+                Err(e) => format!("https://{address} NOT reachable: {e:#}"),
+            };
+            continue;
+        }
+        let host_name = cname.strip_prefix(&format!("{name}-")).unwrap_or(&cname).to_string();
+        let engine = match config.as_ref().and_then(|c| c.host(&host_name).map(|h| (c, h))) {
+            Some((config, host)) => match docker::connect::connect(host, config.base_dir()).await {
+                Ok(e) => format!("Docker {} (API {})", e.version, e.api_version),
+                Err(u) => format!("unreachable: {}", u.cause),
+            },
+            None => "not in hosts.toml".into(),
+        };
+        hosts.push(HostStatus { name: host_name, container: cname, state, address, engine });
+    }
+    hosts.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(LabStatus { name: name.into(), hosts, s3 })
+}

@@ -1,0 +1,46 @@
+//! Templates (minijinja) compiled into the binary, so `pgctl` is one self-contained file.
+//! Sources live in `compose-templates/` and `images/` at the top of the repository.
+
+use anyhow::{Context, Result};
+use minijinja::Environment;
+use serde::Serialize;
+
+/// Every template pgctl renders, by name.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("init/hosts.toml.j2", include_str!("../../compose-templates/init/hosts.toml.j2")),
+    ("init/secrets.toml.j2", include_str!("../../compose-templates/init/secrets.toml.j2")),
+    ("postgres/Dockerfile.j2", include_str!("../../images/postgres/Dockerfile.j2")),
+    ("postgres/Dockerfile.labels.j2", include_str!("../../images/postgres/Dockerfile.labels.j2")),
+    ("lab-host/Dockerfile.j2", include_str!("../../images/lab-host/Dockerfile.j2")),
+    ("lab-s3/Dockerfile.j2", include_str!("../../images/lab-s3/Dockerfile.j2")),
+    ("lab-s3/garage.toml.j2", include_str!("../../images/lab-s3/garage.toml.j2")),
+    ("lab-s3/nginx.conf.j2", include_str!("../../images/lab-s3/nginx.conf.j2")),
+];
+
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    // Rendering TOML/YAML/shell: an undefined variable is a bug, not an empty string.
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    for (name, src) in TEMPLATES {
+        env.add_template(name, src).expect("embedded templates are valid");
+    }
+    env
+}
+
+/// Renders the named template with `ctx`.
+pub fn render(name: &str, ctx: impl Serialize) -> Result<String> {
+    let env = environment();
+    let tmpl = env.get_template(name).with_context(|| format!("no template {name}"))?;
+    tmpl.render(ctx).with_context(|| format!("rendering template {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn all_templates_parse() {
+        // `environment()` panics on a template syntax error.
+        let env = super::environment();
+        assert_eq!(env.templates().count(), super::TEMPLATES.len());
+    }
+}
