@@ -226,3 +226,6 @@ fn check_secret_permissions(path: &Path) -> Result<(), ConfigError> {
 fn check_secret_permissions(_: &Path) -> Result<(), ConfigError> {
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

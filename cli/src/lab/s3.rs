@@ -51,7 +51,7 @@ pub async fn setup(engine: &Engine, container: &str, rw: (&str, &str), ro: (&str
     }
     let node = garage(engine, container, &["node", "id", "-q"]).await?;
     let node = node.trim().split('@').next().unwrap_or_default().to_string();
-    garage(engine, container, &["layout", "assign", "-z", "lab", "-c", "10G", &node]).await?;
+    garage(engine, container, &["layout", "assign", "-z", "lab", "-c", "10GB", &node]).await?;
     garage(engine, container, &["layout", "apply", "--version", "1"]).await?;
     garage(engine, container, &["bucket", "create", BUCKET]).await?;
     garage(engine, container, &["key", "import", "--yes", "-n", "pgctl-rw", rw.0, rw.1]).await?;
