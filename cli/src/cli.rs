@@ -9,7 +9,11 @@ use comfy_table::Table;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "pgctl", version, about = "Highly available PostgreSQL (Patroni + etcd/Consul + WAL-G/pgBackRest to S3) on plain Docker hosts")]
+#[command(
+    name = "pgctl",
+    version,
+    about = "Highly available PostgreSQL (Patroni + etcd/Consul + WAL-G/pgBackRest to S3) on plain Docker hosts"
+)]
 #[command(long_about = "Highly available PostgreSQL on plain Docker hosts.\n\n\
 Start with `pgctl init` (writes hosts.toml and secrets.toml to edit) and `pgctl check`.\n\
 Build the image with `pgctl image build`, deliver it with `pgctl image push`.\n\
@@ -73,10 +77,12 @@ enum Command {
 #[derive(Subcommand)]
 enum ImageCommand {
     /// Build the image (PostgreSQL, PostGIS, TimescaleDB, Patroni, WAL-G, pgBackRest) on the local engine
-    #[command(long_about = "Build the database image on the local Docker engine.\n\n\
+    #[command(
+        long_about = "Build the database image on the local Docker engine.\n\n\
 Sources: `pgdg` (default; PGDG apt for PostgreSQL 13-17, TimescaleDB from Timescale's apt repo, WAL-G release with a pinned sha256, Consul from HashiCorp's apt repo) or `debian` (Debian bookworm only: PostgreSQL 15; TimescaleDB, WAL-G and Consul only from --artifacts).\n\
 A component that cannot be had must be left out explicitly with --without; the build checks that every included component runs, and records versions in labels and /etc/pgctl/manifest.json.\n\n\
-Example (offline, this machine):  pgctl image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul")]
+Example (offline, this machine):  pgctl image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul"
+    )]
     Build(BuildArgs),
     /// Deliver the cluster's image to every host (stream engine-to-engine, or registry pull)
     Push {
@@ -173,7 +179,11 @@ enum LabCommand {
         #[arg(long, default_value = "172.30.77.0/24")]
         subnet: String,
         /// Garage S3 server binary (`cargo install garage`; ansible-free-scripts/build-garage.sh)
-        #[arg(long, env = "PGCTL_GARAGE_BIN", default_value = "/var/cache/pgctl/garage-2.5.0/bin/garage")]
+        #[arg(
+            long,
+            env = "PGCTL_GARAGE_BIN",
+            default_value = "/var/cache/pgctl/garage-2.5.0/bin/garage"
+        )]
         garage: PathBuf,
         /// Base image for the lab's images (made locally with mmdebstrap if missing)
         #[arg(long, default_value = image::base::DEFAULT_BASE_TAG)]
@@ -210,21 +220,55 @@ struct LabArgs {
 
 pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Init { hosts, secrets, name, force } => cmd_init(&hosts, &secrets, &name, force),
+        Command::Init {
+            hosts,
+            secrets,
+            name,
+            force,
+        } => cmd_init(&hosts, &secrets, &name, force),
         Command::Check { hosts } => cmd_check(&hosts),
         Command::Image(cmd) => match cmd {
             ImageCommand::Build(args) => cmd_image_build(args, cli.verbose).await,
-            ImageCommand::Push { hosts, image, limit, registry, json } => cmd_image_push(&hosts, image, &limit, registry, json).await,
+            ImageCommand::Push {
+                hosts,
+                image,
+                limit,
+                registry,
+                json,
+            } => cmd_image_push(&hosts, image, &limit, registry, json).await,
             ImageCommand::List { json } => cmd_image_list(json).await,
-            ImageCommand::Base { tag, suite, mirror, force } => {
-                let id = image::base::ensure_base(&docker::local().await?, &tag, &suite, &mirror, force).await?;
+            ImageCommand::Base {
+                tag,
+                suite,
+                mirror,
+                force,
+            } => {
+                let id =
+                    image::base::ensure_base(&docker::local().await?, &tag, &suite, &mirror, force)
+                        .await?;
                 println!("{tag} {id}");
                 Ok(())
             }
         },
         Command::Lab(cmd) => match cmd {
-            LabCommand::Up { lab: l, hosts, subnet, garage, base, mirror } => {
-                lab::up(&lab::LabSpec { name: l.name, dir: l.dir, hosts, subnet, garage, base, mirror }).await
+            LabCommand::Up {
+                lab: l,
+                hosts,
+                subnet,
+                garage,
+                base,
+                mirror,
+            } => {
+                lab::up(&lab::LabSpec {
+                    name: l.name,
+                    dir: l.dir,
+                    hosts,
+                    subnet,
+                    garage,
+                    base,
+                    mirror,
+                })
+                .await
             }
             LabCommand::Down { lab: l, images } => {
                 let removed = lab::down(&l.name, &l.dir, images).await?;
@@ -243,7 +287,13 @@ fn cmd_init(hosts: &Path, secrets: &Path, name: &str, force: bool) -> Result<()>
     if !crate::config::validate_name(name) {
         bail!("--name `{name}` is not DNS-safe: use lowercase letters, digits and '-'");
     }
-    init::write_files(hosts, secrets, &init::HostsTemplate::example(name), &init::SecretsTemplate::generate(), force)?;
+    init::write_files(
+        hosts,
+        secrets,
+        &init::HostsTemplate::example(name),
+        &init::SecretsTemplate::generate(),
+        force,
+    )?;
     println!("wrote {} and {} (0600)", hosts.display(), secrets.display());
     println!("next: edit the hosts and S3 settings, fill in the S3 keys, then run `pgctl check --hosts {}`", hosts.display());
     Ok(())
@@ -259,7 +309,11 @@ fn cmd_check(args: &HostsArgs) -> Result<()> {
         cfg.hosts.cluster.postgres_major,
         cfg.hosts.hosts.len(),
         cfg.hosts.cluster.dcs,
-        if cfg.hosts.backup.is_some() { format!("{:?}", cfg.hosts.cluster.backup_engine) } else { "off".into() }
+        if cfg.hosts.backup.is_some() {
+            format!("{:?}", cfg.hosts.cluster.backup_engine)
+        } else {
+            "off".into()
+        }
     );
     Ok(())
 }
@@ -285,13 +339,23 @@ async fn cmd_image_build(a: BuildArgs, verbose: bool) -> Result<()> {
     })?;
     let local = docker::local().await?;
     if docker::image_id(&local.docker, &a.base).await?.is_none() && a.base.starts_with("pgctl/") {
-        bail!("base image {} is not in the local engine: make it with `pgctl image base --tag {}`", a.base, a.base);
+        bail!(
+            "base image {} is not in the local engine: make it with `pgctl image base --tag {}`",
+            a.base,
+            a.base
+        );
     }
     let built = image::build::build_postgres(&local, &plan, verbose || a.log).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&built)?);
     } else {
-        println!("built {} ({}) — {:.0} MB in {:.0}s", built.tag, short_id(&built.id), built.size_bytes as f64 / 1e6, built.seconds);
+        println!(
+            "built {} ({}) — {:.0} MB in {:.0}s",
+            built.tag,
+            short_id(&built.id),
+            built.size_bytes as f64 / 1e6,
+            built.seconds
+        );
         for (k, v) in built.manifest.iter().filter(|(_, v)| !v.is_empty()) {
             println!("  {k:<12} {v}");
         }
@@ -299,22 +363,47 @@ async fn cmd_image_build(a: BuildArgs, verbose: bool) -> Result<()> {
     Ok(())
 }
 
-async fn cmd_image_push(args: &HostsArgs, image: Option<String>, limit: &[String], registry: Option<String>, json: bool) -> Result<()> {
+async fn cmd_image_push(
+    args: &HostsArgs,
+    image: Option<String>,
+    limit: &[String],
+    registry: Option<String>,
+    json: bool,
+) -> Result<()> {
     if let Some(target) = registry {
         let image = match image {
             Some(i) => i,
-            None => config::load(&args.hosts, args.secrets.as_deref())?.hosts.cluster.image,
+            None => {
+                config::load(&args.hosts, args.secrets.as_deref())?
+                    .hosts
+                    .cluster
+                    .image
+            }
         };
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        return image::push::publish(&image, &target, env("PGCTL_REGISTRY_USER"), env("PGCTL_REGISTRY_PASSWORD")).await;
+        return image::push::publish(
+            &image,
+            &target,
+            env("PGCTL_REGISTRY_USER"),
+            env("PGCTL_REGISTRY_PASSWORD"),
+        )
+        .await;
     }
     let cfg = args.load()?;
     for name in limit {
         if cfg.host(name).is_none() {
-            bail!("--limit {name}: no such host in {}", cfg.hosts_path.display());
+            bail!(
+                "--limit {name}: no such host in {}",
+                cfg.hosts_path.display()
+            );
         }
     }
-    let hosts: Vec<_> = cfg.hosts.hosts.iter().filter(|h| limit.is_empty() || limit.contains(&h.name)).collect();
+    let hosts: Vec<_> = cfg
+        .hosts
+        .hosts
+        .iter()
+        .filter(|h| limit.is_empty() || limit.contains(&h.name))
+        .collect();
     let image = image.unwrap_or_else(|| cfg.hosts.cluster.image.clone());
     let outcomes = image::push::push(&cfg, &image, &hosts).await?;
     if json {
@@ -323,13 +412,28 @@ async fn cmd_image_push(args: &HostsArgs, image: Option<String>, limit: &[String
         let mut table = Table::new();
         table.set_header(["host", "result", "MB", "seconds", "error"]);
         for o in &outcomes {
-            table.add_row([o.host.clone(), o.result.clone(), format!("{:.1}", o.bytes as f64 / 1e6), format!("{:.1}", o.seconds), o.error.clone().unwrap_or_default()]);
+            table.add_row([
+                o.host.clone(),
+                o.result.clone(),
+                format!("{:.1}", o.bytes as f64 / 1e6),
+                format!("{:.1}", o.seconds),
+                o.error.clone().unwrap_or_default(),
+            ]);
         }
         println!("{table}");
     }
-    let failed: Vec<_> = outcomes.iter().filter(|o| o.result == "failed").map(|o| o.host.as_str()).collect();
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.result == "failed")
+        .map(|o| o.host.as_str())
+        .collect();
     if !failed.is_empty() {
-        bail!("image {image} was not delivered to {} of {} host(s): {}", failed.len(), outcomes.len(), failed.join(", "));
+        bail!(
+            "image {image} was not delivered to {} of {} host(s): {}",
+            failed.len(),
+            outcomes.len(),
+            failed.join(", ")
+        );
     }
     Ok(())
 }
@@ -341,7 +445,19 @@ async fn cmd_image_list(json: bool) -> Result<()> {
         return Ok(());
     }
     let mut table = Table::new();
-    table.set_header(["image", "id", "MB", "postgres", "postgis", "timescaledb", "patroni", "pgbackrest", "wal-g", "etcd", "consul"]);
+    table.set_header([
+        "image",
+        "id",
+        "MB",
+        "postgres",
+        "postgis",
+        "timescaledb",
+        "patroni",
+        "pgbackrest",
+        "wal-g",
+        "etcd",
+        "consul",
+    ]);
     for i in images {
         let m = |k: &str| i.manifest.get(k).cloned().unwrap_or_else(|| "-".into());
         table.add_row([

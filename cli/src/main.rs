@@ -13,10 +13,20 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGCTL_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if args.verbose { "pgctl=debug" } else { "pgctl=warn" })
+        tracing_subscriber::EnvFilter::new(if args.verbose {
+            "pgctl=debug"
+        } else {
+            "pgctl=warn"
+        })
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(cli::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -7,14 +7,38 @@ use serde::Serialize;
 
 /// Every template pgctl renders, by name.
 const TEMPLATES: &[(&str, &str)] = &[
-    ("init/hosts.toml.j2", include_str!("../../compose-templates/init/hosts.toml.j2")),
-    ("init/secrets.toml.j2", include_str!("../../compose-templates/init/secrets.toml.j2")),
-    ("postgres/Dockerfile.j2", include_str!("../../images/postgres/Dockerfile.j2")),
-    ("postgres/Dockerfile.labels.j2", include_str!("../../images/postgres/Dockerfile.labels.j2")),
-    ("lab-host/Dockerfile.j2", include_str!("../../images/lab-host/Dockerfile.j2")),
-    ("lab-s3/Dockerfile.j2", include_str!("../../images/lab-s3/Dockerfile.j2")),
-    ("lab-s3/garage.toml.j2", include_str!("../../images/lab-s3/garage.toml.j2")),
-    ("lab-s3/nginx.conf.j2", include_str!("../../images/lab-s3/nginx.conf.j2")),
+    (
+        "init/hosts.toml.j2",
+        include_str!("../../compose-templates/init/hosts.toml.j2"),
+    ),
+    (
+        "init/secrets.toml.j2",
+        include_str!("../../compose-templates/init/secrets.toml.j2"),
+    ),
+    (
+        "postgres/Dockerfile.j2",
+        include_str!("../../images/postgres/Dockerfile.j2"),
+    ),
+    (
+        "postgres/Dockerfile.labels.j2",
+        include_str!("../../images/postgres/Dockerfile.labels.j2"),
+    ),
+    (
+        "lab-host/Dockerfile.j2",
+        include_str!("../../images/lab-host/Dockerfile.j2"),
+    ),
+    (
+        "lab-s3/Dockerfile.j2",
+        include_str!("../../images/lab-s3/Dockerfile.j2"),
+    ),
+    (
+        "lab-s3/garage.toml.j2",
+        include_str!("../../images/lab-s3/garage.toml.j2"),
+    ),
+    (
+        "lab-s3/nginx.conf.j2",
+        include_str!("../../images/lab-s3/nginx.conf.j2"),
+    ),
 ];
 
 fn environment() -> Environment<'static> {
@@ -23,7 +47,8 @@ fn environment() -> Environment<'static> {
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     for (name, src) in TEMPLATES {
-        env.add_template(name, src).expect("embedded templates are valid");
+        env.add_template(name, src)
+            .expect("embedded templates are valid");
     }
     env
 }
@@ -31,8 +56,11 @@ fn environment() -> Environment<'static> {
 /// Renders the named template with `ctx`.
 pub fn render(name: &str, ctx: impl Serialize) -> Result<String> {
     let env = environment();
-    let tmpl = env.get_template(name).with_context(|| format!("no template {name}"))?;
-    tmpl.render(ctx).with_context(|| format!("rendering template {name}"))
+    let tmpl = env
+        .get_template(name)
+        .with_context(|| format!("no template {name}"))?;
+    tmpl.render(ctx)
+        .with_context(|| format!("rendering template {name}"))
 }
 
 #[cfg(test)]

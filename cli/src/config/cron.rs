@@ -9,7 +9,9 @@ const FIELDS: [(&str, u32, u32); 5] = [
     ("month", 1, 12),
     ("day of week", 0, 7),
 ];
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Checks a cron expression; the error says which field is wrong and what it allows.
@@ -17,8 +19,12 @@ pub fn validate(expr: &str) -> Result<(), String> {
     let expr = expr.trim();
     if let Some(macro_name) = expr.strip_prefix('@') {
         return match macro_name {
-            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => Ok(()),
-            _ => Err(format!("unknown macro `@{macro_name}` (allowed: @hourly @daily @weekly @monthly @yearly)")),
+            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
+                Ok(())
+            }
+            _ => Err(format!(
+                "unknown macro `@{macro_name}` (allowed: @hourly @daily @weekly @monthly @yearly)"
+            )),
         };
     }
     let parts: Vec<&str> = expr.split_whitespace().collect();
@@ -35,7 +41,8 @@ pub fn validate(expr: &str) -> Result<(), String> {
             4 => (&DAYS, 0),
             _ => (&[], 0),
         };
-        validate_field(part, lo, hi, names).map_err(|e| format!("{name} field `{part}`: {e} (allowed {lo}-{hi})"))?;
+        validate_field(part, lo, hi, names)
+            .map_err(|e| format!("{name} field `{part}`: {e} (allowed {lo}-{hi})"))?;
     }
     Ok(())
 }
@@ -47,7 +54,9 @@ fn validate_field(field: &str, lo: u32, hi: u32, names: (&[&str], u32)) -> Resul
             None => (item, None),
         };
         if let Some(step) = step {
-            let step: u32 = step.parse().map_err(|_| format!("step `{step}` is not a number"))?;
+            let step: u32 = step
+                .parse()
+                .map_err(|_| format!("step `{step}` is not a number"))?;
             if step == 0 || step > hi {
                 return Err(format!("step {step} out of range"));
             }
@@ -91,14 +100,33 @@ mod tests {
 
     #[test]
     fn accepts_common_schedules() {
-        for ok in ["20 5 * * *", "*/15 * * * *", "0 0 1,15 * mon-fri", "0 3 * jan sun", "@daily", "0-59/5 1-3 * * 0,7"] {
+        for ok in [
+            "20 5 * * *",
+            "*/15 * * * *",
+            "0 0 1,15 * mon-fri",
+            "0 3 * jan sun",
+            "@daily",
+            "0-59/5 1-3 * * 0,7",
+        ] {
             assert!(validate(ok).is_ok(), "{ok}: {:?}", validate(ok));
         }
     }
 
     #[test]
     fn rejects_bad_schedules() {
-        for bad in ["", "* * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "*/0 * * * *", "a * * * *", "5-1 * * * *", "@sometimes", "* * * * * *"] {
+        for bad in [
+            "",
+            "* * * *",
+            "60 * * * *",
+            "* 24 * * *",
+            "* * 0 * *",
+            "* * * 13 *",
+            "*/0 * * * *",
+            "a * * * *",
+            "5-1 * * * *",
+            "@sometimes",
+            "* * * * * *",
+        ] {
             assert!(validate(bad).is_err(), "{bad} should be rejected");
         }
     }

@@ -50,7 +50,7 @@ impl HostsTemplate {
         HostsTemplate {
             name: name.into(),
             postgres_major: 16,
-            image: format!("pgctl/postgres:16"),
+            image: "pgctl/postgres:16".to_string(),
             dcs: "consul".into(),
             backup_engine: "walg".into(),
             ttl: 30,
@@ -109,11 +109,20 @@ pub fn gossip_key() -> String {
 }
 
 /// Writes both files; refuses to overwrite either unless `force`.
-pub fn write_files(hosts_path: &Path, secrets_path: &Path, hosts: &HostsTemplate, secrets: &SecretsTemplate, force: bool) -> Result<()> {
+pub fn write_files(
+    hosts_path: &Path,
+    secrets_path: &Path,
+    hosts: &HostsTemplate,
+    secrets: &SecretsTemplate,
+    force: bool,
+) -> Result<()> {
     if !force {
         for p in [hosts_path, secrets_path] {
             if p.exists() {
-                bail!("{} already exists; not overwriting it (pass --force to replace it)", p.display());
+                bail!(
+                    "{} already exists; not overwriting it (pass --force to replace it)",
+                    p.display()
+                );
             }
         }
     }
@@ -139,6 +148,7 @@ pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))?;
     // An existing file keeps its old mode through open(): set it explicitly.
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

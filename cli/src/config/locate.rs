@@ -53,7 +53,11 @@ impl std::fmt::Display for KeyPath {
 
 /// 1-based line number of a byte offset.
 pub fn line_of(src: &str, offset: usize) -> usize {
-    src[..offset.min(src.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    src[..offset.min(src.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
 }
 
 /// Line where the deepest existing prefix of `path` is written (the key itself when present,
@@ -71,7 +75,10 @@ pub fn locate(src: &str, path: &KeyPath) -> Option<usize> {
                     (None, Some(DeValue::Table(t))) => t,
                     _ => break,
                 };
-                let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k.as_str()) else {
+                let Some((key, v)) = t
+                    .iter()
+                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
+                else {
                     break;
                 };
                 best = Some(key.span().start);
@@ -79,7 +86,9 @@ pub fn locate(src: &str, path: &KeyPath) -> Option<usize> {
                 value = Some(v.get_ref());
             }
             Step::Index(i) => {
-                let Some(DeValue::Array(items)) = value else { break };
+                let Some(DeValue::Array(items)) = value else {
+                    break;
+                };
                 let Some(item) = items.get(*i) else { break };
                 best = Some(item.span().start);
                 table = None;

@@ -53,7 +53,10 @@ impl std::fmt::Display for Problem {
 pub struct ConfigError(pub Vec<Problem>);
 
 fn render_problems(problems: &[Problem]) -> String {
-    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
+    let errors = problems
+        .iter()
+        .filter(|p| p.severity == Severity::Error)
+        .count();
     let mut out = format!("configuration is invalid ({errors} error(s)); nothing was changed\n");
     for p in problems {
         out.push_str(&format!("  {p}\n"));
@@ -93,12 +96,17 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// The default secrets file sits next to hosts.toml.
 pub fn default_secrets_path(hosts_path: &Path) -> PathBuf {
-    hosts_path.parent().unwrap_or(Path::new(".")).join("secrets.toml")
+    hosts_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("secrets.toml")
 }
 
 /// Loads and validates both files. `Err` carries every problem found (not only the first).
 pub fn load(hosts_path: &Path, secrets_path: Option<&Path>) -> Result<Config, ConfigError> {
-    let secrets_path = secrets_path.map(Path::to_path_buf).unwrap_or_else(|| default_secrets_path(hosts_path));
+    let secrets_path = secrets_path
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| default_secrets_path(hosts_path));
     let hosts_src = read(hosts_path)?;
     let hosts: HostsFile = parse(hosts_path, &hosts_src)?;
     let secrets = load_secrets(&secrets_path)?;
@@ -107,18 +115,36 @@ pub fn load(hosts_path: &Path, secrets_path: Option<&Path>) -> Result<Config, Co
     let base = hosts_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     for (severity, key, message) in validate::hosts(&hosts, &base) {
         let line = locate(&hosts_src, &KeyPath::parse(&key));
-        problems.push(Problem { severity, file: hosts_path.to_path_buf(), line, key, message });
+        problems.push(Problem {
+            severity,
+            file: hosts_path.to_path_buf(),
+            line,
+            key,
+            message,
+        });
     }
     let secrets_src = std::fs::read_to_string(&secrets_path).unwrap_or_default();
     for (severity, key, message) in validate::secrets(&hosts, &secrets) {
         let line = locate(&secrets_src, &KeyPath::parse(&key));
         let file = secrets_path.clone();
-        problems.push(Problem { severity, file, line, key, message: message.to_string() });
+        problems.push(Problem {
+            severity,
+            file,
+            line,
+            key,
+            message: message.to_string(),
+        });
     }
     if problems.iter().any(|p| p.severity == Severity::Error) {
         return Err(ConfigError(problems));
     }
-    Ok(Config { hosts_path: hosts_path.to_path_buf(), secrets_path, hosts, secrets, warnings: problems })
+    Ok(Config {
+        hosts_path: hosts_path.to_path_buf(),
+        secrets_path,
+        hosts,
+        secrets,
+        warnings: problems,
+    })
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
@@ -133,7 +159,13 @@ fn read(path: &Path) -> Result<String, ConfigError> {
 }
 
 fn single(path: &Path, line: Option<usize>, key: &str, message: String) -> ConfigError {
-    ConfigError(vec![Problem { severity: Severity::Error, file: path.to_path_buf(), line, key: key.into(), message }])
+    ConfigError(vec![Problem {
+        severity: Severity::Error,
+        file: path.to_path_buf(),
+        line,
+        key: key.into(),
+        message,
+    }])
 }
 
 /// Parses TOML into `T`, turning serde's message (unknown field, missing field, wrong type)
@@ -143,7 +175,12 @@ pub fn parse<T: serde::de::DeserializeOwned>(path: &Path, src: &str) -> Result<T
         let line = e.span().map(|s| line_of(src, s.start));
         let key = e
             .span()
-            .map(|s| src[s].trim().trim_matches(|c| c == '[' || c == ']').to_string())
+            .map(|s| {
+                src[s]
+                    .trim()
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .to_string()
+            })
             .filter(|k| !k.is_empty() && !k.contains('\n') && k.len() < 60)
             .unwrap_or_default();
         single(path, line, &key, e.message().trim().replace('\n', " "))
@@ -160,8 +197,14 @@ pub const SECRET_ENV: &[(&str, &str)] = &[
     ("PGCTL_CONSUL_GOSSIP_KEY", "consul_gossip_key"),
     ("PGCTL_S3_ACCESS_KEY_ID", "s3.access_key_id"),
     ("PGCTL_S3_SECRET_ACCESS_KEY", "s3.secret_access_key"),
-    ("PGCTL_S3_READONLY_ACCESS_KEY_ID", "s3.readonly_access_key_id"),
-    ("PGCTL_S3_READONLY_SECRET_ACCESS_KEY", "s3.readonly_secret_access_key"),
+    (
+        "PGCTL_S3_READONLY_ACCESS_KEY_ID",
+        "s3.readonly_access_key_id",
+    ),
+    (
+        "PGCTL_S3_READONLY_SECRET_ACCESS_KEY",
+        "s3.readonly_secret_access_key",
+    ),
     ("PGCTL_REGISTRY_USER", "registry.username"),
     ("PGCTL_REGISTRY_PASSWORD", "registry.password"),
 ];
@@ -206,7 +249,10 @@ fn secret_slot<'a>(s: &'a mut SecretsFile, key: &str) -> &'a mut Option<Secret> 
 #[cfg(unix)]
 fn check_secret_permissions(path: &Path) -> Result<(), ConfigError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).map_err(|e| single(path, None, "", format!("cannot read: {e}")))?.permissions().mode();
+    let mode = std::fs::metadata(path)
+        .map_err(|e| single(path, None, "", format!("cannot read: {e}")))?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         return Err(single(
             path,

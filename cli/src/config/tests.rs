@@ -70,7 +70,11 @@ fn setup(hosts: &str, secrets: &str, secrets_mode: u32) -> (Dir, Result<Config, 
     }
     std::fs::write(dir.join("hosts.toml"), hosts).unwrap();
     std::fs::write(dir.join("secrets.toml"), secrets).unwrap();
-    std::fs::set_permissions(dir.join("secrets.toml"), std::fs::Permissions::from_mode(secrets_mode)).unwrap();
+    std::fs::set_permissions(
+        dir.join("secrets.toml"),
+        std::fs::Permissions::from_mode(secrets_mode),
+    )
+    .unwrap();
     let result = load(&dir.join("hosts.toml"), None);
     (Dir(dir), result)
 }
@@ -118,34 +122,147 @@ fn valid_configuration_loads() {
 fn bad_inputs_are_named_with_file_line_and_key() {
     let _env = clean_env();
     // (case, edit of hosts.toml as (from, to), expected key, text on the expected line, message fragment)
-    let cases: &[(&str, (&str, &str), &str, &str, &str)] = &[
-        ("unknown key", ("retry_timeout = 10\n", "retry_timeout = 10\nretry_timout = 5\n"), "retry_timout", "retry_timout = 5", "unknown field"),
-        ("missing key", ("image = \"pgctl/postgres:16\"\n", ""), "", "[cluster]", "missing field `image`"),
-        ("duplicate host name", ("name = \"pg2\"", "name = \"pg1\"\n#dup"), "host[1].name", "name = \"pg1\"\n#dup", "duplicate host name `pg1`"),
-        ("duplicate address", ("address = \"10.0.0.2\"", "address = \"10.0.0.1\"\n#dup"), "host[1].address", "address = \"10.0.0.1\"\n#dup", "duplicate address 10.0.0.1"),
-        ("bad endpoint scheme", ("tcp://10.0.0.2:2376", "http://10.0.0.2:2376"), "host[1].endpoint", "http://10.0.0.2:2376", "allowed are unix://"),
-        ("plain tcp without TLS", ("tls_dir = \"certs\"\n", ""), "host[1].endpoint", "tcp://10.0.0.2:2376", "needs mutual TLS"),
-        ("unsupported major", ("postgres_major = 16", "postgres_major = 12"), "cluster.postgres_major", "postgres_major = 12", "allowed: 13, 14, 15, 16, 17"),
-        ("invalid cron", ("schedule = \"20 5 * * *\"", "schedule = \"61 5 * * *\""), "backup.schedule", "schedule = ", "minute field"),
-        ("timing rule", ("ttl = 30", "ttl = 25"), "cluster.patroni.ttl", "ttl = 25", "loop_wait + 2 * retry_timeout <= ttl"),
-        ("ttl minimum", ("ttl = 30\nloop_wait = 10\nretry_timeout = 10", "ttl = 15\nloop_wait = 5\nretry_timeout = 5"), "cluster.patroni.ttl", "ttl = 15", "minimum of 20"),
-        ("unknown role", ("roles = [\"etcd\", \"patroni\"]\ntls_dir", "roles = [\"etcd\", \"postgres\"]\ntls_dir"), "", "\"postgres\"]", "unknown variant `postgres`"),
-        ("missing tls file", ("tls_dir = \"certs\"", "tls_dir = \"nocerts\""), "host[1].tls_dir", "nocerts", "does not exist"),
-        ("ssh with port", ("ssh://admin@pg3", "ssh://admin@pg3:2222"), "host[2].endpoint", "pg3:2222", "~/.ssh/config"),
-        ("cluster name not DNS-safe", ("name = \"main\"", "name = \"Main_Cluster\""), "cluster.name", "Main_Cluster", "DNS-safe"),
-        ("http endpoint with pgbackrest", ("https://s3.example.com", "http://s3.example.com"), "backup.s3_endpoint", "http://s3", "only speaks HTTPS"),
-        ("no hosts", ("[[host]]", "[[hosts]]"), "", "[[hosts]]", "unknown field `hosts`"),
+    type Case<'a> = (&'a str, (&'a str, &'a str), &'a str, &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            "unknown key",
+            (
+                "retry_timeout = 10\n",
+                "retry_timeout = 10\nretry_timout = 5\n",
+            ),
+            "retry_timout",
+            "retry_timout = 5",
+            "unknown field",
+        ),
+        (
+            "missing key",
+            ("image = \"pgctl/postgres:16\"\n", ""),
+            "",
+            "[cluster]",
+            "missing field `image`",
+        ),
+        (
+            "duplicate host name",
+            ("name = \"pg2\"", "name = \"pg1\"\n#dup"),
+            "host[1].name",
+            "name = \"pg1\"\n#dup",
+            "duplicate host name `pg1`",
+        ),
+        (
+            "duplicate address",
+            ("address = \"10.0.0.2\"", "address = \"10.0.0.1\"\n#dup"),
+            "host[1].address",
+            "address = \"10.0.0.1\"\n#dup",
+            "duplicate address 10.0.0.1",
+        ),
+        (
+            "bad endpoint scheme",
+            ("tcp://10.0.0.2:2376", "http://10.0.0.2:2376"),
+            "host[1].endpoint",
+            "http://10.0.0.2:2376",
+            "allowed are unix://",
+        ),
+        (
+            "plain tcp without TLS",
+            ("tls_dir = \"certs\"\n", ""),
+            "host[1].endpoint",
+            "tcp://10.0.0.2:2376",
+            "needs mutual TLS",
+        ),
+        (
+            "unsupported major",
+            ("postgres_major = 16", "postgres_major = 12"),
+            "cluster.postgres_major",
+            "postgres_major = 12",
+            "allowed: 13, 14, 15, 16, 17",
+        ),
+        (
+            "invalid cron",
+            ("schedule = \"20 5 * * *\"", "schedule = \"61 5 * * *\""),
+            "backup.schedule",
+            "schedule = ",
+            "minute field",
+        ),
+        (
+            "timing rule",
+            ("ttl = 30", "ttl = 25"),
+            "cluster.patroni.ttl",
+            "ttl = 25",
+            "loop_wait + 2 * retry_timeout <= ttl",
+        ),
+        (
+            "ttl minimum",
+            (
+                "ttl = 30\nloop_wait = 10\nretry_timeout = 10",
+                "ttl = 15\nloop_wait = 5\nretry_timeout = 5",
+            ),
+            "cluster.patroni.ttl",
+            "ttl = 15",
+            "minimum of 20",
+        ),
+        (
+            "unknown role",
+            (
+                "roles = [\"etcd\", \"patroni\"]\ntls_dir",
+                "roles = [\"etcd\", \"postgres\"]\ntls_dir",
+            ),
+            "",
+            "\"postgres\"]",
+            "unknown variant `postgres`",
+        ),
+        (
+            "missing tls file",
+            ("tls_dir = \"certs\"", "tls_dir = \"nocerts\""),
+            "host[1].tls_dir",
+            "nocerts",
+            "does not exist",
+        ),
+        (
+            "ssh with port",
+            ("ssh://admin@pg3", "ssh://admin@pg3:2222"),
+            "host[2].endpoint",
+            "pg3:2222",
+            "~/.ssh/config",
+        ),
+        (
+            "cluster name not DNS-safe",
+            ("name = \"main\"", "name = \"Main_Cluster\""),
+            "cluster.name",
+            "Main_Cluster",
+            "DNS-safe",
+        ),
+        (
+            "http endpoint with pgbackrest",
+            ("https://s3.example.com", "http://s3.example.com"),
+            "backup.s3_endpoint",
+            "http://s3",
+            "only speaks HTTPS",
+        ),
+        (
+            "no hosts",
+            ("[[host]]", "[[hosts]]"),
+            "",
+            "[[hosts]]",
+            "unknown field `hosts`",
+        ),
     ];
     for (case, (from, to), key, line_text, fragment) in cases {
         assert!(VALID_HOSTS.contains(from), "{case}: edit does not apply");
         let edited = VALID_HOSTS.replacen(from, to, 1);
-        let expected_line = edited[..edited.find(line_text).expect("marker in file")].matches('\n').count() + 1;
+        let expected_line = edited[..edited.find(line_text).expect("marker in file")]
+            .matches('\n')
+            .count()
+            + 1;
         let (_d, r) = setup(&edited, VALID_SECRETS, 0o600);
         let err = match r {
             Ok(_) => panic!("{case}: accepted"),
             Err(e) => e,
         };
-        let p = err.0.iter().find(|p| p.message.contains(fragment)).unwrap_or_else(|| panic!("{case}: no problem mentions `{fragment}`: {err}"));
+        let p = err
+            .0
+            .iter()
+            .find(|p| p.message.contains(fragment))
+            .unwrap_or_else(|| panic!("{case}: no problem mentions `{fragment}`: {err}"));
         assert!(p.file.ends_with("hosts.toml"), "{case}: file {:?}", p.file);
         if !key.is_empty() {
             assert_eq!(&p.key, key, "{case}: key in {p}");
@@ -161,47 +278,94 @@ fn dcs_member_counts() {
     // Two etcd members: an error; one: a warning; none: an error.
     let two = set_roles(VALID_HOSTS, 2, "\"patroni\"");
     let (_d, r) = setup(&two, VALID_SECRETS, 0o600);
-    let e = r.err().expect("two members must be refused").to_string();
+    let e = r.expect_err("two members must be refused").to_string();
     assert!(e.contains("even number"), "{e}");
 
     let one = set_roles(&two, 1, "\"patroni\"");
     let (_d, r) = setup(&one, VALID_SECRETS, 0o600);
     let cfg = r.unwrap_or_else(|e| panic!("one member is allowed: {e}"));
-    assert!(cfg.warnings.iter().any(|w| w.message.contains("no fault tolerance")), "{:?}", cfg.warnings);
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.message.contains("no fault tolerance")),
+        "{:?}",
+        cfg.warnings
+    );
 
     let none = set_roles(&one, 0, "\"patroni\"");
     let (_d, r) = setup(&none, VALID_SECRETS, 0o600);
-    assert!(r.err().expect("no members must be refused").to_string().contains("no host has role `etcd`"));
+    assert!(r
+        .expect_err("no members must be refused")
+        .to_string()
+        .contains("no host has role `etcd`"));
 
     // Consul: three servers fine, zero refused.
-    let consul = VALID_HOSTS.replace("dcs = \"etcd\"", "dcs = \"consul\"").replace("\"etcd\"", "\"consul-server\"");
+    let consul = VALID_HOSTS
+        .replace("dcs = \"etcd\"", "dcs = \"consul\"")
+        .replace("\"etcd\"", "\"consul-server\"");
     let (_d, r) = setup(&consul, VALID_SECRETS, 0o600);
     r.unwrap_or_else(|e| panic!("3 consul servers are fine: {e}"));
-    let consul_none = VALID_HOSTS.replace("dcs = \"etcd\"", "dcs = \"consul\"").replace("\"etcd\", ", "\"consul-client\", ");
+    let consul_none = VALID_HOSTS
+        .replace("dcs = \"etcd\"", "dcs = \"consul\"")
+        .replace("\"etcd\", ", "\"consul-client\", ");
     let (_d, r) = setup(&consul_none, VALID_SECRETS, 0o600);
-    assert!(r.err().expect("zero consul servers").to_string().contains("no host has role `consul-server`"));
+    assert!(r
+        .expect_err("zero consul servers")
+        .to_string()
+        .contains("no host has role `consul-server`"));
 }
 
 #[test]
 fn secrets_problems() {
     let _env = clean_env();
     let (_d, r) = setup(VALID_HOSTS, VALID_SECRETS, 0o644);
-    let e = r.err().expect("group/other-readable secrets must be refused").to_string();
-    assert!(e.contains("readable by group or others") && e.contains("chmod 600"), "{e}");
+    let e = r
+        .expect_err("group/other-readable secrets must be refused")
+        .to_string();
+    assert!(
+        e.contains("readable by group or others") && e.contains("chmod 600"),
+        "{e}"
+    );
 
-    let (_d, r) = setup(VALID_HOSTS, &VALID_SECRETS.replace("replication_password = \"b\"\n", ""), 0o600);
-    let err = r.err().expect("missing secret");
-    let p = err.0.iter().find(|p| p.key == "replication_password").expect("names the key");
+    let (_d, r) = setup(
+        VALID_HOSTS,
+        &VALID_SECRETS.replace("replication_password = \"b\"\n", ""),
+        0o600,
+    );
+    let err = r.expect_err("missing secret");
+    let p = err
+        .0
+        .iter()
+        .find(|p| p.key == "replication_password")
+        .expect("names the key");
     assert!(p.file.ends_with("secrets.toml"));
 
-    let (_d, r) = setup(VALID_HOSTS, &VALID_SECRETS.replace("rewind_password", "rewind_pasword"), 0o600);
-    let err = r.err().expect("unknown secret key");
-    assert!(err.0[0].message.contains("unknown field `rewind_pasword`") && err.0[0].line == Some(3), "{err}");
+    let (_d, r) = setup(
+        VALID_HOSTS,
+        &VALID_SECRETS.replace("rewind_password", "rewind_pasword"),
+        0o600,
+    );
+    let err = r.expect_err("unknown secret key");
+    assert!(
+        err.0[0].message.contains("unknown field `rewind_pasword`") && err.0[0].line == Some(3),
+        "{err}"
+    );
 
-    let consul = VALID_HOSTS.replace("dcs = \"etcd\"", "dcs = \"consul\"").replace("\"etcd\"", "\"consul-server\"");
-    let (_d, r) = setup(&consul, &VALID_SECRETS.replace("VGhpcyBpcyAzMiBieXRlcyBsb25nIGtleSBmb3IgdGU=", "c2hvcnQ="), 0o600);
-    let err = r.err().expect("short gossip key");
-    assert!(err.0.iter().any(|p| p.key == "consul_gossip_key" && p.line == Some(5)), "{err}");
+    let consul = VALID_HOSTS
+        .replace("dcs = \"etcd\"", "dcs = \"consul\"")
+        .replace("\"etcd\"", "\"consul-server\"");
+    let (_d, r) = setup(
+        &consul,
+        &VALID_SECRETS.replace("VGhpcyBpcyAzMiBieXRlcyBsb25nIGtleSBmb3IgdGU=", "c2hvcnQ="),
+        0o600,
+    );
+    let err = r.expect_err("short gossip key");
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.key == "consul_gossip_key" && p.line == Some(5)),
+        "{err}"
+    );
 }
 
 #[test]
@@ -227,7 +391,10 @@ fn environment_supplies_secrets() {
     }
     let cfg = r.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(cfg.secrets.replication_password.unwrap().expose(), "x");
-    assert!(format!("{:?}", cfg.secrets.superuser_password).contains("***"), "secrets never print");
+    assert!(
+        format!("{:?}", cfg.secrets.superuser_password).contains("***"),
+        "secrets never print"
+    );
 }
 
 #[test]
@@ -237,18 +404,44 @@ fn init_writes_valid_commented_files() {
     let _guard = Dir(dir.clone());
     std::fs::create_dir_all(&dir).unwrap();
     let (h, s) = (dir.join("hosts.toml"), dir.join("secrets.toml"));
-    init::write_files(&h, &s, &init::HostsTemplate::example("main"), &init::SecretsTemplate::generate(), false).unwrap();
-    assert_eq!(std::fs::metadata(&s).unwrap().permissions().mode() & 0o777, 0o600);
+    init::write_files(
+        &h,
+        &s,
+        &init::HostsTemplate::example("main"),
+        &init::SecretsTemplate::generate(),
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::metadata(&s).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let hosts: HostsFile = parse(&h, &std::fs::read_to_string(&h).unwrap()).unwrap();
     assert_eq!(hosts.hosts.len(), 3);
     let secrets = load_secrets(&s).unwrap();
     let key = secrets.consul_gossip_key.unwrap();
-    assert_eq!(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key.expose()).unwrap().len(), 32);
+    assert_eq!(
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, key.expose())
+            .unwrap()
+            .len(),
+        32
+    );
     assert!(secrets.superuser_password.unwrap().expose().len() >= 32);
     // Never overwrites without --force.
-    let again = init::write_files(&h, &s, &init::HostsTemplate::example("main"), &init::SecretsTemplate::generate(), false);
+    let again = init::write_files(
+        &h,
+        &s,
+        &init::HostsTemplate::example("main"),
+        &init::SecretsTemplate::generate(),
+        false,
+    );
     assert!(again.unwrap_err().to_string().contains("--force"));
     // Every key of the written hosts.toml is explained by a comment.
     let text = std::fs::read_to_string(&h).unwrap();
-    assert!(text.lines().filter(|l| l.trim_start().starts_with('#')).count() > 30);
+    assert!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with('#'))
+            .count()
+            > 30
+    );
 }

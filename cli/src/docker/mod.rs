@@ -9,8 +9,8 @@ pub use connect::{connect_all, local, Engine};
 use anyhow::{bail, Context, Result};
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions,
-    RemoveVolumeOptions, UploadToContainerOptions,
+    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -40,7 +40,11 @@ pub fn tar_files(files: &[FileSpec]) -> Result<Vec<u8>> {
         header.set_gid(f.gid);
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(&mut header, f.path.trim_start_matches('/'), f.contents.as_slice())?;
+        builder.append_data(
+            &mut header,
+            f.path.trim_start_matches('/'),
+            f.contents.as_slice(),
+        )?;
     }
     Ok(builder.into_inner()?)
 }
@@ -48,7 +52,10 @@ pub fn tar_files(files: &[FileSpec]) -> Result<Vec<u8>> {
 /// Uploads files into a (created, possibly not yet started) container, relative to `/`.
 pub async fn upload(docker: &Docker, container: &str, files: &[FileSpec]) -> Result<()> {
     let tar = tar_files(files)?;
-    let options = UploadToContainerOptions { path: "/".into(), ..Default::default() };
+    let options = UploadToContainerOptions {
+        path: "/".into(),
+        ..Default::default()
+    };
     docker
         .upload_to_container(container, Some(options), bollard::body_full(tar.into()))
         .await
@@ -73,14 +80,27 @@ impl ExecOutput {
         if self.success() {
             Ok(self.stdout)
         } else {
-            bail!("{what} failed (exit {}): {}", self.exit_code, self.stderr.trim().lines().last().unwrap_or(self.stdout.trim()))
+            bail!(
+                "{what} failed (exit {}): {}",
+                self.exit_code,
+                self.stderr
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or(self.stdout.trim())
+            )
         }
     }
 }
 
 /// Runs `cmd` in a running container and collects its output. The exit code is read with
 /// inspect after the output stream ends (it is not known before).
-pub async fn exec(docker: &Docker, container: &str, cmd: &[&str], user: Option<&str>) -> Result<ExecOutput> {
+pub async fn exec(
+    docker: &Docker,
+    container: &str,
+    cmd: &[&str],
+    user: Option<&str>,
+) -> Result<ExecOutput> {
     let config = bollard::models::ExecConfig {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
         attach_stdout: Some(true),
@@ -88,13 +108,20 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str], user: Option<&
         user: user.map(str::to_string),
         ..Default::default()
     };
-    let created = docker.create_exec(container, config).await.with_context(|| format!("exec in {container}"))?;
+    let created = docker
+        .create_exec(container, config)
+        .await
+        .with_context(|| format!("exec in {container}"))?;
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    if let bollard::exec::StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+        docker.start_exec(&created.id, None).await?
+    {
         while let Some(chunk) = output.next().await {
             match chunk? {
-                bollard::container::LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
+                bollard::container::LogOutput::StdErr { message } => {
+                    stderr.extend_from_slice(&message)
+                }
                 other => stdout.extend_from_slice(&other.into_bytes()),
             }
         }
@@ -111,13 +138,21 @@ pub async fn exec(docker: &Docker, container: &str, cmd: &[&str], user: Option<&
 pub async fn image_id(docker: &Docker, image: &str) -> Result<Option<String>> {
     match docker.inspect_image(image).await {
         Ok(info) => Ok(info.id),
-        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
     }
 }
 
 pub fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
@@ -125,25 +160,46 @@ fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
 }
 
 /// Names of containers carrying `label` (`key` or `key=value`), running or not.
-pub async fn containers_with_label(docker: &Docker, label: &str) -> Result<Vec<bollard::models::ContainerSummary>> {
-    let options = ListContainersOptions { all: true, filters: Some(label_filter(label)), ..Default::default() };
+pub async fn containers_with_label(
+    docker: &Docker,
+    label: &str,
+) -> Result<Vec<bollard::models::ContainerSummary>> {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(label_filter(label)),
+        ..Default::default()
+    };
     Ok(docker.list_containers(Some(options)).await?)
 }
 
 /// Creates a container unless one of that name exists; returns whether it was created.
-pub async fn create_container(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<bool> {
+pub async fn create_container(
+    docker: &Docker,
+    name: &str,
+    body: ContainerCreateBody,
+) -> Result<bool> {
     match docker.inspect_container(name, None).await {
         Ok(_) => return Ok(false),
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(e).with_context(|| format!("inspecting container {name}")),
     }
-    let options = CreateContainerOptions { name: Some(name.to_string()), ..Default::default() };
-    docker.create_container(Some(options), body).await.with_context(|| format!("creating container {name}"))?;
+    let options = CreateContainerOptions {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    docker
+        .create_container(Some(options), body)
+        .await
+        .with_context(|| format!("creating container {name}"))?;
     Ok(true)
 }
 
 pub async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
-    let options = RemoveContainerOptions { force: true, v: false, ..Default::default() };
+    let options = RemoveContainerOptions {
+        force: true,
+        v: false,
+        ..Default::default()
+    };
     match docker.remove_container(name, Some(options)).await {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
@@ -155,31 +211,63 @@ pub async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
 pub async fn remove_labeled(docker: &Docker, label: &str) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for c in containers_with_label(docker, label).await? {
-        let name = c.names.unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string();
+        let name = c
+            .names
+            .unwrap_or_default()
+            .first()
+            .cloned()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
         remove_container(docker, c.id.as_deref().unwrap_or(&name)).await?;
         removed.push(format!("container {name}"));
     }
-    let volumes = docker.list_volumes(Some(ListVolumesOptions { filters: Some(label_filter(label)) })).await?;
+    let volumes = docker
+        .list_volumes(Some(ListVolumesOptions {
+            filters: Some(label_filter(label)),
+        }))
+        .await?;
     for v in volumes.volumes.unwrap_or_default() {
-        docker.remove_volume(&v.name, Some(RemoveVolumeOptions { force: true })).await.with_context(|| format!("removing volume {}", v.name))?;
+        docker
+            .remove_volume(&v.name, Some(RemoveVolumeOptions { force: true }))
+            .await
+            .with_context(|| format!("removing volume {}", v.name))?;
         removed.push(format!("volume {}", v.name));
     }
-    let networks = docker.list_networks(Some(ListNetworksOptions { filters: Some(label_filter(label)) })).await?;
+    let networks = docker
+        .list_networks(Some(ListNetworksOptions {
+            filters: Some(label_filter(label)),
+        }))
+        .await?;
     for n in networks {
         let name = n.name.unwrap_or_default();
-        docker.remove_network(&name).await.with_context(|| format!("removing network {name}"))?;
+        docker
+            .remove_network(&name)
+            .await
+            .with_context(|| format!("removing network {name}"))?;
         removed.push(format!("network {name}"));
     }
     Ok(removed)
 }
 
 /// Creates a labeled volume if missing.
-pub async fn ensure_volume(docker: &Docker, name: &str, labels: HashMap<String, String>) -> Result<()> {
+pub async fn ensure_volume(
+    docker: &Docker,
+    name: &str,
+    labels: HashMap<String, String>,
+) -> Result<()> {
     match docker.inspect_volume(name).await {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => {
-            let req = bollard::models::VolumeCreateRequest { name: Some(name.into()), labels: Some(labels), ..Default::default() };
-            docker.create_volume(req).await.with_context(|| format!("creating volume {name}"))?;
+            let req = bollard::models::VolumeCreateRequest {
+                name: Some(name.into()),
+                labels: Some(labels),
+                ..Default::default()
+            };
+            docker
+                .create_volume(req)
+                .await
+                .with_context(|| format!("creating volume {name}"))?;
             Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("inspecting volume {name}")),
@@ -188,7 +276,12 @@ pub async fn ensure_volume(docker: &Docker, name: &str, labels: HashMap<String, 
 
 /// Streams a container's logs (both streams) to stderr until it stops; used for failures.
 pub async fn tail_logs(docker: &Docker, container: &str, lines: usize) -> String {
-    let options = bollard::query_parameters::LogsOptions { stdout: true, stderr: true, tail: lines.to_string(), ..Default::default() };
+    let options = bollard::query_parameters::LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: lines.to_string(),
+        ..Default::default()
+    };
     let mut stream = docker.logs(container, Some(options));
     let mut out = String::new();
     while let Some(Ok(chunk)) = stream.next().await {

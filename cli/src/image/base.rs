@@ -16,7 +16,11 @@ pub const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -27,7 +31,13 @@ fn have(tool: &str) -> bool {
 }
 
 /// Makes `tag` from Debian `suite` unless the engine already has it (or `force`).
-pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, force: bool) -> Result<String> {
+pub async fn ensure_base(
+    engine: &Engine,
+    tag: &str,
+    suite: &str,
+    mirror: &str,
+    force: bool,
+) -> Result<String> {
     if !force {
         if let Some(id) = crate::docker::image_id(&engine.docker, tag).await? {
             return Ok(id);
@@ -40,7 +50,14 @@ pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, 
     let started = std::time::Instant::now();
     let (mut child, cleanup) = if have("mmdebstrap") {
         let child = Command::new("mmdebstrap")
-            .args(["--variant=minbase", "--include=ca-certificates", "--quiet", suite, "-", mirror])
+            .args([
+                "--variant=minbase",
+                "--include=ca-certificates",
+                "--quiet",
+                suite,
+                "-",
+                mirror,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -49,16 +66,29 @@ pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, 
     } else if have("debootstrap") {
         // debootstrap cannot write a tar to stdout: bootstrap into a directory, then tar it.
         let dir = std::env::temp_dir().join(format!("pgctl-base-{}", std::process::id()));
-        let status = Command::new("debootstrap").args(["--variant=minbase", "--include=ca-certificates", suite]).arg(&dir).arg(mirror).status().await?;
+        let status = Command::new("debootstrap")
+            .args(["--variant=minbase", "--include=ca-certificates", suite])
+            .arg(&dir)
+            .arg(mirror)
+            .status()
+            .await?;
         if !status.success() {
             bail!("debootstrap failed ({status})");
         }
-        let child = Command::new("tar").arg("-C").arg(&dir).args(["-c", "."]).stdout(Stdio::piped()).spawn()?;
+        let child = Command::new("tar")
+            .arg("-C")
+            .arg(&dir)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()?;
         (child, Some(dir))
     } else {
         bail!("neither mmdebstrap nor debootstrap is installed: apt-get install mmdebstrap (ansible-free-scripts/install-deps.sh does it)");
     };
-    let stdout = child.stdout.take().context("no stdout from the bootstrap tool")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("no stdout from the bootstrap tool")?;
     let (repo, tag_part) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
     let options = CreateImageOptions {
         from_src: Some("-".into()),
@@ -68,7 +98,10 @@ pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, 
         ..Default::default()
     };
     let body = ReaderStream::new(stdout).map_err(std::io::Error::other);
-    let mut import = engine.docker.create_image(Some(options), Some(bollard::body_try_stream(body)), None);
+    let mut import =
+        engine
+            .docker
+            .create_image(Some(options), Some(bollard::body_try_stream(body)), None);
     let mut import_error = None;
     while let Some(msg) = import.next().await {
         if let Err(e) = msg {
@@ -81,13 +114,30 @@ pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, 
     }
     // The bootstrap tool's failure comes first: a partial root filesystem must not be tagged.
     if !status.success() {
-        let _ = engine.docker.remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
-        bail!("making base image {tag}: the bootstrap tool failed ({status}); see its output above");
+        let _ = engine
+            .docker
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+        bail!(
+            "making base image {tag}: the bootstrap tool failed ({status}); see its output above"
+        );
     }
     if let Some(e) = import_error {
-        bail!("importing base image {tag}: {}", crate::docker::connect::describe(&e));
+        bail!(
+            "importing base image {tag}: {}",
+            crate::docker::connect::describe(&e)
+        );
     }
-    let id = crate::docker::image_id(&engine.docker, tag).await?.context("base image missing after import")?;
-    eprintln!("base image {tag} made in {:.0}s", started.elapsed().as_secs_f64());
+    let id = crate::docker::image_id(&engine.docker, tag)
+        .await?
+        .context("base image missing after import")?;
+    eprintln!(
+        "base image {tag} made in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(id)
 }

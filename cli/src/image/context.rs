@@ -13,7 +13,13 @@ const CHECK_AND_MANIFEST: &[u8] = include_bytes!("../../../images/postgres/check
 
 /// A file for a build context, owned by root.
 pub fn file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
-    FileSpec { path: path.into(), contents: contents.into(), mode, uid: 0, gid: 0 }
+    FileSpec {
+        path: path.into(),
+        contents: contents.into(),
+        mode,
+        uid: 0,
+        gid: 0,
+    }
 }
 
 /// Gzipped tar of `files`, the body of a `POST /build`.
@@ -59,11 +65,15 @@ pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
         file("pgctl/check-and-manifest.sh", CHECK_AND_MANIFEST, 0o755),
     ];
     if let Some(ca) = &plan.request.ca_cert {
-        let pem = std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
         files.push(file("pgctl/build-ca.crt", pem, 0o644));
     }
     for path in &plan.artifact_files {
-        let name = path.file_name().and_then(|n| n.to_str()).context("artifact name")?;
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .context("artifact name")?;
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         files.push(file(&format!("pgctl/artifacts/{name}"), bytes, 0o755));
     }

@@ -20,7 +20,13 @@ pub struct ImageInfo {
 /// Images carrying pgctl's image label on `engine`.
 pub async fn list(engine: &Engine) -> Result<Vec<ImageInfo>> {
     let filters = HashMap::from([("label".to_string(), vec![LABEL_IMAGE.to_string()])]);
-    let images = engine.docker.list_images(Some(ListImagesOptions { filters: Some(filters), ..Default::default() })).await?;
+    let images = engine
+        .docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await?;
     Ok(images
         .into_iter()
         .map(|i| ImageInfo {
@@ -31,7 +37,10 @@ pub async fn list(engine: &Engine) -> Result<Vec<ImageInfo>> {
             manifest: i
                 .labels
                 .into_iter()
-                .filter_map(|(k, v)| k.strip_prefix(LABEL_MANIFEST_PREFIX).map(|k| (k.to_string(), v)))
+                .filter_map(|(k, v)| {
+                    k.strip_prefix(LABEL_MANIFEST_PREFIX)
+                        .map(|k| (k.to_string(), v))
+                })
                 .filter(|(_, v)| !v.is_empty())
                 .collect(),
         })

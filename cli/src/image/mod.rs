@@ -84,12 +84,16 @@ pub struct BuildPlan {
 impl BuildPlan {
     /// Space-separated names of the optional components included (recorded in the manifest).
     pub fn components(&self) -> String {
-        [(Component::Timescaledb, &self.timescaledb), (Component::Walg, &self.walg), (Component::Consul, &self.consul)]
-            .iter()
-            .filter(|(_, o)| o.is_some())
-            .map(|(c, _)| c.name())
-            .collect::<Vec<_>>()
-            .join(" ")
+        [
+            (Component::Timescaledb, &self.timescaledb),
+            (Component::Walg, &self.walg),
+            (Component::Consul, &self.consul),
+        ]
+        .iter()
+        .filter(|(_, o)| o.is_some())
+        .map(|(c, _)| c.name())
+        .collect::<Vec<_>>()
+        .join(" ")
     }
 }
 
@@ -100,7 +104,10 @@ pub fn walg_url(version: &str) -> String {
 /// Decides every component's origin, and verifies artifact checksums, before any build starts.
 pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
     if !(13..=17).contains(&req.pg_major) {
-        bail!("PostgreSQL {} is not supported; allowed: 13-17", req.pg_major);
+        bail!(
+            "PostgreSQL {} is not supported; allowed: 13-17",
+            req.pg_major
+        );
     }
     if req.source == Source::Debian && req.pg_major != 15 {
         bail!("--source debian has PostgreSQL 15 only (Debian bookworm); use --pg-major 15 or --source pgdg");
@@ -129,7 +136,11 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
         if req.source == Source::Pgdg {
             return Ok(Some(online));
         }
-        let dir_hint = req.artifacts.as_ref().map(|d| format!(" (none found in {})", d.display())).unwrap_or_default();
+        let dir_hint = req
+            .artifacts
+            .as_ref()
+            .map(|d| format!(" (none found in {})", d.display()))
+            .unwrap_or_default();
         bail!(
             "{} is not available from Debian bookworm{dir_hint}: supply it with --artifacts DIR ({}, listed in DIR/SHA256SUMS), or build without it: --without {}",
             c.name(),
@@ -137,8 +148,16 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
             c.name()
         )
     };
-    let timescaledb = origin(Component::Timescaledb, &["timescaledb*{pg}*.deb"], Origin::Apt)?;
-    let walg = origin(Component::Walg, &["wal-g", "wal-g*.tar.gz"], Origin::Download)?;
+    let timescaledb = origin(
+        Component::Timescaledb,
+        &["timescaledb*{pg}*.deb"],
+        Origin::Apt,
+    )?;
+    let walg = origin(
+        Component::Walg,
+        &["wal-g", "wal-g*.tar.gz"],
+        Origin::Download,
+    )?;
     let consul = origin(Component::Consul, &["consul"], Origin::Apt)?;
     if walg == Some(Origin::Download) && req.walg_sha256.as_deref().is_none_or(str::is_empty) {
         bail!(
@@ -146,7 +165,13 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
             req.walg_version
         );
     }
-    Ok(BuildPlan { request: req, timescaledb, walg, consul, artifact_files: files })
+    Ok(BuildPlan {
+        request: req,
+        timescaledb,
+        walg,
+        consul,
+        artifact_files: files,
+    })
 }
 
 /// A directory of pre-downloaded files with a `SHA256SUMS` list (sha256sum's format).
@@ -158,35 +183,59 @@ struct Artifacts {
 impl Artifacts {
     fn open(dir: &Path) -> Result<Self> {
         let list = dir.join("SHA256SUMS");
-        let text = std::fs::read_to_string(&list)
-            .with_context(|| format!("--artifacts {}: cannot read {} (write it with `sha256sum * > SHA256SUMS`)", dir.display(), list.display()))?;
+        let text = std::fs::read_to_string(&list).with_context(|| {
+            format!(
+                "--artifacts {}: cannot read {} (write it with `sha256sum * > SHA256SUMS`)",
+                dir.display(),
+                list.display()
+            )
+        })?;
         let sums = text
             .lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
-                let (hash, name) = l.split_once(char::is_whitespace).with_context(|| format!("{}: malformed line `{l}`", list.display()))?;
-                Ok((hash.to_lowercase(), name.trim().trim_start_matches('*').to_string()))
+                let (hash, name) = l
+                    .split_once(char::is_whitespace)
+                    .with_context(|| format!("{}: malformed line `{l}`", list.display()))?;
+                Ok((
+                    hash.to_lowercase(),
+                    name.trim().trim_start_matches('*').to_string(),
+                ))
             })
             .collect::<Result<_>>()?;
-        Ok(Artifacts { dir: dir.to_path_buf(), sums })
+        Ok(Artifacts {
+            dir: dir.to_path_buf(),
+            sums,
+        })
     }
 
     /// Files matching any pattern (`*` wildcard, `{pg}` = major), each verified against SHA256SUMS.
     fn matching(&self, patterns: &[&str], pg_major: u32) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
-        let mut names: Vec<String> = std::fs::read_dir(&self.dir)?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
+        let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .collect();
         names.sort();
         for name in names {
-            if !patterns.iter().any(|p| glob_match(&p.replace("{pg}", &pg_major.to_string()), &name)) {
+            if !patterns
+                .iter()
+                .any(|p| glob_match(&p.replace("{pg}", &pg_major.to_string()), &name))
+            {
                 continue;
             }
             let path = self.dir.join(&name);
             let Some((expected, _)) = self.sums.iter().find(|(_, n)| *n == name) else {
-                bail!("{}: not listed in SHA256SUMS; refusing an unverified artifact", path.display());
+                bail!(
+                    "{}: not listed in SHA256SUMS; refusing an unverified artifact",
+                    path.display()
+                );
             };
             let actual = hex::encode(Sha256::digest(std::fs::read(&path)?));
             if &actual != expected {
-                bail!("{}: sha256 {actual} does not match SHA256SUMS ({expected})", path.display());
+                bail!(
+                    "{}: sha256 {actual} does not match SHA256SUMS ({expected})",
+                    path.display()
+                );
             }
             out.push(path);
         }
@@ -236,8 +285,14 @@ mod tests {
 
     #[test]
     fn glob() {
-        assert!(glob_match("timescaledb*15*.deb", "timescaledb-2-postgresql-15_2.14.2~debian12_amd64.deb"));
-        assert!(!glob_match("timescaledb*16*.deb", "timescaledb-2-postgresql-15_2.14.2~debian12_amd64.deb"));
+        assert!(glob_match(
+            "timescaledb*15*.deb",
+            "timescaledb-2-postgresql-15_2.14.2~debian12_amd64.deb"
+        ));
+        assert!(!glob_match(
+            "timescaledb*16*.deb",
+            "timescaledb-2-postgresql-15_2.14.2~debian12_amd64.deb"
+        ));
         assert!(glob_match("consul", "consul"));
         assert!(!glob_match("consul", "consul.zip"));
     }

@@ -12,7 +12,11 @@ use std::path::Path;
 const HOST_ENTRYPOINT: &[u8] = include_bytes!("../../../images/lab-host/entrypoint.sh");
 const S3_ENTRYPOINT: &[u8] = include_bytes!("../../../images/lab-s3/entrypoint.sh");
 
-async fn ensure(engine: &Engine, repo: &str, files: Vec<crate::docker::FileSpec>) -> Result<String> {
+async fn ensure(
+    engine: &Engine,
+    repo: &str,
+    files: Vec<crate::docker::FileSpec>,
+) -> Result<String> {
     let mut hash = Sha256::new();
     for f in &files {
         hash.update(f.path.as_bytes());
@@ -23,7 +27,11 @@ async fn ensure(engine: &Engine, repo: &str, files: Vec<crate::docker::FileSpec>
         return Ok(tag);
     }
     eprintln!("building {tag}...");
-    let settings = BuildSettings { tag: Some(tag.clone()), labels: [(crate::docker::LABEL_LAB.to_string(), "image".to_string())].into(), ..Default::default() };
+    let settings = BuildSettings {
+        tag: Some(tag.clone()),
+        labels: [(crate::docker::LABEL_LAB.to_string(), "image".to_string())].into(),
+        ..Default::default()
+    };
     run_build(engine, gzip_tar(&files)?, repo, &settings).await?;
     Ok(tag)
 }
@@ -31,7 +39,15 @@ async fn ensure(engine: &Engine, repo: &str, files: Vec<crate::docker::FileSpec>
 /// The simulated host image: Debian's docker.io started with mutual TLS.
 pub async fn ensure_host_image(engine: &Engine, base: &str) -> Result<String> {
     let dockerfile = render("lab-host/Dockerfile.j2", minijinja::context! { base })?;
-    ensure(engine, "pgctl/lab-host", vec![file("Dockerfile", dockerfile, 0o644), file("entrypoint.sh", HOST_ENTRYPOINT, 0o755)]).await
+    ensure(
+        engine,
+        "pgctl/lab-host",
+        vec![
+            file("Dockerfile", dockerfile, 0o644),
+            file("entrypoint.sh", HOST_ENTRYPOINT, 0o755),
+        ],
+    )
+    .await
 }
 
 /// The S3 server image: Garage (binary built from crates.io, cached) behind nginx.
@@ -43,7 +59,11 @@ pub async fn ensure_s3_image(engine: &Engine, base: &str, garage: &Path) -> Resu
     ensure(
         engine,
         "pgctl/lab-s3",
-        vec![file("Dockerfile", dockerfile, 0o644), file("entrypoint.sh", S3_ENTRYPOINT, 0o755), file("garage", binary, 0o755)],
+        vec![
+            file("Dockerfile", dockerfile, 0o644),
+            file("entrypoint.sh", S3_ENTRYPOINT, 0o755),
+            file("garage", binary, 0o755),
+        ],
     )
     .await
 }

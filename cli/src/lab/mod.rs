@@ -10,7 +10,10 @@ pub mod s3;
 use crate::config::init::{write_file, HostsTemplate, InitHost, SecretsTemplate};
 use crate::docker::{self, Engine, FileSpec, LABEL_LAB};
 use anyhow::{bail, Context, Result};
-use bollard::models::{ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig};
+use bollard::models::{
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    NetworkCreateRequest, NetworkingConfig,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -31,12 +34,18 @@ pub struct LabSpec {
 }
 
 const MARKER: &str = ".pgctl-lab";
+const LABEL_LAB_ROLE: &str = "io.pgctl.lab.role";
+/// Fingerprint of the CA that signed a container's certificates: a container made under
+/// another CA (its lab directory was deleted and made anew) is recreated, not trusted.
+const LABEL_LAB_CA: &str = "io.pgctl.lab.ca";
 pub const LAB_IMAGE_TAG: &str = "pgctl/postgres:15-debian";
 
 impl LabSpec {
     fn prefix(&self) -> Result<[u8; 3]> {
         let (net, bits) = self.subnet.split_once('/').unwrap_or((&self.subnet, "24"));
-        let ip: Ipv4Addr = net.parse().with_context(|| format!("--subnet {}: not an IPv4 network", self.subnet))?;
+        let ip: Ipv4Addr = net
+            .parse()
+            .with_context(|| format!("--subnet {}: not an IPv4 network", self.subnet))?;
         if bits != "24" {
             bail!("--subnet {}: the lab uses a /24", self.subnet);
         }
@@ -54,7 +63,10 @@ impl LabSpec {
         format!("{}-{what}", self.name)
     }
     fn labels(&self, role: &str) -> HashMap<String, String> {
-        HashMap::from([(LABEL_LAB.to_string(), self.name.clone()), ("io.pgctl.lab.role".to_string(), role.to_string())])
+        HashMap::from([
+            (LABEL_LAB.to_string(), self.name.clone()),
+            (LABEL_LAB_ROLE.to_string(), role.to_string()),
+        ])
     }
 }
 
@@ -95,7 +107,10 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
         match docker::connect_all(&config).await {
             Ok(engines) => {
                 for e in &engines {
-                    eprintln!("  {}: Docker {} (API {}) at {}", e.host, e.version, e.api_version, e.endpoint);
+                    eprintln!(
+                        "  {}: Docker {} (API {}) at {}",
+                        e.host, e.version, e.api_version, e.endpoint
+                    );
                 }
                 last_err = None;
                 break;
@@ -107,11 +122,17 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
     if let Some(e) = last_err {
         let mut logs = String::new();
         for (name, _) in &hosts {
-            logs.push_str(&format!("\n--- {name} ---\n{}", docker::tail_logs(&local.docker, &spec.container(name), 15).await));
+            logs.push_str(&format!(
+                "\n--- {name} ---\n{}",
+                docker::tail_logs(&local.docker, &spec.container(name), 15).await
+            ));
         }
         bail!("lab engines did not come up: {e}{logs}");
     }
-    eprintln!("lab `{}` is up: {} hosts, S3 at https://{s3_ip}", spec.name, spec.hosts);
+    eprintln!(
+        "lab `{}` is up: {} hosts, S3 at https://{s3_ip}",
+        spec.name, spec.hosts
+    );
     eprintln!("  hosts file: {}", spec.dir.join("hosts.toml").display());
     Ok(())
 }
@@ -123,8 +144,16 @@ fn claim_dir(spec: &LabSpec) -> Result<()> {
     if spec.dir.exists() && std::fs::read_dir(&spec.dir)?.next().is_some() {
         match std::fs::read_to_string(&marker) {
             Ok(name) if name.trim() == spec.name => return Ok(()),
-            Ok(name) => bail!("{} belongs to lab `{}`, not `{}`; use another --dir", spec.dir.display(), name.trim(), spec.name),
-            Err(_) => bail!("{} exists and is not a pgctl lab directory; use another --dir", spec.dir.display()),
+            Ok(name) => bail!(
+                "{} belongs to lab `{}`, not `{}`; use another --dir",
+                spec.dir.display(),
+                name.trim(),
+                spec.name
+            ),
+            Err(_) => bail!(
+                "{} exists and is not a pgctl lab directory; use another --dir",
+                spec.dir.display()
+            ),
         }
     }
     std::fs::create_dir_all(&spec.dir)?;
@@ -135,7 +164,10 @@ fn claim_dir(spec: &LabSpec) -> Result<()> {
 fn load_or_create_ca(dir: &Path) -> Result<pki::Ca> {
     let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
     if cert.exists() && key.exists() {
-        return pki::Ca::load(&std::fs::read_to_string(&cert)?, &std::fs::read_to_string(&key)?);
+        return pki::Ca::load(
+            &std::fs::read_to_string(&cert)?,
+            &std::fs::read_to_string(&key)?,
+        );
     }
     let ca = pki::Ca::generate("pgctl lab CA")?;
     write_file(&cert, &ca.cert_pem, 0o644)?;
@@ -148,7 +180,11 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
     let path = spec.dir.join("secrets.toml");
     if path.exists() {
         let s = crate::config::load_secrets(&path)?;
-        let get = |v: &Option<crate::config::Secret>| v.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+        let get = |v: &Option<crate::config::Secret>| {
+            v.as_ref()
+                .map(|s| s.expose().to_string())
+                .unwrap_or_default()
+        };
         return Ok(SecretsTemplate {
             superuser_password: get(&s.superuser_password),
             replication_password: get(&s.replication_password),
@@ -164,8 +200,15 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
     let mut secrets = SecretsTemplate::generate();
     let (rw, ro) = (s3::new_key(), s3::new_key());
     (secrets.s3_access_key_id, secrets.s3_secret_access_key) = rw;
-    (secrets.s3_readonly_access_key_id, secrets.s3_readonly_secret_access_key) = ro;
-    write_file(&path, &crate::render::render("init/secrets.toml.j2", &secrets)?, 0o600)?;
+    (
+        secrets.s3_readonly_access_key_id,
+        secrets.s3_readonly_secret_access_key,
+    ) = ro;
+    write_file(
+        &path,
+        &crate::render::render("init/secrets.toml.j2", &secrets)?,
+        0o600,
+    )?;
     Ok(secrets)
 }
 
@@ -182,7 +225,11 @@ fn write_client_certs(spec: &LabSpec, ca: &pki::Ca, host: &str) -> Result<()> {
 }
 
 fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> Result<()> {
-    let voters = if hosts.len() % 2 == 1 { hosts.len() } else { hosts.len() - 1 };
+    let voters = if hosts.len() % 2 == 1 {
+        hosts.len()
+    } else {
+        hosts.len() - 1
+    };
     let template = HostsTemplate {
         name: "lab".into(),
         postgres_major: 15,
@@ -204,15 +251,31 @@ fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> 
                 name: name.clone(),
                 endpoint: format!("tcp://{ip}:2376"),
                 address: ip.clone(),
-                roles: if i < voters { vec!["etcd".into(), "patroni".into()] } else { vec!["patroni".into()] },
+                roles: if i < voters {
+                    vec!["etcd".into(), "patroni".into()]
+                } else {
+                    vec!["patroni".into()]
+                },
             })
             .collect(),
     };
-    write_file(&spec.dir.join("hosts.toml"), &crate::render::render("init/hosts.toml.j2", &template)?, 0o644)
+    write_file(
+        &spec.dir.join("hosts.toml"),
+        &crate::render::render("init/hosts.toml.j2", &template)?,
+        0o644,
+    )
 }
 
 async fn ensure_network(local: &Engine, spec: &LabSpec) -> Result<()> {
-    if local.docker.inspect_network(&spec.name, None::<bollard::query_parameters::InspectNetworkOptions>).await.is_ok() {
+    if local
+        .docker
+        .inspect_network(
+            &spec.name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok()
+    {
         return Ok(());
     }
     let request = NetworkCreateRequest {
@@ -220,7 +283,11 @@ async fn ensure_network(local: &Engine, spec: &LabSpec) -> Result<()> {
         driver: Some("bridge".into()),
         labels: Some(spec.labels("network")),
         ipam: Some(Ipam {
-            config: Some(vec![IpamConfig { subnet: Some(spec.subnet.clone()), gateway: Some(spec.ip(1)?), ..Default::default() }]),
+            config: Some(vec![IpamConfig {
+                subnet: Some(spec.subnet.clone()),
+                gateway: Some(spec.ip(1)?),
+                ..Default::default()
+            }]),
             ..Default::default()
         }),
         ..Default::default()
@@ -231,49 +298,116 @@ async fn ensure_network(local: &Engine, spec: &LabSpec) -> Result<()> {
     Ok(())
 }
 
+fn with_ca(mut labels: HashMap<String, String>, ca: &pki::Ca) -> HashMap<String, String> {
+    labels.insert(LABEL_LAB_CA.into(), ca.fingerprint());
+    labels
+}
+
+/// Starts an existing lab container made under this CA and returns true; removes one made
+/// under another CA (returns false, so it is made anew); false when there is none.
+async fn reuse(local: &Engine, container: &str, ca: &pki::Ca) -> Result<bool> {
+    let Ok(info) = local.docker.inspect_container(container, None).await else {
+        return Ok(false);
+    };
+    let made_under = info
+        .config
+        .and_then(|c| c.labels)
+        .and_then(|l| l.get(LABEL_LAB_CA).cloned());
+    if made_under.as_deref() != Some(ca.fingerprint().as_str()) {
+        eprintln!("{container} was made under another lab CA: recreating it (its volume is kept)");
+        docker::remove_container(&local.docker, container).await?;
+        return Ok(false);
+    }
+    if !info.state.and_then(|s| s.running).unwrap_or(false) {
+        local
+            .docker
+            .start_container(container, None)
+            .await
+            .with_context(|| format!("starting {container}"))?;
+    }
+    Ok(true)
+}
+
 fn networking(spec: &LabSpec, ip: &str) -> NetworkingConfig {
-    let endpoint = EndpointSettings { ipam_config: Some(EndpointIpamConfig { ipv4_address: Some(ip.into()), ..Default::default() }), ..Default::default() };
-    NetworkingConfig { endpoints_config: Some(HashMap::from([(spec.name.clone(), endpoint)])) }
+    let endpoint = EndpointSettings {
+        ipam_config: Some(EndpointIpamConfig {
+            ipv4_address: Some(ip.into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    NetworkingConfig {
+        endpoints_config: Some(HashMap::from([(spec.name.clone(), endpoint)])),
+    }
 }
 
 fn root_file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
-    FileSpec { path: path.into(), contents: contents.into(), mode, uid: 0, gid: 0 }
+    FileSpec {
+        path: path.into(),
+        contents: contents.into(),
+        mode,
+        uid: 0,
+        gid: 0,
+    }
 }
 
 /// Creates (if needed) and starts one simulated host. A nested dockerd needs privileges:
 /// `--privileged` first; where the engine refuses it ("unable to apply caps"), all
 /// capabilities but SYS_RESOURCE, unconfined seccomp/apparmor, all devices and the cgroup fs.
-async fn ensure_host(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, name: &str, ip: &str) -> Result<()> {
+async fn ensure_host(
+    local: &Engine,
+    spec: &LabSpec,
+    ca: &pki::Ca,
+    image: &str,
+    name: &str,
+    ip: &str,
+) -> Result<()> {
     let container = spec.container(name);
-    if let Ok(info) = local.docker.inspect_container(&container, None).await {
-        if info.state.and_then(|s| s.running).unwrap_or(false) {
-            return Ok(());
-        }
-        return local.docker.start_container(&container, None).await.with_context(|| format!("starting lab host {container}"));
+    if reuse(local, &container, ca).await? {
+        return Ok(());
     }
     let volume = format!("{container}-docker");
     docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
-    let server = ca.issue(name, &[name.to_string(), ip.to_string(), "localhost".into(), "127.0.0.1".into()], true, false)?;
+    let server = ca.issue(
+        name,
+        &[
+            name.to_string(),
+            ip.to_string(),
+            "localhost".into(),
+            "127.0.0.1".into(),
+        ],
+        true,
+        false,
+    )?;
     let files = [
         root_file("etc/docker/tls/ca.pem", ca.cert_pem.clone(), 0o644),
         root_file("etc/docker/tls/server-cert.pem", server.cert_pem, 0o644),
         root_file("etc/docker/tls/server-key.pem", server.key_pem, 0o600),
     ];
     let body = |privileged: bool| {
-        let mut host_config = HostConfig { binds: Some(vec![format!("{volume}:/var/lib/docker")]), ..Default::default() };
+        let mut host_config = HostConfig {
+            binds: Some(vec![format!("{volume}:/var/lib/docker")]),
+            ..Default::default()
+        };
         if privileged {
             host_config.privileged = Some(true);
         } else {
             host_config.cap_add = Some(vec!["ALL".into()]);
             host_config.cap_drop = Some(vec!["SYS_RESOURCE".into()]);
-            host_config.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
+            host_config.security_opt = Some(vec![
+                "seccomp=unconfined".into(),
+                "apparmor=unconfined".into(),
+            ]);
             host_config.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
-            host_config.binds.get_or_insert_with(Vec::new).push("/sys/fs/cgroup:/sys/fs/cgroup:rw".into());
+            host_config
+                .binds
+                .get_or_insert_with(Vec::new)
+                .push("/sys/fs/cgroup:/sys/fs/cgroup:rw".into());
         }
         ContainerCreateBody {
             image: Some(image.into()),
             hostname: Some(name.into()),
-            labels: Some(spec.labels("host")),
+            labels: Some(with_ca(spec.labels("host"), ca)),
             host_config: Some(host_config),
             networking_config: Some(networking(spec, ip)),
             ..Default::default()
@@ -294,43 +428,70 @@ async fn ensure_host(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, 
     unreachable!("the loop returns on its last iteration")
 }
 
-async fn ensure_s3(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, ip: &str, secrets: &SecretsTemplate) -> Result<()> {
+async fn ensure_s3(
+    local: &Engine,
+    spec: &LabSpec,
+    ca: &pki::Ca,
+    image: &str,
+    ip: &str,
+    secrets: &SecretsTemplate,
+) -> Result<()> {
     let container = spec.container("s3");
-    let running = match local.docker.inspect_container(&container, None).await {
-        Ok(info) => info.state.and_then(|s| s.running).unwrap_or(false),
-        Err(_) => {
-            let volume = format!("{container}-data");
-            docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
-            let cert = ca.issue("s3", &[ip.to_string(), "s3.lab".into(), "localhost".into()], true, false)?;
-            let garage_toml = crate::render::render("lab-s3/garage.toml.j2", minijinja::context! { rpc_secret => s3::rpc_secret(), region => s3::REGION })?;
-            let nginx = crate::render::render("lab-s3/nginx.conf.j2", minijinja::context! {})?;
-            let body = ContainerCreateBody {
-                image: Some(image.into()),
-                hostname: Some("s3".into()),
-                labels: Some(spec.labels("s3")),
-                host_config: Some(HostConfig { binds: Some(vec![format!("{volume}:/var/lib/garage")]), ..Default::default() }),
-                networking_config: Some(networking(spec, ip)),
+    let volume = format!("{container}-data");
+    if !reuse(local, &container, ca).await? {
+        // Keys in an old data volume belong to the secrets of a lab directory that is gone.
+        let _ = local
+            .docker
+            .remove_volume(
+                &volume,
+                None::<bollard::query_parameters::RemoveVolumeOptions>,
+            )
+            .await;
+        docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
+        let cert = ca.issue(
+            "s3",
+            &[ip.to_string(), "s3.lab".into(), "localhost".into()],
+            true,
+            false,
+        )?;
+        let garage_toml = crate::render::render(
+            "lab-s3/garage.toml.j2",
+            minijinja::context! { rpc_secret => s3::rpc_secret(), region => s3::REGION },
+        )?;
+        let nginx = crate::render::render("lab-s3/nginx.conf.j2", minijinja::context! {})?;
+        let body = ContainerCreateBody {
+            image: Some(image.into()),
+            hostname: Some("s3".into()),
+            labels: Some(with_ca(spec.labels("s3"), ca)),
+            host_config: Some(HostConfig {
+                binds: Some(vec![format!("{volume}:/var/lib/garage")]),
                 ..Default::default()
-            };
-            docker::create_container(&local.docker, &container, body).await?;
-            let files = [
-                root_file("etc/garage.toml", garage_toml, 0o600),
-                root_file("etc/nginx/pgctl-s3.conf", nginx, 0o644),
-                root_file("etc/pgctl-s3/cert.pem", cert.cert_pem, 0o644),
-                root_file("etc/pgctl-s3/key.pem", cert.key_pem, 0o600),
-            ];
-            docker::upload(&local.docker, &container, &files).await?;
-            false
-        }
-    };
-    if !running {
-        local.docker.start_container(&container, None).await.with_context(|| format!("starting {container}"))?;
+            }),
+            networking_config: Some(networking(spec, ip)),
+            ..Default::default()
+        };
+        docker::create_container(&local.docker, &container, body).await?;
+        let files = [
+            root_file("etc/garage.toml", garage_toml, 0o600),
+            root_file("etc/nginx/pgctl-s3.conf", nginx, 0o644),
+            root_file("etc/pgctl-s3/cert.pem", cert.cert_pem, 0o644),
+            root_file("etc/pgctl-s3/key.pem", cert.key_pem, 0o600),
+        ];
+        docker::upload(&local.docker, &container, &files).await?;
+        local
+            .docker
+            .start_container(&container, None)
+            .await
+            .with_context(|| format!("starting {container}"))?;
     }
     s3::setup(
         local,
         &container,
         (&secrets.s3_access_key_id, &secrets.s3_secret_access_key),
-        (&secrets.s3_readonly_access_key_id, &secrets.s3_readonly_secret_access_key),
+        (
+            &secrets.s3_readonly_access_key_id,
+            &secrets.s3_readonly_secret_access_key,
+        ),
     )
     .await
 }
@@ -341,9 +502,22 @@ pub async fn down(name: &str, dir: &Path, images: bool) -> Result<Vec<String>> {
     let mut removed = docker::remove_labeled(&local.docker, &format!("{LABEL_LAB}={name}")).await?;
     if images {
         let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_LAB}=image")])]);
-        let list = local.docker.list_images(Some(bollard::query_parameters::ListImagesOptions { filters: Some(filters), ..Default::default() })).await?;
+        let list = local
+            .docker
+            .list_images(Some(bollard::query_parameters::ListImagesOptions {
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await?;
         for image in list {
-            local.docker.remove_image(&image.id, None::<bollard::query_parameters::RemoveImageOptions>, None).await?;
+            local
+                .docker
+                .remove_image(
+                    &image.id,
+                    None::<bollard::query_parameters::RemoveImageOptions>,
+                    None,
+                )
+                .await?;
             removed.push(format!("image {}", image.repo_tags.join(",")));
         }
     }
@@ -373,13 +547,27 @@ pub struct LabStatus {
 /// Lab containers, whether each engine answers over mutual TLS, and whether S3 answers HTTPS.
 pub async fn status(name: &str, dir: &Path) -> Result<LabStatus> {
     let local = docker::local().await?;
-    let containers = docker::containers_with_label(&local.docker, &format!("{LABEL_LAB}={name}")).await?;
+    let containers =
+        docker::containers_with_label(&local.docker, &format!("{LABEL_LAB}={name}")).await?;
     let config = crate::config::load(&dir.join("hosts.toml"), None).ok();
     let mut hosts = Vec::new();
     let mut s3 = "no S3 container".to_string();
     for c in containers {
-        let cname = c.names.clone().unwrap_or_default().first().cloned().unwrap_or_default().trim_start_matches('/').to_string();
-        let role = c.labels.as_ref().and_then(|l| l.get("io.pgctl.lab.role")).cloned().unwrap_or_default();
+        let cname = c
+            .names
+            .clone()
+            .unwrap_or_default()
+            .first()
+            .cloned()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let role = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_LAB_ROLE))
+            .cloned()
+            .unwrap_or_default();
         let state = c.state.map(|s| s.to_string()).unwrap_or_default();
         let address = c
             .network_settings
@@ -394,16 +582,32 @@ pub async fn status(name: &str, dir: &Path) -> Result<LabStatus> {
             };
             continue;
         }
-        let host_name = cname.strip_prefix(&format!("{name}-")).unwrap_or(&cname).to_string();
-        let engine = match config.as_ref().and_then(|c| c.host(&host_name).map(|h| (c, h))) {
+        let host_name = cname
+            .strip_prefix(&format!("{name}-"))
+            .unwrap_or(&cname)
+            .to_string();
+        let engine = match config
+            .as_ref()
+            .and_then(|c| c.host(&host_name).map(|h| (c, h)))
+        {
             Some((config, host)) => match docker::connect::connect(host, config.base_dir()).await {
                 Ok(e) => format!("Docker {} (API {})", e.version, e.api_version),
                 Err(u) => format!("unreachable: {}", u.cause),
             },
             None => "not in hosts.toml".into(),
         };
-        hosts.push(HostStatus { name: host_name, container: cname, state, address, engine });
+        hosts.push(HostStatus {
+            name: host_name,
+            container: cname,
+            state,
+            address,
+            engine,
+        });
     }
     hosts.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(LabStatus { name: name.into(), hosts, s3 })
+    Ok(LabStatus {
+        name: name.into(),
+        hosts,
+        s3,
+    })
 }

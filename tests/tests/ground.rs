@@ -1,0 +1,268 @@
+//! End-to-end through the pgctl binary: lab up -> image build --source debian -> image push ->
+//! same image ID on every host -> second push transfers nothing -> a client certificate from
+//! another CA is refused clearly -> an unreachable host is named -> lab down leaves nothing.
+
+use anyhow::Result;
+use pgctl_tests::*;
+use std::path::Path;
+
+const LAB: &str = "pgctl-e2e";
+const SUBNET: &str = "172.30.78.0/24";
+const IMAGE: &str = "pgctl/postgres:15-debian";
+
+#[test]
+fn lab_image_build_and_registry_free_delivery() -> Result<()> {
+    if !e2e_enabled("lab_image_build_and_registry_free_delivery") {
+        return Ok(());
+    }
+    let work = workdir("ground");
+    let lab_dir = work.join("lab");
+    let lab = lab_dir.to_str().unwrap();
+    let result = scenario(&work, &lab_dir);
+    // Clean up whatever happened, then check that nothing of the lab is left.
+    let down = pgctl(&work, &["lab", "down", "--name", LAB, "--dir", lab]);
+    result?;
+    assert!(down.ok, "lab down failed: {}", down.stderr);
+    let label = format!("label=io.pgctl.lab={LAB}");
+    assert_eq!(
+        docker_local(&["ps", "-aq", "--filter", &label])?,
+        "",
+        "containers left behind"
+    );
+    assert_eq!(
+        docker_local(&["volume", "ls", "-q", "--filter", &label])?,
+        "",
+        "volumes left behind"
+    );
+    assert_eq!(
+        docker_local(&["network", "ls", "-q", "--filter", &label])?,
+        "",
+        "networks left behind"
+    );
+    assert!(!lab_dir.exists(), "lab directory left behind");
+    Ok(())
+}
+
+fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
+    let lab = lab_dir.to_str().unwrap();
+    let hosts_toml = lab_dir.join("hosts.toml");
+    let hosts_arg = hosts_toml.to_str().unwrap();
+
+    pgctl_ok(
+        work,
+        &[
+            "lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3",
+        ],
+    )?;
+    // Re-running completes nothing new and succeeds (idempotent).
+    pgctl_ok(
+        work,
+        &[
+            "lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3",
+        ],
+    )?;
+    let status = pgctl_ok(
+        work,
+        &["lab", "status", "--name", LAB, "--dir", lab, "--json"],
+    )?
+    .json()?;
+    let hosts = status["hosts"].as_array().unwrap();
+    assert_eq!(hosts.len(), 3);
+    for h in hosts {
+        assert_eq!(h["state"], "running", "{h}");
+        assert!(
+            h["engine"].as_str().unwrap().contains("API 1.41"),
+            "engine reachable over mutual TLS: {h}"
+        );
+    }
+    assert!(
+        status["s3"].as_str().unwrap().contains("answers"),
+        "S3 answers HTTPS with the lab CA: {}",
+        status["s3"]
+    );
+    pgctl_ok(work, &["check", "--hosts", hosts_arg])?;
+
+    // Build offline from Debian packages; the image records what it contains.
+    let built = pgctl_ok(
+        work,
+        &[
+            "image",
+            "build",
+            "--source",
+            "debian",
+            "--base",
+            "pgctl/debian:bookworm",
+            "--without",
+            "timescaledb,walg,consul",
+            "--hosts",
+            hosts_arg,
+            "--json",
+        ],
+    )?
+    .json()?;
+    assert_eq!(built["tag"], IMAGE);
+    let local_id = built["id"].as_str().unwrap().to_string();
+    let manifest = &built["manifest"];
+    assert!(
+        manifest["postgres"].as_str().unwrap().starts_with("15."),
+        "{manifest}"
+    );
+    for component in ["postgis", "patroni", "pgbackrest", "etcd"] {
+        assert!(
+            !manifest[component].as_str().unwrap_or_default().is_empty(),
+            "{component} missing: {manifest}"
+        );
+    }
+    assert_eq!(manifest["timescaledb"], "", "left out explicitly");
+    let labels = docker_local(&[
+        "image",
+        "inspect",
+        IMAGE,
+        "--format",
+        "{{index .Config.Labels \"io.pgctl.manifest.patroni\"}}",
+    ])?;
+    assert_eq!(labels, manifest["patroni"].as_str().unwrap());
+    let listed = pgctl_ok(work, &["image", "list", "--json"])?.json()?;
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["id"] == local_id.as_str()),
+        "image list shows the build"
+    );
+
+    // Deliver without a registry: every host ends with the same image ID.
+    let pushed = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--json"])?.json()?;
+    for o in pushed.as_array().unwrap() {
+        assert_ne!(o["result"], "failed", "{o}");
+    }
+    for (name, address) in hosts_of(&hosts_toml)? {
+        let id = docker_on(
+            lab_dir,
+            &name,
+            &address,
+            &["image", "inspect", IMAGE, "--format", "{{.Id}}"],
+        )?;
+        assert_eq!(id, local_id, "{name} has the same image ID");
+    }
+
+    // Second push: nothing transferred.
+    let again = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--json"])?.json()?;
+    for o in again.as_array().unwrap() {
+        assert_eq!(o["result"], "present", "{o}");
+        assert_eq!(o["bytes"], 0, "{o}");
+    }
+
+    rogue_client_certificate_is_refused(work, lab_dir)?;
+    unreachable_host_is_named(work, lab_dir)?;
+    Ok(())
+}
+
+/// A client certificate signed by another CA: the engines refuse it, and pgctl says so per host.
+fn rogue_client_certificate_is_refused(work: &Path, lab_dir: &Path) -> Result<()> {
+    let rogue = work.join("rogue");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "rogue CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = rcgen::KeyPair::generate()?;
+    let client = client_params.signed_by(&client_key, &issuer)?;
+    std::fs::create_dir_all(&rogue)?;
+    // The engine's CA is still trusted (so only the client side is wrong).
+    std::fs::copy(lab_dir.join("ca.pem"), rogue.join("ca.pem"))?;
+    std::fs::write(rogue.join("cert.pem"), client.pem())?;
+    std::fs::write(rogue.join("key.pem"), client_key.serialize_pem())?;
+
+    let hosts = std::fs::read_to_string(lab_dir.join("hosts.toml"))?;
+    let rogue_hosts = with_tls_dir(&hosts, rogue.to_str().unwrap());
+    let rogue_toml = work.join("rogue-hosts.toml");
+    std::fs::write(&rogue_toml, rogue_hosts)?;
+    // The rest of the configuration (secrets, S3 CA) is the lab's own.
+    std::fs::copy(lab_dir.join("secrets.toml"), work.join("secrets.toml"))?;
+    std::fs::copy(lab_dir.join("ca.pem"), work.join("ca.pem"))?;
+    let run = pgctl(
+        work,
+        &["image", "push", "--hosts", rogue_toml.to_str().unwrap()],
+    );
+    assert!(!run.ok, "a rogue client certificate must not be accepted");
+    for (name, _) in hosts_of(&rogue_toml)? {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("{name}:")))
+            .unwrap_or_default();
+        assert!(
+            line.contains("TLS refused"),
+            "{name}: clear TLS error expected, got: {line}"
+        );
+    }
+    Ok(())
+}
+
+fn with_tls_dir(hosts: &str, dir: &str) -> String {
+    hosts
+        .lines()
+        .map(|l| {
+            if l.starts_with("tls_dir") {
+                format!("tls_dir = \"{dir}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One host stopped: a multi-host command names it (endpoint and cause) and fails.
+fn unreachable_host_is_named(work: &Path, lab_dir: &Path) -> Result<()> {
+    let hosts_toml = lab_dir.join("hosts.toml");
+    docker_local(&["stop", "-t", "2", &format!("{LAB}-host2")])?;
+    let run = pgctl(
+        work,
+        &[
+            "image",
+            "push",
+            "--hosts",
+            hosts_toml.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    docker_local(&["start", &format!("{LAB}-host2")])?;
+    assert!(!run.ok, "push must fail when a host is down");
+    let outcomes = run.json()?;
+    let host2 = outcomes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["host"] == "host2")
+        .unwrap();
+    assert_eq!(host2["result"], "failed");
+    let error = host2["error"].as_str().unwrap();
+    assert!(
+        error.contains("tcp://172.30.78.12:2376"),
+        "names the endpoint: {error}"
+    );
+    // The other hosts were still served (one failure does not stop the others).
+    assert!(
+        outcomes
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["result"] == "present")
+            .count()
+            == 2
+    );
+    assert!(
+        run.stderr
+            .contains("not delivered to 1 of 3 host(s): host2"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}
