@@ -2,7 +2,7 @@
 
 use crate::config::{self, init};
 use crate::image::{self, Component, Source};
-use crate::{docker, lab};
+use crate::{cluster, docker, lab};
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 use comfy_table::Table;
@@ -66,6 +66,99 @@ enum Command {
         #[command(flatten)]
         hosts: HostsArgs,
     },
+    /// Converge every host to hosts.toml: DCS, then Patroni; waits until the cluster is healthy. Safe to re-run
+    #[command(long_about = "Converge every host to hosts.toml.\n\n\
+Pre-flight on all hosts first (engines reachable, image present — delivered if missing —, ports free, no foreign containers, no stale DCS state); \
+then the DCS (etcd or Consul), then one Patroni container per `patroni` host (host networking, data on a named volume, configuration and secrets uploaded as 0600 files); \
+then waits for one leader and every replica streaming. A second run with nothing changed recreates nothing.")]
+    Up {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        /// Converge only these hosts (repeatable); e.g. a node just added to hosts.toml
+        #[arg(long)]
+        limit: Vec<String>,
+        /// How long to wait for the cluster to become healthy, in seconds
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Members, roles, timelines, lag, streaming, DCS health and image per host
+    Status {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Planned switchover of the leader role to another member
+    Switchover {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        /// The member to become leader [default: Patroni picks a healthy replica]
+        #[arg(long)]
+        to: Option<String>,
+        /// Schedule it (ISO 8601 with time zone, e.g. 2026-05-17T03:00+03:00)
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Manual failover to a member (also when there is no healthy leader)
+    Failover {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Rebuild a replica's data from the leader (for a member that no longer starts)
+    Reinit {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        member: String,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Restart PostgreSQL on one member or all, through Patroni
+    Restart {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        member: Option<String>,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Maintenance mode: stop automatic failover
+    Pause {
+        #[command(flatten)]
+        hosts: HostsArgs,
+    },
+    /// Leave maintenance mode
+    Resume {
+        #[command(flatten)]
+        hosts: HostsArgs,
+    },
+    /// Stop the cluster's containers (replicas first, then the leader, then the DCS); keep all data
+    Down {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
+    /// Remove the cluster's containers and its DCS scope; data volumes only with --volumes
+    Remove {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        /// Required: this destroys the cluster
+        #[arg(long)]
+        i_am_aware: bool,
+        /// Also delete the data volumes (all data is lost)
+        #[arg(long)]
+        volumes: bool,
+        /// Do not ask to type the cluster name
+        #[arg(long)]
+        yes: bool,
+    },
     /// Build, deliver and list the database image
     #[command(subcommand)]
     Image(ImageCommand),
@@ -74,15 +167,51 @@ enum Command {
     Lab(LabCommand),
 }
 
+#[derive(Args)]
+struct Confirm {
+    /// Do not ask for confirmation (for scripts and CI)
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// How long to wait for the result, in seconds
+    #[arg(long, default_value_t = 180)]
+    timeout: u64,
+}
+
+impl Confirm {
+    fn ask(&self, question: &str) -> Result<()> {
+        if self.yes {
+            return Ok(());
+        }
+        ask(question, "y")
+    }
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout)
+    }
+}
+
+/// Asks on the terminal; `expected` is what the user must type. Refuses without a terminal.
+fn ask(question: &str, expected: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if !std::io::stdin().is_terminal() {
+        bail!("{question}: no terminal to confirm on; pass --yes to confirm in scripts");
+    }
+    eprint!("{question} [type {expected} to confirm]: ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != expected {
+        bail!("not confirmed; nothing was changed");
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum ImageCommand {
     /// Build the image (PostgreSQL, PostGIS, TimescaleDB, Patroni, WAL-G, pgBackRest) on the local engine
-    #[command(
-        long_about = "Build the database image on the local Docker engine.\n\n\
+    #[command(long_about = "Build the database image on the local Docker engine.\n\n\
 Sources: `pgdg` (default; PGDG apt for PostgreSQL 13-17, TimescaleDB from Timescale's apt repo, WAL-G release with a pinned sha256, Consul from HashiCorp's apt repo) or `debian` (Debian bookworm only: PostgreSQL 15; TimescaleDB, WAL-G and Consul only from --artifacts).\n\
 A component that cannot be had must be left out explicitly with --without; the build checks that every included component runs, and records versions in labels and /etc/pgctl/manifest.json.\n\n\
-Example (offline, this machine):  pgctl image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul"
-    )]
+Example (offline, this machine):  pgctl image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul")]
     Build(BuildArgs),
     /// Deliver the cluster's image to every host (stream engine-to-engine, or registry pull)
     Push {
@@ -179,11 +308,7 @@ enum LabCommand {
         #[arg(long, default_value = "172.30.77.0/24")]
         subnet: String,
         /// Garage S3 server binary (`cargo install garage`; ansible-free-scripts/build-garage.sh)
-        #[arg(
-            long,
-            env = "PGCTL_GARAGE_BIN",
-            default_value = "/var/cache/pgctl/garage-2.5.0/bin/garage"
-        )]
+        #[arg(long, env = "PGCTL_GARAGE_BIN", default_value = "/var/cache/pgctl/garage-2.5.0/bin/garage")]
         garage: PathBuf,
         /// Base image for the lab's images (made locally with mmdebstrap if missing)
         #[arg(long, default_value = image::base::DEFAULT_BASE_TAG)]
@@ -227,6 +352,101 @@ pub async fn run(cli: Cli) -> Result<()> {
             force,
         } => cmd_init(&hosts, &secrets, &name, force),
         Command::Check { hosts } => cmd_check(&hosts),
+        Command::Up {
+            hosts,
+            limit,
+            timeout,
+            json,
+        } => {
+            let cfg = hosts.load()?;
+            let opts = cluster::up::UpOptions {
+                limit,
+                timeout: std::time::Duration::from_secs(timeout),
+                max_lag: 16 * 1024 * 1024,
+            };
+            let status = cluster::up::up(&cfg, &opts).await?;
+            print_status(&status, json)
+        }
+        Command::Status { hosts, json } => {
+            let (cfg, engines) = connect(&hosts).await?;
+            print_status(&cluster::status::fetch(&cfg, &engines).await?, json)
+        }
+        Command::Switchover { hosts, to, at, confirm } => {
+            let (cfg, engines) = connect(&hosts).await?;
+            confirm.ask(&format!(
+                "switch the leader of `{}` over{}",
+                cfg.hosts.cluster.name,
+                to.as_deref().map(|t| format!(" to {t}")).unwrap_or_default()
+            ))?;
+            print_status(
+                &cluster::ops::switchover(&cfg, &engines, to.as_deref(), at.as_deref(), confirm.timeout()).await?,
+                false,
+            )
+        }
+        Command::Failover { hosts, to, confirm } => {
+            let (cfg, engines) = connect(&hosts).await?;
+            confirm.ask(&format!("fail `{}` over to {to}", cfg.hosts.cluster.name))?;
+            print_status(&cluster::ops::failover(&cfg, &engines, &to, confirm.timeout()).await?, false)
+        }
+        Command::Reinit { hosts, member, confirm } => {
+            let (cfg, engines) = connect(&hosts).await?;
+            confirm.ask(&format!("delete {member}'s data and copy it again from the leader"))?;
+            print_status(&cluster::ops::reinit(&cfg, &engines, &member, confirm.timeout()).await?, false)
+        }
+        Command::Restart { hosts, member, confirm } => {
+            let (cfg, engines) = connect(&hosts).await?;
+            confirm.ask(&format!("restart PostgreSQL on {}", member.as_deref().unwrap_or("every member")))?;
+            print_status(
+                &cluster::ops::restart(&cfg, &engines, member.as_deref(), confirm.timeout()).await?,
+                false,
+            )
+        }
+        command @ (Command::Pause { .. } | Command::Resume { .. }) => {
+            let (paused, hosts) = match command {
+                Command::Pause { hosts } => (true, hosts),
+                Command::Resume { hosts } => (false, hosts),
+                _ => unreachable!("matched above"),
+            };
+            let (cfg, engines) = connect(&hosts).await?;
+            print_status(
+                &cluster::ops::set_pause(&cfg, &engines, paused, std::time::Duration::from_secs(60)).await?,
+                false,
+            )
+        }
+        Command::Down { hosts, confirm } => {
+            let (cfg, engines) = connect(&hosts).await?;
+            confirm.ask(&format!(
+                "stop every container of `{}` (data is kept; `pgctl up` starts it again)",
+                cfg.hosts.cluster.name
+            ))?;
+            for line in cluster::teardown::down(&cfg, &engines).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
+        Command::Remove {
+            hosts,
+            i_am_aware,
+            volumes,
+            yes,
+        } => {
+            let cfg = hosts.load()?;
+            let scope = cfg.hosts.cluster.name.clone();
+            if !i_am_aware {
+                bail!("`pgctl remove` destroys cluster `{scope}` (containers and its DCS scope{}); it only runs with --i-am-aware. To only stop it, use `pgctl down`", if volumes { ", and with --volumes ALL ITS DATA" } else { "; data volumes are kept" });
+            }
+            if !yes {
+                ask(
+                    &format!("remove cluster `{scope}`{}", if volumes { " AND DELETE ALL ITS DATA" } else { "" }),
+                    &scope,
+                )?;
+            }
+            let engines = docker::connect_all(&cfg).await?;
+            for line in cluster::teardown::remove(&cfg, &engines, volumes).await? {
+                println!("{line}");
+            }
+            Ok(())
+        }
         Command::Image(cmd) => match cmd {
             ImageCommand::Build(args) => cmd_image_build(args, cli.verbose).await,
             ImageCommand::Push {
@@ -237,15 +457,8 @@ pub async fn run(cli: Cli) -> Result<()> {
                 json,
             } => cmd_image_push(&hosts, image, &limit, registry, json).await,
             ImageCommand::List { json } => cmd_image_list(json).await,
-            ImageCommand::Base {
-                tag,
-                suite,
-                mirror,
-                force,
-            } => {
-                let id =
-                    image::base::ensure_base(&docker::local().await?, &tag, &suite, &mirror, force)
-                        .await?;
+            ImageCommand::Base { tag, suite, mirror, force } => {
+                let id = image::base::ensure_base(&docker::local().await?, &tag, &suite, &mirror, force).await?;
                 println!("{tag} {id}");
                 Ok(())
             }
@@ -295,7 +508,10 @@ fn cmd_init(hosts: &Path, secrets: &Path, name: &str, force: bool) -> Result<()>
         force,
     )?;
     println!("wrote {} and {} (0600)", hosts.display(), secrets.display());
-    println!("next: edit the hosts and S3 settings, fill in the S3 keys, then run `pgctl check --hosts {}`", hosts.display());
+    println!(
+        "next: edit the hosts and S3 settings, fill in the S3 keys, then run `pgctl check --hosts {}`",
+        hosts.display()
+    );
     Ok(())
 }
 
@@ -363,39 +579,19 @@ async fn cmd_image_build(a: BuildArgs, verbose: bool) -> Result<()> {
     Ok(())
 }
 
-async fn cmd_image_push(
-    args: &HostsArgs,
-    image: Option<String>,
-    limit: &[String],
-    registry: Option<String>,
-    json: bool,
-) -> Result<()> {
+async fn cmd_image_push(args: &HostsArgs, image: Option<String>, limit: &[String], registry: Option<String>, json: bool) -> Result<()> {
     if let Some(target) = registry {
         let image = match image {
             Some(i) => i,
-            None => {
-                config::load(&args.hosts, args.secrets.as_deref())?
-                    .hosts
-                    .cluster
-                    .image
-            }
+            None => config::load(&args.hosts, args.secrets.as_deref())?.hosts.cluster.image,
         };
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        return image::push::publish(
-            &image,
-            &target,
-            env("PGCTL_REGISTRY_USER"),
-            env("PGCTL_REGISTRY_PASSWORD"),
-        )
-        .await;
+        return image::push::publish(&image, &target, env("PGCTL_REGISTRY_USER"), env("PGCTL_REGISTRY_PASSWORD")).await;
     }
     let cfg = args.load()?;
     for name in limit {
         if cfg.host(name).is_none() {
-            bail!(
-                "--limit {name}: no such host in {}",
-                cfg.hosts_path.display()
-            );
+            bail!("--limit {name}: no such host in {}", cfg.hosts_path.display());
         }
     }
     let hosts: Vec<_> = cfg
@@ -422,11 +618,7 @@ async fn cmd_image_push(
         }
         println!("{table}");
     }
-    let failed: Vec<_> = outcomes
-        .iter()
-        .filter(|o| o.result == "failed")
-        .map(|o| o.host.as_str())
-        .collect();
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.result == "failed").map(|o| o.host.as_str()).collect();
     if !failed.is_empty() {
         bail!(
             "image {image} was not delivered to {} of {} host(s): {}",
@@ -493,6 +685,21 @@ async fn cmd_lab_status(l: &LabArgs, json: bool) -> Result<()> {
         table.add_row([&h.name, &h.container, &h.state, &h.address, &h.engine]);
     }
     println!("{table}\nS3: {}", status.s3);
+    Ok(())
+}
+
+async fn connect(hosts: &HostsArgs) -> Result<(config::Config, Vec<docker::Engine>)> {
+    let cfg = hosts.load()?;
+    let engines = docker::connect_all(&cfg).await?;
+    Ok((cfg, engines))
+}
+
+fn print_status(status: &cluster::status::ClusterStatus, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(status)?);
+    } else {
+        println!("{}", cluster::status::render_table(status));
+    }
     Ok(())
 }
 

@@ -2,7 +2,9 @@
 //! command line and reports errors; each capability lives in its own module.
 
 mod cli;
+mod cluster;
 mod config;
+mod dcs;
 mod docker;
 mod image;
 mod lab;
@@ -12,13 +14,8 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PGCTL_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if args.verbose {
-            "pgctl=debug"
-        } else {
-            "pgctl=warn"
-        })
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PGCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if args.verbose { "pgctl=debug" } else { "pgctl=warn" }));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

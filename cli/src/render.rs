@@ -7,38 +7,20 @@ use serde::Serialize;
 
 /// Every template pgctl renders, by name.
 const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "init/hosts.toml.j2",
-        include_str!("../../compose-templates/init/hosts.toml.j2"),
-    ),
-    (
-        "init/secrets.toml.j2",
-        include_str!("../../compose-templates/init/secrets.toml.j2"),
-    ),
-    (
-        "postgres/Dockerfile.j2",
-        include_str!("../../images/postgres/Dockerfile.j2"),
-    ),
+    ("init/hosts.toml.j2", include_str!("../../compose-templates/init/hosts.toml.j2")),
+    ("init/secrets.toml.j2", include_str!("../../compose-templates/init/secrets.toml.j2")),
+    ("patroni.yml.j2", include_str!("../../compose-templates/patroni.yml.j2")),
+    ("etcd.yml.j2", include_str!("../../compose-templates/etcd.yml.j2")),
+    ("consul.json.j2", include_str!("../../compose-templates/consul.json.j2")),
+    ("postgres/Dockerfile.j2", include_str!("../../images/postgres/Dockerfile.j2")),
     (
         "postgres/Dockerfile.labels.j2",
         include_str!("../../images/postgres/Dockerfile.labels.j2"),
     ),
-    (
-        "lab-host/Dockerfile.j2",
-        include_str!("../../images/lab-host/Dockerfile.j2"),
-    ),
-    (
-        "lab-s3/Dockerfile.j2",
-        include_str!("../../images/lab-s3/Dockerfile.j2"),
-    ),
-    (
-        "lab-s3/garage.toml.j2",
-        include_str!("../../images/lab-s3/garage.toml.j2"),
-    ),
-    (
-        "lab-s3/nginx.conf.j2",
-        include_str!("../../images/lab-s3/nginx.conf.j2"),
-    ),
+    ("lab-host/Dockerfile.j2", include_str!("../../images/lab-host/Dockerfile.j2")),
+    ("lab-s3/Dockerfile.j2", include_str!("../../images/lab-s3/Dockerfile.j2")),
+    ("lab-s3/garage.toml.j2", include_str!("../../images/lab-s3/garage.toml.j2")),
+    ("lab-s3/nginx.conf.j2", include_str!("../../images/lab-s3/nginx.conf.j2")),
 ];
 
 fn environment() -> Environment<'static> {
@@ -46,9 +28,11 @@ fn environment() -> Environment<'static> {
     // Rendering TOML/YAML/shell: an undefined variable is a bug, not an empty string.
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
+    // No implicit escaping by file extension (minijinja would JSON-quote every value in .yml
+    // and .json templates): templates quote explicitly with `tojson` where a value needs it.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     for (name, src) in TEMPLATES {
-        env.add_template(name, src)
-            .expect("embedded templates are valid");
+        env.add_template(name, src).expect("embedded templates are valid");
     }
     env
 }
@@ -56,11 +40,8 @@ fn environment() -> Environment<'static> {
 /// Renders the named template with `ctx`.
 pub fn render(name: &str, ctx: impl Serialize) -> Result<String> {
     let env = environment();
-    let tmpl = env
-        .get_template(name)
-        .with_context(|| format!("no template {name}"))?;
-    tmpl.render(ctx)
-        .with_context(|| format!("rendering template {name}"))
+    let tmpl = env.get_template(name).with_context(|| format!("no template {name}"))?;
+    tmpl.render(ctx).with_context(|| format!("rendering template {name}"))
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ cat <<JSON
   "etcd": "$etcd",
   "consul": "$consul",
   "tini": "$tini",
+  "postgres-uid": "$(id -u postgres)",
+  "postgres-gid": "$(id -g postgres)",
   "components": "$COMPONENTS"
 }
 JSON

@@ -2,8 +2,9 @@
 # PID 1 is tini; this prepares the container and execs the role's command (Patroni by default).
 set -eu
 # Files pgctl uploads are 0600 and owned by postgres; refuse to start with world-readable secrets.
-for f in /etc/pgctl/*.yml /etc/pgctl/*.json /etc/pgctl/*.conf; do
-  [ -e "$f" ] || continue
+for f in /etc/pgctl/*; do
+  [ -f "$f" ] || continue
+  [ "$f" = /etc/pgctl/manifest.json ] && continue
   case "$(stat -c %a "$f")" in *00) ;; *) echo "pgctl-entrypoint: $f must not be readable by others" >&2; exit 1;; esac
 done
 if [ "$(id -u)" = 0 ] && [ "${1:-}" = patroni ]; then

@@ -32,12 +32,7 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> Result<serde_json::Value> {
-        serde_json::from_str(&self.stdout).with_context(|| {
-            format!(
-                "stdout is not JSON:\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
+        serde_json::from_str(&self.stdout).with_context(|| format!("stdout is not JSON:\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
 }
 
@@ -90,11 +85,7 @@ pub fn docker_on(lab_dir: &Path, host: &str, address: &str, args: &[&str]) -> Re
         .args(args)
         .output()?;
     if !out.status.success() {
-        bail!(
-            "docker {} on {host}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("docker {} on {host}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -103,20 +94,14 @@ pub fn docker_on(lab_dir: &Path, host: &str, address: &str, args: &[&str]) -> Re
 pub fn docker_local(args: &[&str]) -> Result<String> {
     let out = Command::new("docker").args(args).output()?;
     if !out.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("docker {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A scratch directory under target/e2e, emptied first.
 pub fn workdir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/e2e")
-        .join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir.canonicalize().unwrap()

@@ -18,8 +18,7 @@ const RESERVED: &[&str] = &[
 ];
 
 fn pipeline() -> serde_json::Map<String, Value> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.gitlab-ci.yml"))
-        .expect(".gitlab-ci.yml at the top");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.gitlab-ci.yml")).expect(".gitlab-ci.yml at the top");
     let value: Value = serde_saphyr::from_str(&text).expect(".gitlab-ci.yml is valid YAML");
     value.as_object().expect("a mapping at the top").clone()
 }
@@ -40,10 +39,7 @@ fn gitlab_ci_references_are_consistent() {
     assert!(!jobs.is_empty());
     for (name, job) in &jobs {
         let stage = job.get("stage").and_then(Value::as_str).unwrap_or("test");
-        assert!(
-            stages.contains(&stage),
-            "job {name}: stage `{stage}` is not in stages"
-        );
+        assert!(stages.contains(&stage), "job {name}: stage `{stage}` is not in stages");
         let has_script = job.get("script").is_some()
             || job
                 .get("extends")
@@ -52,35 +48,15 @@ fn gitlab_ci_references_are_consistent() {
                 .and_then(|t| t.get("script"))
                 .is_some();
         assert!(has_script, "job {name} has no script");
-        for needed in job
-            .get("needs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let needed = needed
-                .as_str()
-                .or_else(|| needed.get("job").and_then(Value::as_str))
-                .unwrap();
-            assert!(
-                p.contains_key(needed),
-                "job {name} needs unknown job `{needed}`"
-            );
-            let needed_stage = p[needed]
-                .get("stage")
-                .and_then(Value::as_str)
-                .unwrap_or("test");
+        for needed in job.get("needs").and_then(Value::as_array).into_iter().flatten() {
+            let needed = needed.as_str().or_else(|| needed.get("job").and_then(Value::as_str)).unwrap();
+            assert!(p.contains_key(needed), "job {name} needs unknown job `{needed}`");
+            let needed_stage = p[needed].get("stage").and_then(Value::as_str).unwrap_or("test");
             let pos = |s: &str| stages.iter().position(|x| *x == s);
-            assert!(
-                pos(needed_stage) <= pos(stage),
-                "job {name} needs `{needed}` from a later stage"
-            );
+            assert!(pos(needed_stage) <= pos(stage), "job {name} needs `{needed}` from a later stage");
         }
         if let Some(template) = job.get("extends").and_then(Value::as_str) {
-            assert!(
-                p.contains_key(template),
-                "job {name} extends unknown `{template}`"
-            );
+            assert!(p.contains_key(template), "job {name} extends unknown `{template}`");
         }
     }
 }
@@ -100,11 +76,7 @@ fn gitlab_ci_has_the_promised_jobs() {
     assert!(script("unit-tests").contains("cargo test"));
     assert!(script("build-image").contains("pgctl image build"));
     let push = script("push-image");
-    assert!(
-        push.contains("--registry")
-            && push.contains("CI_REGISTRY_PASSWORD")
-            && push.contains("CI_REGISTRY_USER")
-    );
+    assert!(push.contains("--registry") && push.contains("CI_REGISTRY_PASSWORD") && push.contains("CI_REGISTRY_USER"));
     for manual in ["deploy", "restore"] {
         assert_eq!(p[manual]["when"], "manual", "{manual} is a manual job");
         assert!(
@@ -112,8 +84,5 @@ fn gitlab_ci_has_the_promised_jobs() {
             "{manual} takes hosts.toml from a CI file variable"
         );
     }
-    assert!(p["variables"]["IMAGE_TAG"]
-        .as_str()
-        .unwrap()
-        .contains("$CI_REGISTRY_IMAGE"));
+    assert!(p["variables"]["IMAGE_TAG"].as_str().unwrap().contains("$CI_REGISTRY_IMAGE"));
 }

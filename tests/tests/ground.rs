@@ -24,11 +24,7 @@ fn lab_image_build_and_registry_free_delivery() -> Result<()> {
     result?;
     assert!(down.ok, "lab down failed: {}", down.stderr);
     let label = format!("label=io.pgctl.lab={LAB}");
-    assert_eq!(
-        docker_local(&["ps", "-aq", "--filter", &label])?,
-        "",
-        "containers left behind"
-    );
+    assert_eq!(docker_local(&["ps", "-aq", "--filter", &label])?, "", "containers left behind");
     assert_eq!(
         docker_local(&["volume", "ls", "-q", "--filter", &label])?,
         "",
@@ -50,22 +46,14 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
 
     pgctl_ok(
         work,
-        &[
-            "lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3",
-        ],
+        &["lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3"],
     )?;
     // Re-running completes nothing new and succeeds (idempotent).
     pgctl_ok(
         work,
-        &[
-            "lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3",
-        ],
+        &["lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3"],
     )?;
-    let status = pgctl_ok(
-        work,
-        &["lab", "status", "--name", LAB, "--dir", lab, "--json"],
-    )?
-    .json()?;
+    let status = pgctl_ok(work, &["lab", "status", "--name", LAB, "--dir", lab, "--json"])?.json()?;
     let hosts = status["hosts"].as_array().unwrap();
     assert_eq!(hosts.len(), 3);
     for h in hosts {
@@ -103,10 +91,7 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
     assert_eq!(built["tag"], IMAGE);
     let local_id = built["id"].as_str().unwrap().to_string();
     let manifest = &built["manifest"];
-    assert!(
-        manifest["postgres"].as_str().unwrap().starts_with("15."),
-        "{manifest}"
-    );
+    assert!(manifest["postgres"].as_str().unwrap().starts_with("15."), "{manifest}");
     for component in ["postgis", "patroni", "pgbackrest", "etcd"] {
         assert!(
             !manifest[component].as_str().unwrap_or_default().is_empty(),
@@ -124,11 +109,7 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
     assert_eq!(labels, manifest["patroni"].as_str().unwrap());
     let listed = pgctl_ok(work, &["image", "list", "--json"])?.json()?;
     assert!(
-        listed
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|i| i["id"] == local_id.as_str()),
+        listed.as_array().unwrap().iter().any(|i| i["id"] == local_id.as_str()),
         "image list shows the build"
     );
 
@@ -138,12 +119,7 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
         assert_ne!(o["result"], "failed", "{o}");
     }
     for (name, address) in hosts_of(&hosts_toml)? {
-        let id = docker_on(
-            lab_dir,
-            &name,
-            &address,
-            &["image", "inspect", IMAGE, "--format", "{{.Id}}"],
-        )?;
+        let id = docker_on(lab_dir, &name, &address, &["image", "inspect", IMAGE, "--format", "{{.Id}}"])?;
         assert_eq!(id, local_id, "{name} has the same image ID");
     }
 
@@ -164,9 +140,7 @@ fn rogue_client_certificate_is_refused(work: &Path, lab_dir: &Path) -> Result<()
     let rogue = work.join("rogue");
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "rogue CA");
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "rogue CA");
     let ca_key = rcgen::KeyPair::generate()?;
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
@@ -186,21 +160,11 @@ fn rogue_client_certificate_is_refused(work: &Path, lab_dir: &Path) -> Result<()
     // The rest of the configuration (secrets, S3 CA) is the lab's own.
     std::fs::copy(lab_dir.join("secrets.toml"), work.join("secrets.toml"))?;
     std::fs::copy(lab_dir.join("ca.pem"), work.join("ca.pem"))?;
-    let run = pgctl(
-        work,
-        &["image", "push", "--hosts", rogue_toml.to_str().unwrap()],
-    );
+    let run = pgctl(work, &["image", "push", "--hosts", rogue_toml.to_str().unwrap()]);
     assert!(!run.ok, "a rogue client certificate must not be accepted");
     for (name, _) in hosts_of(&rogue_toml)? {
-        let line = run
-            .stderr
-            .lines()
-            .find(|l| l.contains(&format!("{name}:")))
-            .unwrap_or_default();
-        assert!(
-            line.contains("TLS refused"),
-            "{name}: clear TLS error expected, got: {line}"
-        );
+        let line = run.stderr.lines().find(|l| l.contains(&format!("{name}:"))).unwrap_or_default();
+        assert!(line.contains("TLS refused"), "{name}: clear TLS error expected, got: {line}");
     }
     Ok(())
 }
@@ -223,46 +187,16 @@ fn with_tls_dir(hosts: &str, dir: &str) -> String {
 fn unreachable_host_is_named(work: &Path, lab_dir: &Path) -> Result<()> {
     let hosts_toml = lab_dir.join("hosts.toml");
     docker_local(&["stop", "-t", "2", &format!("{LAB}-host2")])?;
-    let run = pgctl(
-        work,
-        &[
-            "image",
-            "push",
-            "--hosts",
-            hosts_toml.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let run = pgctl(work, &["image", "push", "--hosts", hosts_toml.to_str().unwrap(), "--json"]);
     docker_local(&["start", &format!("{LAB}-host2")])?;
     assert!(!run.ok, "push must fail when a host is down");
     let outcomes = run.json()?;
-    let host2 = outcomes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["host"] == "host2")
-        .unwrap();
+    let host2 = outcomes.as_array().unwrap().iter().find(|o| o["host"] == "host2").unwrap();
     assert_eq!(host2["result"], "failed");
     let error = host2["error"].as_str().unwrap();
-    assert!(
-        error.contains("tcp://172.30.78.12:2376"),
-        "names the endpoint: {error}"
-    );
+    assert!(error.contains("tcp://172.30.78.12:2376"), "names the endpoint: {error}");
     // The other hosts were still served (one failure does not stop the others).
-    assert!(
-        outcomes
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["result"] == "present")
-            .count()
-            == 2
-    );
-    assert!(
-        run.stderr
-            .contains("not delivered to 1 of 3 host(s): host2"),
-        "{}",
-        run.stderr
-    );
+    assert!(outcomes.as_array().unwrap().iter().filter(|o| o["result"] == "present").count() == 2);
+    assert!(run.stderr.contains("not delivered to 1 of 3 host(s): host2"), "{}", run.stderr);
     Ok(())
 }

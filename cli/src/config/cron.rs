@@ -9,9 +9,7 @@ const FIELDS: [(&str, u32, u32); 5] = [
     ("month", 1, 12),
     ("day of week", 0, 7),
 ];
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
+const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// Checks a cron expression; the error says which field is wrong and what it allows.
@@ -19,9 +17,7 @@ pub fn validate(expr: &str) -> Result<(), String> {
     let expr = expr.trim();
     if let Some(macro_name) = expr.strip_prefix('@') {
         return match macro_name {
-            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => {
-                Ok(())
-            }
+            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly" => Ok(()),
             _ => Err(format!(
                 "unknown macro `@{macro_name}` (allowed: @hourly @daily @weekly @monthly @yearly)"
             )),
@@ -41,8 +37,7 @@ pub fn validate(expr: &str) -> Result<(), String> {
             4 => (&DAYS, 0),
             _ => (&[], 0),
         };
-        validate_field(part, lo, hi, names)
-            .map_err(|e| format!("{name} field `{part}`: {e} (allowed {lo}-{hi})"))?;
+        validate_field(part, lo, hi, names).map_err(|e| format!("{name} field `{part}`: {e} (allowed {lo}-{hi})"))?;
     }
     Ok(())
 }
@@ -54,9 +49,7 @@ fn validate_field(field: &str, lo: u32, hi: u32, names: (&[&str], u32)) -> Resul
             None => (item, None),
         };
         if let Some(step) = step {
-            let step: u32 = step
-                .parse()
-                .map_err(|_| format!("step `{step}` is not a number"))?;
+            let step: u32 = step.parse().map_err(|_| format!("step `{step}` is not a number"))?;
             if step == 0 || step > hi {
                 return Err(format!("step {step} out of range"));
             }

@@ -109,20 +109,11 @@ pub fn gossip_key() -> String {
 }
 
 /// Writes both files; refuses to overwrite either unless `force`.
-pub fn write_files(
-    hosts_path: &Path,
-    secrets_path: &Path,
-    hosts: &HostsTemplate,
-    secrets: &SecretsTemplate,
-    force: bool,
-) -> Result<()> {
+pub fn write_files(hosts_path: &Path, secrets_path: &Path, hosts: &HostsTemplate, secrets: &SecretsTemplate, force: bool) -> Result<()> {
     if !force {
         for p in [hosts_path, secrets_path] {
             if p.exists() {
-                bail!(
-                    "{} already exists; not overwriting it (pass --force to replace it)",
-                    p.display()
-                );
+                bail!("{} already exists; not overwriting it (pass --force to replace it)", p.display());
             }
         }
     }

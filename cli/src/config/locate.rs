@@ -53,11 +53,7 @@ impl std::fmt::Display for KeyPath {
 
 /// 1-based line number of a byte offset.
 pub fn line_of(src: &str, offset: usize) -> usize {
-    src[..offset.min(src.len())]
-        .bytes()
-        .filter(|b| *b == b'\n')
-        .count()
-        + 1
+    src[..offset.min(src.len())].bytes().filter(|b| *b == b'\n').count() + 1
 }
 
 /// Line where the deepest existing prefix of `path` is written (the key itself when present,
@@ -75,10 +71,7 @@ pub fn locate(src: &str, path: &KeyPath) -> Option<usize> {
                     (None, Some(DeValue::Table(t))) => t,
                     _ => break,
                 };
-                let Some((key, v)) = t
-                    .iter()
-                    .find(|(key, _)| key.get_ref().as_ref() == k.as_str())
-                else {
+                let Some((key, v)) = t.iter().find(|(key, _)| key.get_ref().as_ref() == k.as_str()) else {
                     break;
                 };
                 best = Some(key.span().start);

@@ -53,10 +53,7 @@ impl std::fmt::Display for Problem {
 pub struct ConfigError(pub Vec<Problem>);
 
 fn render_problems(problems: &[Problem]) -> String {
-    let errors = problems
-        .iter()
-        .filter(|p| p.severity == Severity::Error)
-        .count();
+    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
     let mut out = format!("configuration is invalid ({errors} error(s)); nothing was changed\n");
     for p in problems {
         out.push_str(&format!("  {p}\n"));
@@ -96,10 +93,7 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// The default secrets file sits next to hosts.toml.
 pub fn default_secrets_path(hosts_path: &Path) -> PathBuf {
-    hosts_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("secrets.toml")
+    hosts_path.parent().unwrap_or(Path::new(".")).join("secrets.toml")
 }
 
 /// Loads and validates both files. `Err` carries every problem found (not only the first).
@@ -175,12 +169,7 @@ pub fn parse<T: serde::de::DeserializeOwned>(path: &Path, src: &str) -> Result<T
         let line = e.span().map(|s| line_of(src, s.start));
         let key = e
             .span()
-            .map(|s| {
-                src[s]
-                    .trim()
-                    .trim_matches(|c| c == '[' || c == ']')
-                    .to_string()
-            })
+            .map(|s| src[s].trim().trim_matches(|c| c == '[' || c == ']').to_string())
             .filter(|k| !k.is_empty() && !k.contains('\n') && k.len() < 60)
             .unwrap_or_default();
         single(path, line, &key, e.message().trim().replace('\n', " "))
@@ -197,14 +186,8 @@ pub const SECRET_ENV: &[(&str, &str)] = &[
     ("PGCTL_CONSUL_GOSSIP_KEY", "consul_gossip_key"),
     ("PGCTL_S3_ACCESS_KEY_ID", "s3.access_key_id"),
     ("PGCTL_S3_SECRET_ACCESS_KEY", "s3.secret_access_key"),
-    (
-        "PGCTL_S3_READONLY_ACCESS_KEY_ID",
-        "s3.readonly_access_key_id",
-    ),
-    (
-        "PGCTL_S3_READONLY_SECRET_ACCESS_KEY",
-        "s3.readonly_secret_access_key",
-    ),
+    ("PGCTL_S3_READONLY_ACCESS_KEY_ID", "s3.readonly_access_key_id"),
+    ("PGCTL_S3_READONLY_SECRET_ACCESS_KEY", "s3.readonly_secret_access_key"),
     ("PGCTL_REGISTRY_USER", "registry.username"),
     ("PGCTL_REGISTRY_PASSWORD", "registry.password"),
 ];

@@ -70,11 +70,7 @@ fn setup(hosts: &str, secrets: &str, secrets_mode: u32) -> (Dir, Result<Config, 
     }
     std::fs::write(dir.join("hosts.toml"), hosts).unwrap();
     std::fs::write(dir.join("secrets.toml"), secrets).unwrap();
-    std::fs::set_permissions(
-        dir.join("secrets.toml"),
-        std::fs::Permissions::from_mode(secrets_mode),
-    )
-    .unwrap();
+    std::fs::set_permissions(dir.join("secrets.toml"), std::fs::Permissions::from_mode(secrets_mode)).unwrap();
     let result = load(&dir.join("hosts.toml"), None);
     (Dir(dir), result)
 }
@@ -126,10 +122,7 @@ fn bad_inputs_are_named_with_file_line_and_key() {
     let cases: &[Case] = &[
         (
             "unknown key",
-            (
-                "retry_timeout = 10\n",
-                "retry_timeout = 10\nretry_timout = 5\n",
-            ),
+            ("retry_timeout = 10\n", "retry_timeout = 10\nretry_timout = 5\n"),
             "retry_timout",
             "retry_timout = 5",
             "unknown field",
@@ -238,21 +231,12 @@ fn bad_inputs_are_named_with_file_line_and_key() {
             "http://s3",
             "only speaks HTTPS",
         ),
-        (
-            "no hosts",
-            ("[[host]]", "[[hosts]]"),
-            "",
-            "[[hosts]]",
-            "unknown field `hosts`",
-        ),
+        ("no hosts", ("[[host]]", "[[hosts]]"), "", "[[hosts]]", "unknown field `hosts`"),
     ];
     for (case, (from, to), key, line_text, fragment) in cases {
         assert!(VALID_HOSTS.contains(from), "{case}: edit does not apply");
         let edited = VALID_HOSTS.replacen(from, to, 1);
-        let expected_line = edited[..edited.find(line_text).expect("marker in file")]
-            .matches('\n')
-            .count()
-            + 1;
+        let expected_line = edited[..edited.find(line_text).expect("marker in file")].matches('\n').count() + 1;
         let (_d, r) = setup(&edited, VALID_SECRETS, 0o600);
         let err = match r {
             Ok(_) => panic!("{case}: accepted"),
@@ -285,9 +269,7 @@ fn dcs_member_counts() {
     let (_d, r) = setup(&one, VALID_SECRETS, 0o600);
     let cfg = r.unwrap_or_else(|e| panic!("one member is allowed: {e}"));
     assert!(
-        cfg.warnings
-            .iter()
-            .any(|w| w.message.contains("no fault tolerance")),
+        cfg.warnings.iter().any(|w| w.message.contains("no fault tolerance")),
         "{:?}",
         cfg.warnings
     );
@@ -319,32 +301,15 @@ fn dcs_member_counts() {
 fn secrets_problems() {
     let _env = clean_env();
     let (_d, r) = setup(VALID_HOSTS, VALID_SECRETS, 0o644);
-    let e = r
-        .expect_err("group/other-readable secrets must be refused")
-        .to_string();
-    assert!(
-        e.contains("readable by group or others") && e.contains("chmod 600"),
-        "{e}"
-    );
+    let e = r.expect_err("group/other-readable secrets must be refused").to_string();
+    assert!(e.contains("readable by group or others") && e.contains("chmod 600"), "{e}");
 
-    let (_d, r) = setup(
-        VALID_HOSTS,
-        &VALID_SECRETS.replace("replication_password = \"b\"\n", ""),
-        0o600,
-    );
+    let (_d, r) = setup(VALID_HOSTS, &VALID_SECRETS.replace("replication_password = \"b\"\n", ""), 0o600);
     let err = r.expect_err("missing secret");
-    let p = err
-        .0
-        .iter()
-        .find(|p| p.key == "replication_password")
-        .expect("names the key");
+    let p = err.0.iter().find(|p| p.key == "replication_password").expect("names the key");
     assert!(p.file.ends_with("secrets.toml"));
 
-    let (_d, r) = setup(
-        VALID_HOSTS,
-        &VALID_SECRETS.replace("rewind_password", "rewind_pasword"),
-        0o600,
-    );
+    let (_d, r) = setup(VALID_HOSTS, &VALID_SECRETS.replace("rewind_password", "rewind_pasword"), 0o600);
     let err = r.expect_err("unknown secret key");
     assert!(
         err.0[0].message.contains("unknown field `rewind_pasword`") && err.0[0].line == Some(3),
@@ -360,12 +325,7 @@ fn secrets_problems() {
         0o600,
     );
     let err = r.expect_err("short gossip key");
-    assert!(
-        err.0
-            .iter()
-            .any(|p| p.key == "consul_gossip_key" && p.line == Some(5)),
-        "{err}"
-    );
+    assert!(err.0.iter().any(|p| p.key == "consul_gossip_key" && p.line == Some(5)), "{err}");
 }
 
 #[test]
@@ -412,10 +372,7 @@ fn init_writes_valid_commented_files() {
         false,
     )
     .unwrap();
-    assert_eq!(
-        std::fs::metadata(&s).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    assert_eq!(std::fs::metadata(&s).unwrap().permissions().mode() & 0o777, 0o600);
     let hosts: HostsFile = parse(&h, &std::fs::read_to_string(&h).unwrap()).unwrap();
     assert_eq!(hosts.hosts.len(), 3);
     let secrets = load_secrets(&s).unwrap();
@@ -438,10 +395,5 @@ fn init_writes_valid_commented_files() {
     assert!(again.unwrap_err().to_string().contains("--force"));
     // Every key of the written hosts.toml is explained by a comment.
     let text = std::fs::read_to_string(&h).unwrap();
-    assert!(
-        text.lines()
-            .filter(|l| l.trim_start().starts_with('#'))
-            .count()
-            > 30
-    );
+    assert!(text.lines().filter(|l| l.trim_start().starts_with('#')).count() > 30);
 }

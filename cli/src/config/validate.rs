@@ -23,10 +23,7 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
     if !SUPPORTED_MAJORS.contains(&c.postgres_major) {
         err(
             "cluster.postgres_major".into(),
-            format!(
-                "PostgreSQL {} is not supported; allowed: 13, 14, 15, 16, 17",
-                c.postgres_major
-            ),
+            format!("PostgreSQL {} is not supported; allowed: 13, 14, 15, 16, 17", c.postgres_major),
         );
     }
     if c.image.trim().is_empty() || c.image.contains(char::is_whitespace) {
@@ -54,7 +51,11 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
     };
     let voters = cfg.hosts.iter().filter(|h| h.has_role(dcs_role)).count();
     if voters > 0 && voters % 2 == 1 && voters < 3 {
-        out.push((Warning, "host".into(), format!("only {voters} `{dcs_role}` host: the DCS has no fault tolerance (3 or 5 recommended)")));
+        out.push((
+            Warning,
+            "host".into(),
+            format!("only {voters} `{dcs_role}` host: the DCS has no fault tolerance (3 or 5 recommended)"),
+        ));
     }
     if cfg.backup.is_none() {
         out.push((
@@ -64,7 +65,11 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
         ));
     } else if let Some(b) = &cfg.backup {
         if b.keep_full < 2 {
-            out.push((Warning, "backup.keep_full".into(), "keeping fewer than 2 full backups leaves nothing to fall back on if the newest is damaged".into()));
+            out.push((
+                Warning,
+                "backup.keep_full".into(),
+                "keeping fewer than 2 full backups leaves nothing to fall back on if the newest is damaged".into(),
+            ));
         }
     }
     out
@@ -78,10 +83,7 @@ fn timing(t: &PatroniTiming, err: &mut impl FnMut(String, String)) {
         );
     }
     if t.loop_wait < 1 {
-        err(
-            "cluster.patroni.loop_wait".into(),
-            "loop_wait must be at least 1 second".into(),
-        );
+        err("cluster.patroni.loop_wait".into(), "loop_wait must be at least 1 second".into());
     }
     if t.loop_wait + 2 * t.retry_timeout > t.ttl {
         err(
@@ -103,12 +105,7 @@ fn timing(t: &PatroniTiming, err: &mut impl FnMut(String, String)) {
     }
 }
 
-fn backup(
-    b: &BackupConfig,
-    engine: BackupEngine,
-    base: &Path,
-    err: &mut impl FnMut(String, String),
-) {
+fn backup(b: &BackupConfig, engine: BackupEngine, base: &Path, err: &mut impl FnMut(String, String)) {
     match b.s3_endpoint.split_once("://") {
         Some(("https", rest)) if !rest.is_empty() => {}
         Some(("http", rest)) if !rest.is_empty() => {
@@ -121,47 +118,36 @@ fn backup(
         }
         _ => err(
             "backup.s3_endpoint".into(),
-            format!(
-                "`{}` is not an http(s) URL such as `https://s3.example.com`",
-                b.s3_endpoint
-            ),
+            format!("`{}` is not an http(s) URL such as `https://s3.example.com`", b.s3_endpoint),
         ),
     }
     if b.s3_bucket.is_empty() {
         err("backup.s3_bucket".into(), "must not be empty".into());
     }
     if b.s3_prefix.trim_matches('/').is_empty() {
-        err("backup.s3_prefix".into(), "must name a prefix of this cluster's own (e.g. the cluster name): two clusters in one prefix corrupt each other's archives".into());
+        err(
+            "backup.s3_prefix".into(),
+            "must name a prefix of this cluster's own (e.g. the cluster name): two clusters in one prefix corrupt each other's archives"
+                .into(),
+        );
     }
     if let Err(e) = cron::validate(&b.schedule) {
-        err(
-            "backup.schedule".into(),
-            format!("invalid cron expression `{}`: {e}", b.schedule),
-        );
+        err("backup.schedule".into(), format!("invalid cron expression `{}`: {e}", b.schedule));
     }
     if b.keep_full == 0 {
-        err(
-            "backup.keep_full".into(),
-            "must be at least 1 (2 or more recommended)".into(),
-        );
+        err("backup.keep_full".into(), "must be at least 1 (2 or more recommended)".into());
     }
     if let Some(ca) = &b.s3_ca_file {
         let p = super::resolve(base, ca);
         if !p.is_file() {
-            err(
-                "backup.s3_ca_file".into(),
-                format!("file {} does not exist", p.display()),
-            );
+            err("backup.s3_ca_file".into(), format!("file {} does not exist", p.display()));
         }
     }
 }
 
 fn hosts_list(cfg: &HostsFile, base: &Path, err: &mut impl FnMut(String, String)) {
     if cfg.hosts.is_empty() {
-        err(
-            "host".into(),
-            "no [[host]] entries: list at least one host".into(),
-        );
+        err("host".into(), "no [[host]] entries: list at least one host".into());
         return;
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
@@ -171,30 +157,18 @@ fn hosts_list(cfg: &HostsFile, base: &Path, err: &mut impl FnMut(String, String)
         if !is_dns_label(&h.name) {
             err(
                 key("name"),
-                format!(
-                    "`{}` is not a valid host name (lowercase letters, digits, '-')",
-                    h.name
-                ),
+                format!("`{}` is not a valid host name (lowercase letters, digits, '-')", h.name),
             );
         }
         if let Some(first) = names.insert(&h.name, i) {
-            err(
-                key("name"),
-                format!("duplicate host name `{}` (also host[{first}])", h.name),
-            );
+            err(key("name"), format!("duplicate host name `{}` (also host[{first}])", h.name));
         }
         if h.address.trim().is_empty() || h.address.contains(char::is_whitespace) {
-            err(
-                key("address"),
-                "must be the host's LAN IP address or DNS name".into(),
-            );
+            err(key("address"), "must be the host's LAN IP address or DNS name".into());
         } else if let Some(first) = addresses.insert(&h.address, i) {
             err(
                 key("address"),
-                format!(
-                    "duplicate address {} (also host[{first}] `{}`)",
-                    h.address, cfg.hosts[first].name
-                ),
+                format!("duplicate address {} (also host[{first}] `{}`)", h.address, cfg.hosts[first].name),
             );
         }
         if h.roles.is_empty() {
@@ -207,10 +181,7 @@ fn hosts_list(cfg: &HostsFile, base: &Path, err: &mut impl FnMut(String, String)
     }
     let count = |r: Role| cfg.hosts.iter().filter(|h| h.has_role(r)).count();
     if count(Role::Patroni) == 0 {
-        err(
-            "host".into(),
-            "no host has role `patroni`: nothing would run PostgreSQL".into(),
-        );
+        err("host".into(), "no host has role `patroni`: nothing would run PostgreSQL".into());
     }
     let (role, dcs) = match cfg.cluster.dcs {
         Dcs::Consul => (Role::ConsulServer, "consul"),
@@ -226,25 +197,14 @@ fn hosts_list(cfg: &HostsFile, base: &Path, err: &mut impl FnMut(String, String)
         err("cluster.dcs".into(), format!("{n} hosts have role `{role}`: an even number gains no fault tolerance over {} and risks split votes; use an odd number (3 or 5)", n - 1));
     }
     if cfg.cluster.dcs == Dcs::Etcd && count(Role::ConsulServer) + count(Role::ConsulClient) > 0 {
-        err(
-            "cluster.dcs".into(),
-            "hosts have consul roles but dcs = \"etcd\"".into(),
-        );
+        err("cluster.dcs".into(), "hosts have consul roles but dcs = \"etcd\"".into());
     }
     if cfg.cluster.dcs == Dcs::Consul && count(Role::Etcd) > 0 {
-        err(
-            "cluster.dcs".into(),
-            "hosts have role `etcd` but dcs = \"consul\"".into(),
-        );
+        err("cluster.dcs".into(), "hosts have role `etcd` but dcs = \"consul\"".into());
     }
 }
 
-fn endpoint(
-    h: &HostConfig,
-    base: &Path,
-    key: &dyn Fn(&str) -> String,
-    err: &mut impl FnMut(String, String),
-) {
+fn endpoint(h: &HostConfig, base: &Path, key: &dyn Fn(&str) -> String, err: &mut impl FnMut(String, String)) {
     let has_tls_files = h.tls_ca.is_some() || h.tls_cert.is_some() || h.tls_key.is_some();
     match h.endpoint.split_once("://") {
         Some(("unix", path)) if path.starts_with('/') => {}
@@ -262,37 +222,33 @@ fn endpoint(
                 err(key("endpoint"), "a port in an ssh:// endpoint is not supported: define a Host alias with Port in ~/.ssh/config and use ssh://user@alias".into());
             }
         }
-        _ => err(key("endpoint"), format!("`{}` is not a Docker endpoint: allowed are unix:///path/docker.sock, tcp://host:port (mutual TLS), ssh://user@host", h.endpoint)),
+        _ => err(
+            key("endpoint"),
+            format!(
+                "`{}` is not a Docker endpoint: allowed are unix:///path/docker.sock, tcp://host:port (mutual TLS), ssh://user@host",
+                h.endpoint
+            ),
+        ),
     }
     if has_tls_files && h.tls_dir.is_some() {
-        err(
-            key("tls_dir"),
-            "set either tls_dir or tls_ca/tls_cert/tls_key, not both".into(),
-        );
+        err(key("tls_dir"), "set either tls_dir or tls_ca/tls_cert/tls_key, not both".into());
     }
     if has_tls_files && !(h.tls_ca.is_some() && h.tls_cert.is_some() && h.tls_key.is_some()) {
-        err(
-            key("tls_ca"),
-            "mutual TLS needs all three of tls_ca, tls_cert and tls_key".into(),
-        );
+        err(key("tls_ca"), "mutual TLS needs all three of tls_ca, tls_cert and tls_key".into());
     }
-    let files: Vec<(&str, std::path::PathBuf)> =
-        match (&h.tls_dir, &h.tls_ca, &h.tls_cert, &h.tls_key) {
-            (Some(d), ..) => ["ca.pem", "cert.pem", "key.pem"]
-                .iter()
-                .map(|f| ("tls_dir", super::resolve(base, d).join(f)))
-                .collect(),
-            (None, ca, cert, k) => [("tls_ca", ca), ("tls_cert", cert), ("tls_key", k)]
-                .into_iter()
-                .filter_map(|(n, p)| p.as_ref().map(|p| (n, super::resolve(base, p))))
-                .collect(),
-        };
+    let files: Vec<(&str, std::path::PathBuf)> = match (&h.tls_dir, &h.tls_ca, &h.tls_cert, &h.tls_key) {
+        (Some(d), ..) => ["ca.pem", "cert.pem", "key.pem"]
+            .iter()
+            .map(|f| ("tls_dir", super::resolve(base, d).join(f)))
+            .collect(),
+        (None, ca, cert, k) => [("tls_ca", ca), ("tls_cert", cert), ("tls_key", k)]
+            .into_iter()
+            .filter_map(|(n, p)| p.as_ref().map(|p| (n, super::resolve(base, p))))
+            .collect(),
+    };
     for (field, path) in files {
         if !path.is_file() {
-            err(
-                key(field),
-                format!("file {} does not exist", path.display()),
-            );
+            err(key(field), format!("file {} does not exist", path.display()));
         }
     }
 }
@@ -323,10 +279,18 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
         ),
     ];
     if hosts.cluster.dcs == Dcs::Consul {
-        required.push((set(&s.consul_gossip_key), "consul_gossip_key", "missing: Consul gossip key, 32 random bytes in base64 as `consul keygen` prints (or set PGCTL_CONSUL_GOSSIP_KEY)"));
+        required.push((
+            set(&s.consul_gossip_key),
+            "consul_gossip_key",
+            "missing: Consul gossip key, 32 random bytes in base64 as `consul keygen` prints (or set PGCTL_CONSUL_GOSSIP_KEY)",
+        ));
     }
     if hosts.backup.is_some() {
-        required.push((set(&s.s3.access_key_id), "s3.access_key_id", "missing: S3 read-write key id for archiving and backups (or set PGCTL_S3_ACCESS_KEY_ID)"));
+        required.push((
+            set(&s.s3.access_key_id),
+            "s3.access_key_id",
+            "missing: S3 read-write key id for archiving and backups (or set PGCTL_S3_ACCESS_KEY_ID)",
+        ));
         required.push((
             set(&s.s3.secret_access_key),
             "s3.secret_access_key",
@@ -363,10 +327,12 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
             ));
         }
     }
-    if hosts.backup.is_some()
-        && !(set(&s.s3.readonly_access_key_id) && set(&s.s3.readonly_secret_access_key))
-    {
-        out.push((Warning, "s3.readonly_access_key_id".into(), "no read-only S3 key: backup verification and clones will be refused (they must not be able to write)"));
+    if hosts.backup.is_some() && !(set(&s.s3.readonly_access_key_id) && set(&s.s3.readonly_secret_access_key)) {
+        out.push((
+            Warning,
+            "s3.readonly_access_key_id".into(),
+            "no read-only S3 key: backup verification and clones will be refused (they must not be able to write)",
+        ));
     }
     out
 }
@@ -375,8 +341,7 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
 pub fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }

@@ -44,10 +44,7 @@ pub struct Unreachable {
 pub struct UnreachableHosts(pub Vec<Unreachable>);
 
 fn render_unreachable(list: &[Unreachable]) -> String {
-    let mut s = format!(
-        "{} host(s) unreachable; nothing was changed on any host:",
-        list.len()
-    );
+    let mut s = format!("{} host(s) unreachable; nothing was changed on any host:", list.len());
     for u in list {
         s.push_str(&format!("\n  {} ({}): {}", u.host, u.endpoint, u.cause));
     }
@@ -87,24 +84,11 @@ pub fn client(endpoint: &str, tls: Option<&TlsFiles>, timeout_secs: u64) -> Resu
     let result = match endpoint.split_once("://") {
         Some(("unix", _)) => Docker::connect_with_unix(endpoint, timeout_secs, API_DEFAULT_VERSION),
         Some(("tcp", _)) => match tls {
-            Some(t) => Docker::connect_with_ssl(
-                endpoint,
-                &t.key,
-                &t.cert,
-                &t.ca,
-                timeout_secs,
-                API_DEFAULT_VERSION,
-            ),
+            Some(t) => Docker::connect_with_ssl(endpoint, &t.key, &t.cert, &t.ca, timeout_secs, API_DEFAULT_VERSION),
             None => Docker::connect_with_http(endpoint, timeout_secs, API_DEFAULT_VERSION),
         },
-        Some(("ssh", _)) => {
-            Docker::connect_with_ssh(endpoint, timeout_secs, API_DEFAULT_VERSION, None)
-        }
-        _ => {
-            return Err(format!(
-                "unsupported endpoint `{endpoint}` (use unix://, tcp:// or ssh://)"
-            ))
-        }
+        Some(("ssh", _)) => Docker::connect_with_ssh(endpoint, timeout_secs, API_DEFAULT_VERSION, None),
+        _ => return Err(format!("unsupported endpoint `{endpoint}` (use unix://, tcp:// or ssh://)")),
     };
     result.map_err(|e| describe(&e))
 }
@@ -129,12 +113,7 @@ pub async fn open(docker: Docker, host: &str, endpoint: &str) -> Result<Engine, 
         Ok::<_, String>((docker, v))
     })
     .await
-    .map_err(|_| {
-        format!(
-            "no answer within {}s (host down, firewall, or wrong port?)",
-            PING_TIMEOUT.as_secs()
-        )
-    })??;
+    .map_err(|_| format!("no answer within {}s (host down, firewall, or wrong port?)", PING_TIMEOUT.as_secs()))??;
     let (docker, v) = negotiated;
     Ok(Engine {
         host: host.to_string(),
@@ -147,10 +126,8 @@ pub async fn open(docker: Docker, host: &str, endpoint: &str) -> Result<Engine, 
 
 /// The engine on this machine (`DOCKER_HOST` or the local socket), for builds and the lab.
 pub async fn local() -> anyhow::Result<Engine> {
-    let endpoint =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    let docker = client(&endpoint, None, API_TIMEOUT_SECS)
-        .map_err(|e| anyhow::anyhow!("local Docker engine at {endpoint}: {e}"))?;
+    let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let docker = client(&endpoint, None, API_TIMEOUT_SECS).map_err(|e| anyhow::anyhow!("local Docker engine at {endpoint}: {e}"))?;
     open(docker, "local", &endpoint).await.map_err(|e| {
         anyhow::anyhow!("local Docker engine at {endpoint} is not reachable: {e}\n  Start it (e.g. `systemctl start docker`, or `ansible-free-scripts/install-docker.sh`)")
     })
@@ -162,17 +139,12 @@ pub async fn connect_all(config: &Config) -> Result<Vec<Engine>, UnreachableHost
 }
 
 /// Connects to the given hosts concurrently; `Err` lists every unreachable one.
-pub async fn connect_hosts<'a>(
-    config: &Config,
-    hosts: impl Iterator<Item = &'a HostConfig>,
-) -> Result<Vec<Engine>, UnreachableHosts> {
+pub async fn connect_hosts<'a>(config: &Config, hosts: impl Iterator<Item = &'a HostConfig>) -> Result<Vec<Engine>, UnreachableHosts> {
     let base = config.base_dir();
     let results = join_all(hosts.map(|h| connect(h, base))).await;
     let (ok, bad): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
     if !bad.is_empty() {
-        return Err(UnreachableHosts(
-            bad.into_iter().filter_map(Result::err).collect(),
-        ));
+        return Err(UnreachableHosts(bad.into_iter().filter_map(Result::err).collect()));
     }
     Ok(ok.into_iter().filter_map(Result::ok).collect())
 }
@@ -190,16 +162,13 @@ pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     }
     let chain = parts.join(": ");
     let lower = chain.to_lowercase();
-    let hint = if lower.contains("certificate")
-        && (lower.contains("unknown") || lower.contains("bad") || lower.contains("required"))
+    let hint = if lower.contains("certificate") && (lower.contains("unknown") || lower.contains("bad") || lower.contains("required"))
         || lower.contains("alert")
     {
         " — TLS refused: the engine and pgctl do not trust each other's certificates (is the client certificate signed by the CA the engine was started with, and the engine's by tls_ca?)"
     } else if lower.contains("connection refused") {
         " — nothing listens there (engine stopped, or wrong port)"
-    } else if lower.contains("no such file")
-        || lower.contains("socket") && lower.contains("not found")
-    {
+    } else if lower.contains("no such file") || lower.contains("socket") && lower.contains("not found") {
         " — no Docker socket there (is the engine installed and running?)"
     } else if lower.contains("timed out") || lower.contains("timeout") {
         " — no answer (host down or filtered)"

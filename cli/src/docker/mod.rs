@@ -9,8 +9,8 @@ pub use connect::{connect_all, local, Engine};
 use anyhow::{bail, Context, Result};
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
-    RemoveContainerOptions, RemoveVolumeOptions, UploadToContainerOptions,
+    CreateContainerOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions,
+    UploadToContainerOptions,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -40,11 +40,7 @@ pub fn tar_files(files: &[FileSpec]) -> Result<Vec<u8>> {
         header.set_gid(f.gid);
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
-        builder.append_data(
-            &mut header,
-            f.path.trim_start_matches('/'),
-            f.contents.as_slice(),
-        )?;
+        builder.append_data(&mut header, f.path.trim_start_matches('/'), f.contents.as_slice())?;
     }
     Ok(builder.into_inner()?)
 }
@@ -83,11 +79,7 @@ impl ExecOutput {
             bail!(
                 "{what} failed (exit {}): {}",
                 self.exit_code,
-                self.stderr
-                    .trim()
-                    .lines()
-                    .last()
-                    .unwrap_or(self.stdout.trim())
+                self.stderr.trim().lines().last().unwrap_or(self.stdout.trim())
             )
         }
     }
@@ -95,17 +87,18 @@ impl ExecOutput {
 
 /// Runs `cmd` in a running container and collects its output. The exit code is read with
 /// inspect after the output stream ends (it is not known before).
-pub async fn exec(
-    docker: &Docker,
-    container: &str,
-    cmd: &[&str],
-    user: Option<&str>,
-) -> Result<ExecOutput> {
+pub async fn exec(docker: &Docker, container: &str, cmd: &[&str], user: Option<&str>) -> Result<ExecOutput> {
+    exec_env(docker, container, cmd, user, &[]).await
+}
+
+/// `exec` with extra environment variables (`KEY=value`; never secrets themselves).
+pub async fn exec_env(docker: &Docker, container: &str, cmd: &[&str], user: Option<&str>, env: &[&str]) -> Result<ExecOutput> {
     let config = bollard::models::ExecConfig {
         cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         user: user.map(str::to_string),
+        env: (!env.is_empty()).then(|| env.iter().map(|s| s.to_string()).collect()),
         ..Default::default()
     };
     let created = docker
@@ -114,14 +107,10 @@ pub async fn exec(
         .with_context(|| format!("exec in {container}"))?;
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
-    if let bollard::exec::StartExecResults::Attached { mut output, .. } =
-        docker.start_exec(&created.id, None).await?
-    {
+    if let bollard::exec::StartExecResults::Attached { mut output, .. } = docker.start_exec(&created.id, None).await? {
         while let Some(chunk) = output.next().await {
             match chunk? {
-                bollard::container::LogOutput::StdErr { message } => {
-                    stderr.extend_from_slice(&message)
-                }
+                bollard::container::LogOutput::StdErr { message } => stderr.extend_from_slice(&message),
                 other => stdout.extend_from_slice(&other.into_bytes()),
             }
         }
@@ -134,25 +123,79 @@ pub async fn exec(
     })
 }
 
+/// Runs `cmd` once in a throwaway container of `image` (entrypoint bypassed) and returns its
+/// output and exit code; used for checks on a host (free ports, what a volume holds).
+pub async fn run_once(
+    docker: &Docker,
+    image: &str,
+    cmd: &[&str],
+    host_config: bollard::models::HostConfig,
+    user: Option<&str>,
+) -> Result<ExecOutput> {
+    let body = ContainerCreateBody {
+        image: Some(image.into()),
+        entrypoint: Some(vec![]),
+        cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        user: user.map(str::to_string),
+        host_config: Some(host_config),
+        labels: Some(HashMap::from([("io.pgctl.throwaway".to_string(), "true".to_string())])),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(None::<CreateContainerOptions>, body)
+        .await
+        .context("creating a check container")?;
+    let result = async {
+        docker.start_container(&created.id, None).await?;
+        let mut wait = docker.wait_container(&created.id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let mut exit_code = 0;
+        while let Some(r) = wait.next().await {
+            match r {
+                Ok(w) => exit_code = w.status_code,
+                // bollard reports a non-zero exit as an error carrying the code.
+                Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) => exit_code = code,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: true,
+            stderr: false,
+            ..Default::default()
+        };
+        let stdout = collect_logs(docker, &created.id, options).await;
+        let options = bollard::query_parameters::LogsOptions {
+            stdout: false,
+            stderr: true,
+            ..Default::default()
+        };
+        let stderr = collect_logs(docker, &created.id, options).await;
+        Ok::<_, anyhow::Error>(ExecOutput { exit_code, stdout, stderr })
+    }
+    .await;
+    remove_container(docker, &created.id).await?;
+    result
+}
+
+async fn collect_logs(docker: &Docker, id: &str, options: bollard::query_parameters::LogsOptions) -> String {
+    let mut stream = docker.logs(id, Some(options));
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
+    out
+}
+
 /// The ID of an image by name or ID, or `None` when the engine does not have it.
 pub async fn image_id(docker: &Docker, image: &str) -> Result<Option<String>> {
     match docker.inspect_image(image).await {
         Ok(info) => Ok(info.id),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(None),
+        Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
         Err(e) => Err(e).with_context(|| format!("inspecting image {image}")),
     }
 }
 
 pub fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
 }
 
 fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
@@ -160,10 +203,7 @@ fn label_filter(label: &str) -> HashMap<String, Vec<String>> {
 }
 
 /// Names of containers carrying `label` (`key` or `key=value`), running or not.
-pub async fn containers_with_label(
-    docker: &Docker,
-    label: &str,
-) -> Result<Vec<bollard::models::ContainerSummary>> {
+pub async fn containers_with_label(docker: &Docker, label: &str) -> Result<Vec<bollard::models::ContainerSummary>> {
     let options = ListContainersOptions {
         all: true,
         filters: Some(label_filter(label)),
@@ -173,11 +213,7 @@ pub async fn containers_with_label(
 }
 
 /// Creates a container unless one of that name exists; returns whether it was created.
-pub async fn create_container(
-    docker: &Docker,
-    name: &str,
-    body: ContainerCreateBody,
-) -> Result<bool> {
+pub async fn create_container(docker: &Docker, name: &str, body: ContainerCreateBody) -> Result<bool> {
     match docker.inspect_container(name, None).await {
         Ok(_) => return Ok(false),
         Err(e) if is_not_found(&e) => {}
@@ -251,11 +287,7 @@ pub async fn remove_labeled(docker: &Docker, label: &str) -> Result<Vec<String>>
 }
 
 /// Creates a labeled volume if missing.
-pub async fn ensure_volume(
-    docker: &Docker,
-    name: &str,
-    labels: HashMap<String, String>,
-) -> Result<()> {
+pub async fn ensure_volume(docker: &Docker, name: &str, labels: HashMap<String, String>) -> Result<()> {
     match docker.inspect_volume(name).await {
         Ok(_) => Ok(()),
         Err(e) if is_not_found(&e) => {
@@ -264,10 +296,7 @@ pub async fn ensure_volume(
                 labels: Some(labels),
                 ..Default::default()
             };
-            docker
-                .create_volume(req)
-                .await
-                .with_context(|| format!("creating volume {name}"))?;
+            docker.create_volume(req).await.with_context(|| format!("creating volume {name}"))?;
             Ok(())
         }
         Err(e) => Err(e).with_context(|| format!("inspecting volume {name}")),

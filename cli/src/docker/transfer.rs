@@ -11,18 +11,11 @@ use futures_util::{StreamExt, TryStreamExt};
 use std::time::Duration;
 
 /// Streams `image` from `src` to `dst`, calling `on_bytes` with each chunk's size.
-pub async fn stream_image(
-    src: &Docker,
-    dst: &Docker,
-    image: &str,
-    on_bytes: impl Fn(u64) + Send + 'static,
-) -> Result<()> {
+pub async fn stream_image(src: &Docker, dst: &Docker, image: &str, on_bytes: impl Fn(u64) + Send + 'static) -> Result<()> {
     let long = Duration::from_secs(TRANSFER_TIMEOUT_SECS);
     let src = src.clone().with_timeout(long);
     let dst = dst.clone().with_timeout(long);
-    let export = src
-        .export_image(image)
-        .inspect_ok(move |chunk| on_bytes(chunk.len() as u64));
+    let export = src.export_image(image).inspect_ok(move |chunk| on_bytes(chunk.len() as u64));
     let mut load = dst.import_image_stream(
         ImportImageOptions {
             quiet: true,
@@ -37,11 +30,7 @@ pub async fn stream_image(
         if let Some(err) = info.error_detail.and_then(|d| d.message) {
             bail!("loading image {image}: {err}");
         }
-        if info
-            .stream
-            .as_deref()
-            .is_some_and(|s| s.contains("Loaded image"))
-        {
+        if info.stream.as_deref().is_some_and(|s| s.contains("Loaded image")) {
             loaded = true;
         }
     }

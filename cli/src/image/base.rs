@@ -31,13 +31,7 @@ fn have(tool: &str) -> bool {
 }
 
 /// Makes `tag` from Debian `suite` unless the engine already has it (or `force`).
-pub async fn ensure_base(
-    engine: &Engine,
-    tag: &str,
-    suite: &str,
-    mirror: &str,
-    force: bool,
-) -> Result<String> {
+pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, force: bool) -> Result<String> {
     if !force {
         if let Some(id) = crate::docker::image_id(&engine.docker, tag).await? {
             return Ok(id);
@@ -50,14 +44,7 @@ pub async fn ensure_base(
     let started = std::time::Instant::now();
     let (mut child, cleanup) = if have("mmdebstrap") {
         let child = Command::new("mmdebstrap")
-            .args([
-                "--variant=minbase",
-                "--include=ca-certificates",
-                "--quiet",
-                suite,
-                "-",
-                mirror,
-            ])
+            .args(["--variant=minbase", "--include=ca-certificates", "--quiet", suite, "-", mirror])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -85,10 +72,7 @@ pub async fn ensure_base(
     } else {
         bail!("neither mmdebstrap nor debootstrap is installed: apt-get install mmdebstrap (ansible-free-scripts/install-deps.sh does it)");
     };
-    let stdout = child
-        .stdout
-        .take()
-        .context("no stdout from the bootstrap tool")?;
+    let stdout = child.stdout.take().context("no stdout from the bootstrap tool")?;
     let (repo, tag_part) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
     let options = CreateImageOptions {
         from_src: Some("-".into()),
@@ -98,10 +82,9 @@ pub async fn ensure_base(
         ..Default::default()
     };
     let body = ReaderStream::new(stdout).map_err(std::io::Error::other);
-    let mut import =
-        engine
-            .docker
-            .create_image(Some(options), Some(bollard::body_try_stream(body)), None);
+    let mut import = engine
+        .docker
+        .create_image(Some(options), Some(bollard::body_try_stream(body)), None);
     let mut import_error = None;
     while let Some(msg) = import.next().await {
         if let Err(e) = msg {
@@ -116,28 +99,16 @@ pub async fn ensure_base(
     if !status.success() {
         let _ = engine
             .docker
-            .remove_image(
-                tag,
-                None::<bollard::query_parameters::RemoveImageOptions>,
-                None,
-            )
+            .remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None)
             .await;
-        bail!(
-            "making base image {tag}: the bootstrap tool failed ({status}); see its output above"
-        );
+        bail!("making base image {tag}: the bootstrap tool failed ({status}); see its output above");
     }
     if let Some(e) = import_error {
-        bail!(
-            "importing base image {tag}: {}",
-            crate::docker::connect::describe(&e)
-        );
+        bail!("importing base image {tag}: {}", crate::docker::connect::describe(&e));
     }
     let id = crate::docker::image_id(&engine.docker, tag)
         .await?
         .context("base image missing after import")?;
-    eprintln!(
-        "base image {tag} made in {:.0}s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("base image {tag} made in {:.0}s", started.elapsed().as_secs_f64());
     Ok(id)
 }

@@ -34,12 +34,7 @@ pub struct BuildSettings {
 
 /// Runs `POST /build` with the classic builder; streams the log to stderr; returns the ID.
 /// On failure the error carries the failing step and its last lines of output.
-pub async fn run_build(
-    engine: &Engine,
-    context_tar: Vec<u8>,
-    what: &str,
-    s: &BuildSettings,
-) -> Result<String> {
+pub async fn run_build(engine: &Engine, context_tar: Vec<u8>, what: &str, s: &BuildSettings) -> Result<String> {
     let mut buildargs = HashMap::new();
     if let Some(proxy) = &s.http_proxy {
         // Predefined build args: used by apt/curl/pip during the build, not kept in the image.
@@ -57,10 +52,9 @@ pub async fn run_build(
         labels: Some(s.labels.clone()),
         ..Default::default()
     };
-    let mut stream =
-        engine
-            .docker
-            .build_image(options, None, Some(bollard::body_full(context_tar.into())));
+    let mut stream = engine
+        .docker
+        .build_image(options, None, Some(bollard::body_full(context_tar.into())));
     let mut step = String::new();
     let mut tail: Vec<String> = Vec::new();
     let mut id = None;
@@ -110,19 +104,11 @@ pub async fn run_build(
 }
 
 fn indent(lines: &[String]) -> String {
-    lines
-        .iter()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    lines.iter().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
 }
 
 /// Builds the database image described by `plan` and tags it with its manifest as labels.
-pub async fn build_postgres(
-    engine: &Engine,
-    plan: &BuildPlan,
-    verbose: bool,
-) -> Result<BuiltImage> {
+pub async fn build_postgres(engine: &Engine, plan: &BuildPlan, verbose: bool) -> Result<BuiltImage> {
     let started = Instant::now();
     let r = &plan.request;
     let ctx = context::postgres_context(plan)?;
@@ -142,21 +128,15 @@ pub async fn build_postgres(
     let stage1 = run_build(engine, ctx, "image", &settings).await?;
 
     let manifest_json = read_file_from_image(engine, &stage1, "/etc/pgctl/manifest.json").await?;
-    let manifest: BTreeMap<String, String> = serde_json::from_slice(&manifest_json)
-        .context("parsing the image's /etc/pgctl/manifest.json")?;
+    let manifest: BTreeMap<String, String> =
+        serde_json::from_slice(&manifest_json).context("parsing the image's /etc/pgctl/manifest.json")?;
     let mut labels: BTreeMap<String, String> = manifest
         .iter()
         .map(|(k, v)| (format!("{LABEL_MANIFEST_PREFIX}{k}"), v.clone()))
         .collect();
     labels.insert(LABEL_IMAGE.into(), "postgres".into());
-    labels.insert(
-        format!("{LABEL_MANIFEST_PREFIX}source"),
-        format!("{:?}", r.source).to_lowercase(),
-    );
-    labels.insert(
-        format!("{LABEL_MANIFEST_PREFIX}pg-major"),
-        r.pg_major.to_string(),
-    );
+    labels.insert(format!("{LABEL_MANIFEST_PREFIX}source"), format!("{:?}", r.source).to_lowercase());
+    labels.insert(format!("{LABEL_MANIFEST_PREFIX}pg-major"), r.pg_major.to_string());
     labels.insert(
         format!("{LABEL_MANIFEST_PREFIX}built-by"),
         format!("pgctl {}", env!("CARGO_PKG_VERSION")),
@@ -172,12 +152,7 @@ pub async fn build_postgres(
         ..Default::default()
     };
     let id = run_build(engine, ctx, "labels", &settings).await?;
-    let size = engine
-        .docker
-        .inspect_image(&id)
-        .await?
-        .size
-        .unwrap_or_default();
+    let size = engine.docker.inspect_image(&id).await?.size.unwrap_or_default();
     Ok(BuiltImage {
         tag: r.tag.clone(),
         id,
@@ -196,10 +171,7 @@ pub async fn read_file_from_image(engine: &Engine, image: &str, path: &str) -> R
         ..Default::default()
     };
     let created = docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            body,
-        )
+        .create_container(None::<bollard::query_parameters::CreateContainerOptions>, body)
         .await
         .context("creating a container to read the manifest")?;
     let result = async {
@@ -207,9 +179,7 @@ pub async fn read_file_from_image(engine: &Engine, image: &str, path: &str) -> R
         let mut tar_bytes = Vec::new();
         let mut stream = docker.download_from_container(&created.id, Some(options));
         while let Some(chunk) = stream.next().await {
-            tar_bytes.extend_from_slice(
-                &chunk.with_context(|| format!("reading {path} from image {image}"))?,
-            );
+            tar_bytes.extend_from_slice(&chunk.with_context(|| format!("reading {path} from image {image}"))?);
         }
         let mut archive = tar::Archive::new(tar_bytes.as_slice());
         let mut entry = archive.entries()?.next().context("empty archive")??;

@@ -65,15 +65,11 @@ pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
         file("pgctl/check-and-manifest.sh", CHECK_AND_MANIFEST, 0o755),
     ];
     if let Some(ca) = &plan.request.ca_cert {
-        let pem =
-            std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
+        let pem = std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
         files.push(file("pgctl/build-ca.crt", pem, 0o644));
     }
     for path in &plan.artifact_files {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("artifact name")?;
+        let name = path.file_name().and_then(|n| n.to_str()).context("artifact name")?;
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         files.push(file(&format!("pgctl/artifacts/{name}"), bytes, 0o755));
     }

@@ -37,10 +37,7 @@ pub async fn list(engine: &Engine) -> Result<Vec<ImageInfo>> {
             manifest: i
                 .labels
                 .into_iter()
-                .filter_map(|(k, v)| {
-                    k.strip_prefix(LABEL_MANIFEST_PREFIX)
-                        .map(|k| (k.to_string(), v))
-                })
+                .filter_map(|(k, v)| k.strip_prefix(LABEL_MANIFEST_PREFIX).map(|k| (k.to_string(), v)))
                 .filter(|(_, v)| !v.is_empty())
                 .collect(),
         })

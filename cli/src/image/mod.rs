@@ -104,10 +104,7 @@ pub fn walg_url(version: &str) -> String {
 /// Decides every component's origin, and verifies artifact checksums, before any build starts.
 pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
     if !(13..=17).contains(&req.pg_major) {
-        bail!(
-            "PostgreSQL {} is not supported; allowed: 13-17",
-            req.pg_major
-        );
+        bail!("PostgreSQL {} is not supported; allowed: 13-17", req.pg_major);
     }
     if req.source == Source::Debian && req.pg_major != 15 {
         bail!("--source debian has PostgreSQL 15 only (Debian bookworm); use --pg-major 15 or --source pgdg");
@@ -148,16 +145,8 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
             c.name()
         )
     };
-    let timescaledb = origin(
-        Component::Timescaledb,
-        &["timescaledb*{pg}*.deb"],
-        Origin::Apt,
-    )?;
-    let walg = origin(
-        Component::Walg,
-        &["wal-g", "wal-g*.tar.gz"],
-        Origin::Download,
-    )?;
+    let timescaledb = origin(Component::Timescaledb, &["timescaledb*{pg}*.deb"], Origin::Apt)?;
+    let walg = origin(Component::Walg, &["wal-g", "wal-g*.tar.gz"], Origin::Download)?;
     let consul = origin(Component::Consul, &["consul"], Origin::Apt)?;
     if walg == Some(Origin::Download) && req.walg_sha256.as_deref().is_none_or(str::is_empty) {
         bail!(
@@ -197,10 +186,7 @@ impl Artifacts {
                 let (hash, name) = l
                     .split_once(char::is_whitespace)
                     .with_context(|| format!("{}: malformed line `{l}`", list.display()))?;
-                Ok((
-                    hash.to_lowercase(),
-                    name.trim().trim_start_matches('*').to_string(),
-                ))
+                Ok((hash.to_lowercase(), name.trim().trim_start_matches('*').to_string()))
             })
             .collect::<Result<_>>()?;
         Ok(Artifacts {
@@ -225,17 +211,11 @@ impl Artifacts {
             }
             let path = self.dir.join(&name);
             let Some((expected, _)) = self.sums.iter().find(|(_, n)| *n == name) else {
-                bail!(
-                    "{}: not listed in SHA256SUMS; refusing an unverified artifact",
-                    path.display()
-                );
+                bail!("{}: not listed in SHA256SUMS; refusing an unverified artifact", path.display());
             };
             let actual = hex::encode(Sha256::digest(std::fs::read(&path)?));
             if &actual != expected {
-                bail!(
-                    "{}: sha256 {actual} does not match SHA256SUMS ({expected})",
-                    path.display()
-                );
+                bail!("{}: sha256 {actual} does not match SHA256SUMS ({expected})", path.display());
             }
             out.push(path);
         }

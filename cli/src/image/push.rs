@@ -45,21 +45,14 @@ pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result
         async move {
             let started = Instant::now();
             let bar = progress.add(ProgressBar::new_spinner());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>10} {spinner} {msg} {bytes} ({bytes_per_sec})",
-                )
-                .expect("valid template"),
-            );
+            bar.set_style(ProgressStyle::with_template("{prefix:>10} {spinner} {msg} {bytes} ({bytes_per_sec})").expect("valid template"));
             bar.set_prefix(host.name.clone());
             let result = async {
                 let engine = connect::connect(host, base)
                     .await
                     .map_err(|u| anyhow::anyhow!("unreachable ({}): {}", u.endpoint, u.cause))?;
                 match (&local, &local_id) {
-                    (Some(local), Some(id)) => {
-                        deliver_stream(local, &engine, image, id, &bar).await
-                    }
+                    (Some(local), Some(id)) => deliver_stream(local, &engine, image, id, &bar).await,
                     _ => pull(config, &engine, image, &bar).await,
                 }
             }
@@ -69,13 +62,7 @@ pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result
             bar.finish_and_clear();
             match result {
                 Ok(kind) => {
-                    progress.suspend(|| {
-                        eprintln!(
-                            "{:>10}: {kind} ({:.1} MB in {seconds:.1}s)",
-                            host.name,
-                            bytes as f64 / 1e6
-                        )
-                    });
+                    progress.suspend(|| eprintln!("{:>10}: {kind} ({:.1} MB in {seconds:.1}s)", host.name, bytes as f64 / 1e6));
                     HostOutcome {
                         host: host.name.clone(),
                         result: kind.into(),
@@ -100,13 +87,7 @@ pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result
     Ok(join_all(jobs).await)
 }
 
-async fn deliver_stream(
-    local: &Engine,
-    host: &Engine,
-    image: &str,
-    local_id: &str,
-    bar: &ProgressBar,
-) -> Result<&'static str> {
+async fn deliver_stream(local: &Engine, host: &Engine, image: &str, local_id: &str, bar: &ProgressBar) -> Result<&'static str> {
     if docker::image_id(&host.docker, image).await?.as_deref() == Some(local_id) {
         return Ok("present");
     }
@@ -120,12 +101,7 @@ async fn deliver_stream(
     }
 }
 
-async fn pull(
-    config: &Config,
-    host: &Engine,
-    image: &str,
-    bar: &ProgressBar,
-) -> Result<&'static str> {
+async fn pull(config: &Config, host: &Engine, image: &str, bar: &ProgressBar) -> Result<&'static str> {
     let s = &config.secrets.registry;
     let credentials = DockerCredentials {
         username: s.username.as_ref().map(|s| s.expose().to_string()),
@@ -138,12 +114,9 @@ async fn pull(
         from_image: Some(image.into()),
         ..Default::default()
     };
-    let mut stream = host
-        .docker
-        .create_image(Some(options), None, Some(credentials));
+    let mut stream = host.docker.create_image(Some(options), None, Some(credentials));
     while let Some(msg) = stream.next().await {
-        let info =
-            msg.map_err(|e| anyhow::anyhow!("pulling {image}: {}", connect::describe(&e)))?;
+        let info = msg.map_err(|e| anyhow::anyhow!("pulling {image}: {}", connect::describe(&e)))?;
         if let Some(detail) = info.progress_detail {
             if let (Some(cur), Some(_)) = (detail.current, detail.total) {
                 bar.set_position(cur as u64);
@@ -154,12 +127,7 @@ async fn pull(
 }
 
 /// Tags the local image as `target` and pushes it to its registry (GitLab CI's build stage).
-pub async fn publish(
-    image: &str,
-    target: &str,
-    username: Option<String>,
-    password: Option<String>,
-) -> Result<()> {
+pub async fn publish(image: &str, target: &str, username: Option<String>, password: Option<String>) -> Result<()> {
     let local = docker::local().await?;
     docker::image_id(&local.docker, image)
         .await?
@@ -187,12 +155,9 @@ pub async fn publish(
         tag: Some(tag),
         ..Default::default()
     };
-    let mut stream = local
-        .docker
-        .push_image(&repo, Some(options), Some(credentials));
+    let mut stream = local.docker.push_image(&repo, Some(options), Some(credentials));
     while let Some(msg) = stream.next().await {
-        let info =
-            msg.map_err(|e| anyhow::anyhow!("pushing {target}: {}", connect::describe(&e)))?;
+        let info = msg.map_err(|e| anyhow::anyhow!("pushing {target}: {}", connect::describe(&e)))?;
         if let Some(status) = info.status {
             tracing::debug!("{status}");
         }
@@ -213,17 +178,8 @@ pub fn split_reference(reference: &str) -> (String, String) {
 mod tests {
     #[test]
     fn split_reference() {
-        assert_eq!(
-            super::split_reference("reg:5000/a/b:15"),
-            ("reg:5000/a/b".into(), "15".into())
-        );
-        assert_eq!(
-            super::split_reference("reg:5000/a/b"),
-            ("reg:5000/a/b".into(), "latest".into())
-        );
-        assert_eq!(
-            super::split_reference("pgctl/postgres:15"),
-            ("pgctl/postgres".into(), "15".into())
-        );
+        assert_eq!(super::split_reference("reg:5000/a/b:15"), ("reg:5000/a/b".into(), "15".into()));
+        assert_eq!(super::split_reference("reg:5000/a/b"), ("reg:5000/a/b".into(), "latest".into()));
+        assert_eq!(super::split_reference("pgctl/postgres:15"), ("pgctl/postgres".into(), "15".into()));
     }
 }

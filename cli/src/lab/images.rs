@@ -12,11 +12,7 @@ use std::path::Path;
 const HOST_ENTRYPOINT: &[u8] = include_bytes!("../../../images/lab-host/entrypoint.sh");
 const S3_ENTRYPOINT: &[u8] = include_bytes!("../../../images/lab-s3/entrypoint.sh");
 
-async fn ensure(
-    engine: &Engine,
-    repo: &str,
-    files: Vec<crate::docker::FileSpec>,
-) -> Result<String> {
+async fn ensure(engine: &Engine, repo: &str, files: Vec<crate::docker::FileSpec>) -> Result<String> {
     let mut hash = Sha256::new();
     for f in &files {
         hash.update(f.path.as_bytes());
@@ -42,10 +38,7 @@ pub async fn ensure_host_image(engine: &Engine, base: &str) -> Result<String> {
     ensure(
         engine,
         "pgctl/lab-host",
-        vec![
-            file("Dockerfile", dockerfile, 0o644),
-            file("entrypoint.sh", HOST_ENTRYPOINT, 0o755),
-        ],
+        vec![file("Dockerfile", dockerfile, 0o644), file("entrypoint.sh", HOST_ENTRYPOINT, 0o755)],
     )
     .await
 }
@@ -53,7 +46,10 @@ pub async fn ensure_host_image(engine: &Engine, base: &str) -> Result<String> {
 /// The S3 server image: Garage (binary built from crates.io, cached) behind nginx.
 pub async fn ensure_s3_image(engine: &Engine, base: &str, garage: &Path) -> Result<String> {
     let binary = std::fs::read(garage).with_context(|| {
-        format!("reading the Garage binary {} (build it with ansible-free-scripts/build-garage.sh, or pass --garage PATH)", garage.display())
+        format!(
+            "reading the Garage binary {} (build it with ansible-free-scripts/build-garage.sh, or pass --garage PATH)",
+            garage.display()
+        )
     })?;
     let dockerfile = render("lab-s3/Dockerfile.j2", minijinja::context! { base })?;
     ensure(

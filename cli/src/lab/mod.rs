@@ -11,8 +11,7 @@ use crate::config::init::{write_file, HostsTemplate, InitHost, SecretsTemplate};
 use crate::docker::{self, Engine, FileSpec, LABEL_LAB};
 use anyhow::{bail, Context, Result};
 use bollard::models::{
-    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig,
-    NetworkCreateRequest, NetworkingConfig,
+    ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -107,10 +106,7 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
         match docker::connect_all(&config).await {
             Ok(engines) => {
                 for e in &engines {
-                    eprintln!(
-                        "  {}: Docker {} (API {}) at {}",
-                        e.host, e.version, e.api_version, e.endpoint
-                    );
+                    eprintln!("  {}: Docker {} (API {}) at {}", e.host, e.version, e.api_version, e.endpoint);
                 }
                 last_err = None;
                 break;
@@ -129,10 +125,7 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
         }
         bail!("lab engines did not come up: {e}{logs}");
     }
-    eprintln!(
-        "lab `{}` is up: {} hosts, S3 at https://{s3_ip}",
-        spec.name, spec.hosts
-    );
+    eprintln!("lab `{}` is up: {} hosts, S3 at https://{s3_ip}", spec.name, spec.hosts);
     eprintln!("  hosts file: {}", spec.dir.join("hosts.toml").display());
     Ok(())
 }
@@ -150,10 +143,7 @@ fn claim_dir(spec: &LabSpec) -> Result<()> {
                 name.trim(),
                 spec.name
             ),
-            Err(_) => bail!(
-                "{} exists and is not a pgctl lab directory; use another --dir",
-                spec.dir.display()
-            ),
+            Err(_) => bail!("{} exists and is not a pgctl lab directory; use another --dir", spec.dir.display()),
         }
     }
     std::fs::create_dir_all(&spec.dir)?;
@@ -164,10 +154,7 @@ fn claim_dir(spec: &LabSpec) -> Result<()> {
 fn load_or_create_ca(dir: &Path) -> Result<pki::Ca> {
     let (cert, key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
     if cert.exists() && key.exists() {
-        return pki::Ca::load(
-            &std::fs::read_to_string(&cert)?,
-            &std::fs::read_to_string(&key)?,
-        );
+        return pki::Ca::load(&std::fs::read_to_string(&cert)?, &std::fs::read_to_string(&key)?);
     }
     let ca = pki::Ca::generate("pgctl lab CA")?;
     write_file(&cert, &ca.cert_pem, 0o644)?;
@@ -180,11 +167,7 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
     let path = spec.dir.join("secrets.toml");
     if path.exists() {
         let s = crate::config::load_secrets(&path)?;
-        let get = |v: &Option<crate::config::Secret>| {
-            v.as_ref()
-                .map(|s| s.expose().to_string())
-                .unwrap_or_default()
-        };
+        let get = |v: &Option<crate::config::Secret>| v.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
         return Ok(SecretsTemplate {
             superuser_password: get(&s.superuser_password),
             replication_password: get(&s.replication_password),
@@ -200,15 +183,8 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
     let mut secrets = SecretsTemplate::generate();
     let (rw, ro) = (s3::new_key(), s3::new_key());
     (secrets.s3_access_key_id, secrets.s3_secret_access_key) = rw;
-    (
-        secrets.s3_readonly_access_key_id,
-        secrets.s3_readonly_secret_access_key,
-    ) = ro;
-    write_file(
-        &path,
-        &crate::render::render("init/secrets.toml.j2", &secrets)?,
-        0o600,
-    )?;
+    (secrets.s3_readonly_access_key_id, secrets.s3_readonly_secret_access_key) = ro;
+    write_file(&path, &crate::render::render("init/secrets.toml.j2", &secrets)?, 0o600)?;
     Ok(secrets)
 }
 
@@ -225,11 +201,7 @@ fn write_client_certs(spec: &LabSpec, ca: &pki::Ca, host: &str) -> Result<()> {
 }
 
 fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> Result<()> {
-    let voters = if hosts.len() % 2 == 1 {
-        hosts.len()
-    } else {
-        hosts.len() - 1
-    };
+    let voters = if hosts.len() % 2 == 1 { hosts.len() } else { hosts.len() - 1 };
     let template = HostsTemplate {
         name: "lab".into(),
         postgres_major: 15,
@@ -269,10 +241,7 @@ fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> 
 async fn ensure_network(local: &Engine, spec: &LabSpec) -> Result<()> {
     if local
         .docker
-        .inspect_network(
-            &spec.name,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
+        .inspect_network(&spec.name, None::<bollard::query_parameters::InspectNetworkOptions>)
         .await
         .is_ok()
     {
@@ -293,7 +262,10 @@ async fn ensure_network(local: &Engine, spec: &LabSpec) -> Result<()> {
         ..Default::default()
     };
     local.docker.create_network(request).await.with_context(|| {
-        format!("creating lab network {} ({}); if the subnet overlaps an existing network, pass --subnet", spec.name, spec.subnet)
+        format!(
+            "creating lab network {} ({}); if the subnet overlaps an existing network, pass --subnet",
+            spec.name, spec.subnet
+        )
     })?;
     Ok(())
 }
@@ -309,10 +281,7 @@ async fn reuse(local: &Engine, container: &str, ca: &pki::Ca) -> Result<bool> {
     let Ok(info) = local.docker.inspect_container(container, None).await else {
         return Ok(false);
     };
-    let made_under = info
-        .config
-        .and_then(|c| c.labels)
-        .and_then(|l| l.get(LABEL_LAB_CA).cloned());
+    let made_under = info.config.and_then(|c| c.labels).and_then(|l| l.get(LABEL_LAB_CA).cloned());
     if made_under.as_deref() != Some(ca.fingerprint().as_str()) {
         eprintln!("{container} was made under another lab CA: recreating it (its volume is kept)");
         docker::remove_container(&local.docker, container).await?;
@@ -354,14 +323,7 @@ fn root_file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
 /// Creates (if needed) and starts one simulated host. A nested dockerd needs privileges:
 /// `--privileged` first; where the engine refuses it ("unable to apply caps"), all
 /// capabilities but SYS_RESOURCE, unconfined seccomp/apparmor, all devices and the cgroup fs.
-async fn ensure_host(
-    local: &Engine,
-    spec: &LabSpec,
-    ca: &pki::Ca,
-    image: &str,
-    name: &str,
-    ip: &str,
-) -> Result<()> {
+async fn ensure_host(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, name: &str, ip: &str) -> Result<()> {
     let container = spec.container(name);
     if reuse(local, &container, ca).await? {
         return Ok(());
@@ -370,12 +332,7 @@ async fn ensure_host(
     docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
     let server = ca.issue(
         name,
-        &[
-            name.to_string(),
-            ip.to_string(),
-            "localhost".into(),
-            "127.0.0.1".into(),
-        ],
+        &[name.to_string(), ip.to_string(), "localhost".into(), "127.0.0.1".into()],
         true,
         false,
     )?;
@@ -394,10 +351,7 @@ async fn ensure_host(
         } else {
             host_config.cap_add = Some(vec!["ALL".into()]);
             host_config.cap_drop = Some(vec!["SYS_RESOURCE".into()]);
-            host_config.security_opt = Some(vec![
-                "seccomp=unconfined".into(),
-                "apparmor=unconfined".into(),
-            ]);
+            host_config.security_opt = Some(vec!["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
             host_config.device_cgroup_rules = Some(vec!["a *:* rwm".into()]);
             host_config
                 .binds
@@ -428,32 +382,17 @@ async fn ensure_host(
     unreachable!("the loop returns on its last iteration")
 }
 
-async fn ensure_s3(
-    local: &Engine,
-    spec: &LabSpec,
-    ca: &pki::Ca,
-    image: &str,
-    ip: &str,
-    secrets: &SecretsTemplate,
-) -> Result<()> {
+async fn ensure_s3(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, ip: &str, secrets: &SecretsTemplate) -> Result<()> {
     let container = spec.container("s3");
     let volume = format!("{container}-data");
     if !reuse(local, &container, ca).await? {
         // Keys in an old data volume belong to the secrets of a lab directory that is gone.
         let _ = local
             .docker
-            .remove_volume(
-                &volume,
-                None::<bollard::query_parameters::RemoveVolumeOptions>,
-            )
+            .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
             .await;
         docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
-        let cert = ca.issue(
-            "s3",
-            &[ip.to_string(), "s3.lab".into(), "localhost".into()],
-            true,
-            false,
-        )?;
+        let cert = ca.issue("s3", &[ip.to_string(), "s3.lab".into(), "localhost".into()], true, false)?;
         let garage_toml = crate::render::render(
             "lab-s3/garage.toml.j2",
             minijinja::context! { rpc_secret => s3::rpc_secret(), region => s3::REGION },
@@ -488,10 +427,7 @@ async fn ensure_s3(
         local,
         &container,
         (&secrets.s3_access_key_id, &secrets.s3_secret_access_key),
-        (
-            &secrets.s3_readonly_access_key_id,
-            &secrets.s3_readonly_secret_access_key,
-        ),
+        (&secrets.s3_readonly_access_key_id, &secrets.s3_readonly_secret_access_key),
     )
     .await
 }
@@ -512,11 +448,7 @@ pub async fn down(name: &str, dir: &Path, images: bool) -> Result<Vec<String>> {
         for image in list {
             local
                 .docker
-                .remove_image(
-                    &image.id,
-                    None::<bollard::query_parameters::RemoveImageOptions>,
-                    None,
-                )
+                .remove_image(&image.id, None::<bollard::query_parameters::RemoveImageOptions>, None)
                 .await?;
             removed.push(format!("image {}", image.repo_tags.join(",")));
         }
@@ -547,8 +479,7 @@ pub struct LabStatus {
 /// Lab containers, whether each engine answers over mutual TLS, and whether S3 answers HTTPS.
 pub async fn status(name: &str, dir: &Path) -> Result<LabStatus> {
     let local = docker::local().await?;
-    let containers =
-        docker::containers_with_label(&local.docker, &format!("{LABEL_LAB}={name}")).await?;
+    let containers = docker::containers_with_label(&local.docker, &format!("{LABEL_LAB}={name}")).await?;
     let config = crate::config::load(&dir.join("hosts.toml"), None).ok();
     let mut hosts = Vec::new();
     let mut s3 = "no S3 container".to_string();
@@ -562,12 +493,7 @@ pub async fn status(name: &str, dir: &Path) -> Result<LabStatus> {
             .unwrap_or_default()
             .trim_start_matches('/')
             .to_string();
-        let role = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_LAB_ROLE))
-            .cloned()
-            .unwrap_or_default();
+        let role = c.labels.as_ref().and_then(|l| l.get(LABEL_LAB_ROLE)).cloned().unwrap_or_default();
         let state = c.state.map(|s| s.to_string()).unwrap_or_default();
         let address = c
             .network_settings
@@ -582,14 +508,8 @@ pub async fn status(name: &str, dir: &Path) -> Result<LabStatus> {
             };
             continue;
         }
-        let host_name = cname
-            .strip_prefix(&format!("{name}-"))
-            .unwrap_or(&cname)
-            .to_string();
-        let engine = match config
-            .as_ref()
-            .and_then(|c| c.host(&host_name).map(|h| (c, h)))
-        {
+        let host_name = cname.strip_prefix(&format!("{name}-")).unwrap_or(&cname).to_string();
+        let engine = match config.as_ref().and_then(|c| c.host(&host_name).map(|h| (c, h))) {
             Some((config, host)) => match docker::connect::connect(host, config.base_dir()).await {
                 Ok(e) => format!("Docker {} (API {})", e.version, e.api_version),
                 Err(u) => format!("unreachable: {}", u.cause),

@@ -3,8 +3,7 @@
 
 use anyhow::{Context, Result};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 pub struct Ca {
@@ -48,8 +47,7 @@ impl Ca {
 
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca> {
         let key = KeyPair::from_pem(key_pem).context("parsing the lab CA key")?;
-        let issuer =
-            Issuer::from_ca_cert_pem(cert_pem, key).context("parsing the lab CA certificate")?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).context("parsing the lab CA certificate")?;
         Ok(Ca {
             issuer,
             cert_pem: cert_pem.into(),
@@ -64,19 +62,10 @@ impl Ca {
     }
 
     /// A leaf certificate for `sans` (DNS names or IP addresses).
-    pub fn issue(
-        &self,
-        common_name: &str,
-        sans: &[String],
-        server: bool,
-        client: bool,
-    ) -> Result<Issued> {
+    pub fn issue(&self, common_name: &str, sans: &[String], server: bool, client: bool) -> Result<Issued> {
         let mut params = CertificateParams::new(sans.to_vec())?;
         params.distinguished_name = name(common_name);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = [
             (server, ExtendedKeyUsagePurpose::ServerAuth),
             (client, ExtendedKeyUsagePurpose::ClientAuth),
@@ -107,9 +96,7 @@ mod tests {
             let ca = Ca::generate("test CA").unwrap();
             let reloaded = Ca::load(&ca.cert_pem, &ca.key_pem).unwrap();
             for (i, issuer) in [&ca, &reloaded].iter().enumerate() {
-                let leaf = issuer
-                    .issue("host", &["10.1.2.3".into(), "host".into()], true, false)
-                    .unwrap();
+                let leaf = issuer.issue("host", &["10.1.2.3".into(), "host".into()], true, false).unwrap();
                 std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
                 std::fs::write(dir.join("leaf.pem"), &leaf.cert_pem).unwrap();
                 let out = std::process::Command::new("openssl")
@@ -139,23 +126,12 @@ mod tests {
             let leaf = ca.issue("host", &["10.1.2.3".into()], true, false).unwrap();
             let mut roots = rustls::RootCertStore::empty();
             roots
-                .add(
-                    rustls_pemfile::certs(&mut ca.cert_pem.as_bytes())
-                        .next()
-                        .unwrap()
-                        .unwrap(),
-                )
+                .add(rustls_pemfile::certs(&mut ca.cert_pem.as_bytes()).next().unwrap().unwrap())
                 .unwrap();
-            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                std::sync::Arc::new(roots),
-                provider.clone(),
-            )
-            .build()
-            .unwrap();
-            let end = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes())
-                .next()
-                .unwrap()
+            let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(std::sync::Arc::new(roots), provider.clone())
+                .build()
                 .unwrap();
+            let end = rustls_pemfile::certs(&mut leaf.cert_pem.as_bytes()).next().unwrap().unwrap();
             let name = rustls::pki_types::ServerName::try_from("10.1.2.3").unwrap();
             let r = rustls::client::danger::ServerCertVerifier::verify_server_cert(
                 &*verifier,

@@ -36,12 +36,7 @@ async fn garage(engine: &Engine, container: &str, args: &[&str]) -> Result<Strin
 }
 
 /// Lays out the single node and creates the bucket and keys, once per data volume.
-pub async fn setup(
-    engine: &Engine,
-    container: &str,
-    rw: (&str, &str),
-    ro: (&str, &str),
-) -> Result<()> {
+pub async fn setup(engine: &Engine, container: &str, rw: (&str, &str), ro: (&str, &str)) -> Result<()> {
     let mut ready = false;
     for _ in 0..60 {
         if garage(engine, container, &["status"]).await.is_ok() {
@@ -56,53 +51,23 @@ pub async fn setup(
             crate::docker::tail_logs(&engine.docker, container, 30).await
         );
     }
-    if exec(&engine.docker, container, &["test", "-f", MARKER], None)
-        .await?
-        .success()
-    {
+    if exec(&engine.docker, container, &["test", "-f", MARKER], None).await?.success() {
         return Ok(());
     }
     let node = garage(engine, container, &["node", "id", "-q"]).await?;
-    let node = node
-        .trim()
-        .split('@')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    garage(
-        engine,
-        container,
-        &["layout", "assign", "-z", "lab", "-c", "10GB", &node],
-    )
-    .await?;
+    let node = node.trim().split('@').next().unwrap_or_default().to_string();
+    garage(engine, container, &["layout", "assign", "-z", "lab", "-c", "10GB", &node]).await?;
     garage(engine, container, &["layout", "apply", "--version", "1"]).await?;
     garage(engine, container, &["bucket", "create", BUCKET]).await?;
+    garage(engine, container, &["key", "import", "--yes", "-n", "pgctl-rw", rw.0, rw.1]).await?;
+    garage(engine, container, &["key", "import", "--yes", "-n", "pgctl-ro", ro.0, ro.1]).await?;
     garage(
         engine,
         container,
-        &["key", "import", "--yes", "-n", "pgctl-rw", rw.0, rw.1],
+        &["bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "pgctl-rw"],
     )
     .await?;
-    garage(
-        engine,
-        container,
-        &["key", "import", "--yes", "-n", "pgctl-ro", ro.0, ro.1],
-    )
-    .await?;
-    garage(
-        engine,
-        container,
-        &[
-            "bucket", "allow", "--read", "--write", "--owner", BUCKET, "--key", "pgctl-rw",
-        ],
-    )
-    .await?;
-    garage(
-        engine,
-        container,
-        &["bucket", "allow", "--read", BUCKET, "--key", "pgctl-ro"],
-    )
-    .await?;
+    garage(engine, container, &["bucket", "allow", "--read", BUCKET, "--key", "pgctl-ro"]).await?;
     exec(&engine.docker, container, &["touch", MARKER], None)
         .await?
         .ok("marking Garage initialized")?;
@@ -127,12 +92,8 @@ pub async fn probe(host: &str, port: u16, ca_pem: &str) -> Result<String> {
             .await
             .with_context(|| format!("connecting to {host}:{port}"))?;
         let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.to_string())?;
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .context("TLS handshake")?;
-        let request =
-            format!("GET /{BUCKET} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let mut tls = connector.connect(name, tcp).await.context("TLS handshake")?;
+        let request = format!("GET /{BUCKET} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         tls.write_all(request.as_bytes()).await?;
         let mut buf = vec![0u8; 512];
         let n = tls.read(&mut buf).await?;

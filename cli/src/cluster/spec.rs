@@ -1,0 +1,358 @@
+//! What should run on each host: containers (DCS member, Patroni) with their configuration
+//! files, volumes and a hash of everything that defines them. Pure: rendering only, so it is
+//! covered by golden tests; `up` compares these hashes with the running containers' labels.
+
+use crate::config::{Config, Dcs, HostConfig, Role};
+use crate::render::render;
+use anyhow::Result;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+pub const PATRONI: &str = "patroni";
+pub const ETCD: &str = "etcd";
+pub const CONSUL: &str = "consul";
+pub const PATRONI_CONFIG: &str = "/etc/pgctl/patroni.yml";
+pub const PGPASS: &str = "/etc/pgctl/pgpass";
+pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+
+/// One file uploaded into a container before it starts.
+#[derive(Debug, Clone)]
+pub struct File {
+    pub path: String,
+    pub contents: String,
+    /// Owned by postgres (else root); always 0600: these files hold secrets.
+    pub postgres_owned: bool,
+}
+
+/// A container pgctl runs on a host.
+#[derive(Debug, Clone)]
+pub struct ContainerSpec {
+    /// Container name, also its role label: `patroni`, `etcd` or `consul`.
+    pub name: &'static str,
+    pub cmd: Vec<String>,
+    pub volume: String,
+    pub mount: &'static str,
+    pub files: Vec<File>,
+    /// Hash of image, command, files and mounts: a different hash means recreate.
+    pub hash: String,
+}
+
+/// Patroni's PostgreSQL parameters: pgctl's defaults, then hosts.toml's overrides.
+pub fn postgresql_parameters(cfg: &Config) -> BTreeMap<String, toml::Value> {
+    let mut p: BTreeMap<String, toml::Value> = [
+        ("wal_level", toml::Value::from("replica")),
+        ("hot_standby", toml::Value::from("on")),
+        ("wal_log_hints", toml::Value::from("on")),
+        ("max_wal_senders", toml::Value::from(10)),
+        ("max_replication_slots", toml::Value::from(10)),
+        ("max_connections", toml::Value::from(200)),
+        ("wal_keep_size", toml::Value::from("256MB")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in &cfg.hosts.cluster.postgresql_parameters {
+        p.insert(k.clone(), v.clone());
+    }
+    p
+}
+
+#[derive(Serialize)]
+struct Member<'a> {
+    name: &'a str,
+    address: &'a str,
+}
+
+fn secrets_ctx(cfg: &Config) -> BTreeMap<&'static str, String> {
+    let s = &cfg.secrets;
+    let get = |v: &Option<crate::config::Secret>| v.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
+    BTreeMap::from([
+        ("superuser_password", get(&s.superuser_password)),
+        ("replication_password", get(&s.replication_password)),
+        ("rewind_password", get(&s.rewind_password)),
+        ("rest_api_password", get(&s.rest_api_password)),
+        ("consul_gossip_key", get(&s.consul_gossip_key)),
+    ])
+}
+
+fn dcs_name(dcs: Dcs) -> &'static str {
+    match dcs {
+        Dcs::Consul => "consul",
+        Dcs::Etcd => "etcd",
+    }
+}
+
+fn addresses_with(cfg: &Config, role: Role) -> Vec<String> {
+    cfg.hosts
+        .hosts
+        .iter()
+        .filter(|h| h.has_role(role))
+        .map(|h| h.address.clone())
+        .collect()
+}
+
+pub fn patroni_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
+    let c = &cfg.hosts.cluster;
+    render(
+        "patroni.yml.j2",
+        minijinja::context! {
+            cluster => minijinja::context! { name => c.name, postgres_major => c.postgres_major },
+            member => Member { name: &host.name, address: &host.address },
+            dcs => dcs_name(c.dcs),
+            etcd_hosts => addresses_with(cfg, Role::Etcd),
+            timing => c.patroni,
+            parameters => postgresql_parameters(cfg),
+            secrets => secrets_ctx(cfg),
+        },
+    )
+}
+
+pub fn etcd_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
+    let initial_cluster = cfg
+        .hosts
+        .hosts
+        .iter()
+        .filter(|h| h.has_role(Role::Etcd))
+        .map(|h| format!("{}=http://{}:2380", h.name, h.address))
+        .collect::<Vec<_>>()
+        .join(",");
+    render(
+        "etcd.yml.j2",
+        minijinja::context! {
+            cluster => minijinja::context! { name => cfg.hosts.cluster.name },
+            member => Member { name: &host.name, address: &host.address },
+            initial_cluster,
+        },
+    )
+}
+
+pub fn consul_json(cfg: &Config, host: &HostConfig) -> Result<String> {
+    render(
+        "consul.json.j2",
+        minijinja::context! {
+            datacenter => "dc1",
+            member => Member { name: &host.name, address: &host.address },
+            server => host.has_role(Role::ConsulServer),
+            servers => addresses_with(cfg, Role::ConsulServer),
+            secrets => secrets_ctx(cfg),
+        },
+    )
+}
+
+/// Every container `host` should run, in start order (DCS before Patroni).
+pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec<ContainerSpec>> {
+    let scope = &cfg.hosts.cluster.name;
+    let mut out = Vec::new();
+    let file = |path: &str, contents: String, postgres_owned: bool| File {
+        path: path.into(),
+        contents,
+        postgres_owned,
+    };
+    match cfg.hosts.cluster.dcs {
+        Dcs::Etcd if host.has_role(Role::Etcd) => out.push(spec(
+            ETCD,
+            &["etcd", "--config-file", "/etc/pgctl/etcd.yml"],
+            format!("{scope}-etcd"),
+            "/var/lib/etcd",
+            vec![file("/etc/pgctl/etcd.yml", etcd_yml(cfg, host)?, false)],
+            image_id,
+        )),
+        Dcs::Consul if host.has_role(Role::ConsulServer) || host.has_role(Role::ConsulClient) => out.push(spec(
+            CONSUL,
+            &["consul", "agent", "-config-file=/etc/pgctl/consul.json"],
+            format!("{scope}-consul"),
+            "/var/lib/consul",
+            vec![file("/etc/pgctl/consul.json", consul_json(cfg, host)?, false)],
+            image_id,
+        )),
+        _ => {}
+    }
+    if host.has_role(Role::Patroni) {
+        let superuser = cfg
+            .secrets
+            .superuser_password
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .unwrap_or_default();
+        out.push(spec(
+            PATRONI,
+            &["patroni", PATRONI_CONFIG],
+            format!("{scope}-pgdata"),
+            DATA_MOUNT,
+            vec![
+                file(PATRONI_CONFIG, patroni_yml(cfg, host)?, true),
+                // For pgctl's own psql calls through exec (scram-sha-256 everywhere, no trust).
+                file(PGPASS, format!("*:*:*:postgres:{}\n", pgpass_escape(&superuser)), true),
+            ],
+            image_id,
+        ));
+    }
+    Ok(out)
+}
+
+fn pgpass_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace(':', "\\:")
+}
+
+fn spec(name: &'static str, cmd: &[&str], volume: String, mount: &'static str, files: Vec<File>, image_id: &str) -> ContainerSpec {
+    let mut h = Sha256::new();
+    h.update(image_id.as_bytes());
+    for part in cmd {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    h.update(volume.as_bytes());
+    h.update(mount.as_bytes());
+    for f in &files {
+        h.update(f.path.as_bytes());
+        h.update(f.contents.as_bytes());
+    }
+    ContainerSpec {
+        name,
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        volume,
+        mount,
+        files,
+        hash: hex::encode(h.finalize())[..16].to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Golden files of every rendered configuration, for both DCS choices. Regenerate with
+    //! `UPDATE_GOLDEN=1 cargo test -p pgctl golden` and review the diff.
+    use super::*;
+    use std::path::Path;
+
+    const HOSTS: &str = r#"
+[cluster]
+name = "main"
+postgres_major = 16
+image = "pgctl/postgres:16"
+dcs = "DCS"
+[cluster.patroni]
+ttl = 20
+loop_wait = 5
+retry_timeout = 5
+synchronous_mode = true
+synchronous_mode_strict = true
+[cluster.postgresql_parameters]
+shared_buffers = "1GB"
+max_connections = 300
+[[host]]
+name = "pg1"
+endpoint = "unix:///var/run/docker.sock"
+address = "10.0.0.1"
+roles = ["ROLE", "patroni"]
+[[host]]
+name = "pg2"
+endpoint = "ssh://admin@pg2"
+address = "10.0.0.2"
+roles = ["ROLE", "patroni"]
+[[host]]
+name = "pg3"
+endpoint = "ssh://admin@pg3"
+address = "10.0.0.3"
+roles = ["ROLE", "patroni"]
+[[host]]
+name = "app1"
+endpoint = "ssh://admin@app1"
+address = "10.0.0.9"
+roles = ["CLIENT"]
+"#;
+
+    fn config(dcs: &str) -> Config {
+        let (role, client) = if dcs == "consul" {
+            ("consul-server", "consul-client")
+        } else {
+            ("etcd", "patroni")
+        };
+        let text = HOSTS.replace("DCS", dcs).replace("ROLE", role).replace("CLIENT", client);
+        let hosts: crate::config::HostsFile = toml::from_str(&text).unwrap();
+        let secret = |s: &str| Some(crate::config::Secret(s.into()));
+        let secrets = crate::config::SecretsFile {
+            superuser_password: secret("super:secret"),
+            replication_password: secret("repl-secret"),
+            rewind_password: secret("rewind-secret"),
+            rest_api_password: secret("api \"quoted\" secret"),
+            consul_gossip_key: secret("VGhpcyBpcyAzMiBieXRlcyBsb25nIGtleSBmb3IgdGU="),
+            ..Default::default()
+        };
+        Config {
+            hosts_path: "hosts.toml".into(),
+            secrets_path: "secrets.toml".into(),
+            hosts,
+            secrets,
+            warnings: vec![],
+        }
+    }
+
+    fn golden(name: &str, actual: &str) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster/golden").join(name);
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+        }
+        let expected =
+            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
+        assert_eq!(actual, expected, "{name} differs from its golden file");
+    }
+
+    #[test]
+    fn golden_configs() {
+        for dcs in ["etcd", "consul"] {
+            let cfg = config(dcs);
+            let pg1 = cfg.host("pg1").unwrap();
+            let patroni = patroni_yml(&cfg, pg1).unwrap();
+            golden(&format!("patroni-{dcs}.yml"), &patroni);
+            // It is YAML, and secrets with quotes or colons survive quoting.
+            let v: serde_json::Value = serde_saphyr::from_str(&patroni).unwrap();
+            assert_eq!(v["restapi"]["authentication"]["password"], "api \"quoted\" secret");
+            assert_eq!(v["postgresql"]["authentication"]["superuser"]["password"], "super:secret");
+            assert_eq!(v["bootstrap"]["dcs"]["synchronous_mode_strict"], true);
+            assert_eq!(v["bootstrap"]["dcs"]["postgresql"]["parameters"]["shared_buffers"], "1GB");
+            assert_eq!(v["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"], 300);
+            let hba = v["postgresql"]["pg_hba"].as_array().unwrap();
+            assert!(
+                hba.iter().all(|l| l.as_str().unwrap().ends_with("scram-sha-256")),
+                "scram only: {hba:?}"
+            );
+        }
+        let etcd = config("etcd");
+        golden("etcd-pg1.yml", &etcd_yml(&etcd, etcd.host("pg1").unwrap()).unwrap());
+        let consul = config("consul");
+        let server = consul_json(&consul, consul.host("pg1").unwrap()).unwrap();
+        let client = consul_json(&consul, consul.host("app1").unwrap()).unwrap();
+        golden("consul-server-pg1.json", &server);
+        golden("consul-client-app1.json", &client);
+        let server: serde_json::Value = serde_json::from_str(&server).unwrap();
+        let client: serde_json::Value = serde_json::from_str(&client).unwrap();
+        assert_eq!(server["server"], true);
+        assert_eq!(server["bootstrap_expect"], 3);
+        assert_eq!(client["server"], false);
+        assert_eq!(client["retry_join"], serde_json::json!(["10.0.0.1", "10.0.0.2", "10.0.0.3"]));
+    }
+
+    #[test]
+    fn containers_per_role_and_stable_hash() {
+        let cfg = config("etcd");
+        let specs = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc").unwrap();
+        assert_eq!(specs.iter().map(|s| s.name).collect::<Vec<_>>(), vec![ETCD, PATRONI]);
+        let again = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc").unwrap();
+        assert_eq!(specs[1].hash, again[1].hash, "same input, same hash");
+        let other_image = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:def").unwrap();
+        assert_ne!(specs[1].hash, other_image[1].hash, "a new image recreates");
+        let consul = config("consul");
+        let app = containers(&consul, consul.host("app1").unwrap(), "sha256:abc").unwrap();
+        assert_eq!(
+            app.iter().map(|s| s.name).collect::<Vec<_>>(),
+            vec![CONSUL],
+            "a client host runs only the agent"
+        );
+        assert!(
+            specs[1].files.iter().all(|f| f.postgres_owned),
+            "Patroni's files belong to postgres"
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! `pgctl status`: members, roles, timelines, lag, streaming state, DCS health and the image
+//! on each host — gathered through the engines, hosts queried concurrently.
+
+use super::spec::PATRONI;
+use crate::config::Config;
+use crate::docker::Engine;
+use anyhow::{bail, Result};
+use futures_util::future::join_all;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Member {
+    pub name: String,
+    pub host: String,
+    pub role: String,
+    pub state: String,
+    pub timeline: Option<u64>,
+    pub lag_bytes: Option<u64>,
+    /// For replicas: whether the leader's pg_stat_replication shows it streaming.
+    pub streaming: Option<bool>,
+    pub pending_restart: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostInfo {
+    pub host: String,
+    pub reachable: bool,
+    pub container: String,
+    pub image: String,
+    pub postgres: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub scope: String,
+    pub leader: Option<String>,
+    pub paused: bool,
+    pub members: Vec<Member>,
+    pub hosts: Vec<HostInfo>,
+    pub dcs: String,
+}
+
+impl ClusterStatus {
+    /// `Ok` when there is exactly one leader and `expected - 1` replicas streaming under `max_lag`.
+    pub fn healthy(&self, expected: usize, max_lag: u64) -> Result<(), String> {
+        let leaders: Vec<_> = self.members.iter().filter(|m| m.role == "leader").collect();
+        if leaders.len() != 1 {
+            return Err(format!("{} leader(s)", leaders.len()));
+        }
+        if leaders[0].state != "running" {
+            return Err(format!("leader {} is {}", leaders[0].name, leaders[0].state));
+        }
+        if self.members.len() < expected {
+            return Err(format!("{} of {expected} members registered", self.members.len()));
+        }
+        for m in self.members.iter().filter(|m| m.role != "leader") {
+            if m.streaming != Some(true) {
+                return Err(format!("replica {} is {} and not streaming yet", m.name, m.state));
+            }
+            if m.lag_bytes.unwrap_or(u64::MAX) > max_lag {
+                return Err(format!(
+                    "replica {} lags {} bytes",
+                    m.name,
+                    m.lag_bytes.map(|l| l.to_string()).unwrap_or("unknown".into())
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn host_info(engine: &Engine) -> HostInfo {
+    let (container, image, postgres) = match engine.docker.inspect_container(PATRONI, None).await {
+        Ok(c) => {
+            let state = c.state.and_then(|s| s.status).map(|s| s.to_string()).unwrap_or_default();
+            let image_id = c.image.unwrap_or_default();
+            let pg = match engine.docker.inspect_image(&image_id).await {
+                Ok(i) => i
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get("io.pgctl.manifest.postgres").cloned())
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let short = image_id.trim_start_matches("sha256:").chars().take(12).collect();
+            (state, short, pg)
+        }
+        Err(_) => ("absent".into(), String::new(), String::new()),
+    };
+    HostInfo {
+        host: engine.host.clone(),
+        reachable: true,
+        container,
+        image,
+        postgres,
+    }
+}
+
+/// Current status from the first host whose Patroni answers.
+pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
+    let hosts = join_all(engines.iter().map(host_info)).await;
+    let mut cluster = None;
+    let mut errors = Vec::new();
+    for e in engines
+        .iter()
+        .filter(|e| hosts.iter().any(|h| h.host == e.host && h.container == "running"))
+    {
+        match super::patroni_get(e, "/cluster").await {
+            Ok(v) => {
+                cluster = Some(v);
+                break;
+            }
+            Err(err) => errors.push(format!("{}: {err:#}", e.host)),
+        }
+    }
+    let Some(cluster) = cluster else {
+        bail!(
+            "no Patroni member answers{}",
+            if errors.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", errors.join("; "))
+            }
+        );
+    };
+    let host_of = |addr: &str| {
+        cfg.hosts
+            .hosts
+            .iter()
+            .find(|h| h.address == addr)
+            .map(|h| h.name.clone())
+            .unwrap_or(addr.to_string())
+    };
+    let mut members: Vec<Member> = cluster["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| Member {
+            name: m["name"].as_str().unwrap_or_default().into(),
+            host: host_of(m["host"].as_str().unwrap_or_default()),
+            // Patroni 3.0 says "leader"; older releases and the primary's standby say "master".
+            role: match m["role"].as_str().unwrap_or_default() {
+                "master" | "primary" | "standby_leader" => "leader".into(),
+                r => r.into(),
+            },
+            state: m["state"].as_str().unwrap_or_default().into(),
+            timeline: m["timeline"].as_u64(),
+            lag_bytes: if m["role"] == "leader" || m["role"] == "master" {
+                Some(0)
+            } else {
+                m["lag"].as_u64()
+            },
+            streaming: None,
+            pending_restart: m["pending_restart"].as_bool().unwrap_or(false),
+        })
+        .collect();
+    let leader = members.iter().find(|m| m.role == "leader").map(|m| m.name.clone());
+    if let Some(leader_engine) = leader
+        .as_ref()
+        .and_then(|l| members.iter().find(|m| &m.name == l))
+        .and_then(|m| engines.iter().find(|e| e.host == m.host))
+    {
+        if let Ok(rows) = super::psql(
+            leader_engine,
+            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
+        )
+        .await
+        {
+            let streaming: Vec<&str> = rows.lines().collect();
+            for m in members.iter_mut().filter(|m| m.role != "leader") {
+                m.streaming = Some(streaming.contains(&m.name.as_str()));
+            }
+        }
+    }
+    let dcs_engine = engines.iter().find(|e| {
+        cfg.host(&e.host).is_some_and(|h| {
+            h.roles
+                .iter()
+                .any(|r| matches!(r, crate::config::Role::Etcd | crate::config::Role::ConsulServer))
+        })
+    });
+    let dcs = match dcs_engine {
+        Some(e) => crate::dcs::health(cfg.hosts.cluster.dcs, e)
+            .await
+            .unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
+        None => "no DCS host reachable".into(),
+    };
+    Ok(ClusterStatus {
+        scope: cfg.hosts.cluster.name.clone(),
+        leader,
+        paused: cluster["pause"].as_bool().unwrap_or(false),
+        members,
+        hosts,
+        dcs,
+    })
+}
+
+/// A table like `patronictl list`, plus streaming state and image per host.
+pub fn render_table(s: &ClusterStatus) -> String {
+    let mut t = comfy_table::Table::new();
+    t.set_header([
+        "member",
+        "host",
+        "role",
+        "state",
+        "TL",
+        "lag MB",
+        "streaming",
+        "pending restart",
+        "image",
+        "postgres",
+    ]);
+    for m in &s.members {
+        let h = s.hosts.iter().find(|h| h.host == m.host);
+        t.add_row([
+            m.name.clone(),
+            m.host.clone(),
+            m.role.clone(),
+            m.state.clone(),
+            m.timeline.map(|t| t.to_string()).unwrap_or_default(),
+            m.lag_bytes.map(|l| format!("{:.1}", l as f64 / 1_048_576.0)).unwrap_or("?".into()),
+            match m.streaming {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => String::new(),
+            },
+            if m.pending_restart { "*".into() } else { String::new() },
+            h.map(|h| h.image.clone()).unwrap_or_default(),
+            h.map(|h| h.postgres.clone()).unwrap_or_default(),
+        ]);
+    }
+    for h in s.hosts.iter().filter(|h| !s.members.iter().any(|m| m.host == h.host)) {
+        t.add_row([
+            String::new(),
+            h.host.clone(),
+            String::new(),
+            format!("container {}", h.container),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            h.image.clone(),
+            h.postgres.clone(),
+        ]);
+    }
+    format!(
+        "cluster {} — leader: {}{}\nDCS: {}\n{t}",
+        s.scope,
+        s.leader.as_deref().unwrap_or("NONE"),
+        if s.paused {
+            " (maintenance mode: automatic failover is paused)"
+        } else {
+            ""
+        },
+        s.dcs
+    )
+}

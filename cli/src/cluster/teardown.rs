@@ -1,0 +1,102 @@
+//! `pgctl down` (stop containers, keep everything) and `pgctl remove` (containers and the
+//! DCS scope; data volumes only with --volumes).
+
+use super::spec::{CONSUL, ETCD, PATRONI};
+use super::LABEL_CLUSTER;
+use crate::config::Config;
+use crate::docker::{self, Engine};
+use anyhow::Result;
+use futures_util::future::join_all;
+use std::collections::HashMap;
+
+/// Stops Patroni on replicas first, then the leader, then the DCS. Containers and volumes stay.
+pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
+    let leader = super::status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
+    let mut order: Vec<&Engine> = engines.iter().collect();
+    order.sort_by_key(|e| Some(&e.host) == leader.as_ref());
+    let mut done = Vec::new();
+    for e in order {
+        if stop(e, PATRONI).await? {
+            done.push(format!("{}: stopped {PATRONI}", e.host));
+        }
+    }
+    for name in [ETCD, CONSUL] {
+        for (e, stopped) in engines.iter().zip(join_all(engines.iter().map(|e| stop(e, name))).await) {
+            if stopped? {
+                done.push(format!("{}: stopped {name}", e.host));
+            }
+        }
+    }
+    Ok(done)
+}
+
+async fn stop(e: &Engine, name: &str) -> Result<bool> {
+    match e.docker.inspect_container(name, None).await {
+        Ok(info) if info.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {
+            let options = bollard::query_parameters::StopContainerOptions {
+                t: Some(60),
+                ..Default::default()
+            };
+            e.docker.stop_container(name, Some(options)).await?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Removes the cluster: the scope from the DCS (while it still runs), then every container of
+/// the cluster, then (with `volumes`) its volumes. Only objects labeled with this cluster.
+pub async fn remove(cfg: &Config, engines: &[Engine], volumes: bool) -> Result<Vec<String>> {
+    let scope = &cfg.hosts.cluster.name;
+    let mut done = Vec::new();
+    let dcs_engine = engines.iter().find(|e| {
+        cfg.host(&e.host).is_some_and(|h| {
+            h.roles
+                .iter()
+                .any(|r| matches!(r, crate::config::Role::Etcd | crate::config::Role::ConsulServer))
+        })
+    });
+    // Patroni must not rewrite the scope while it is being deleted.
+    for e in engines {
+        if stop(e, PATRONI).await? {
+            done.push(format!("{}: stopped {PATRONI}", e.host));
+        }
+    }
+    if let Some(e) = dcs_engine {
+        match crate::dcs::remove_scope(cfg.hosts.cluster.dcs, e, scope).await {
+            Ok(()) => done.push(format!("DCS: removed scope `{scope}`")),
+            Err(err) => eprintln!(
+                "warning: could not remove scope `{scope}` from the DCS ({err:#}); it is gone with the DCS volumes only if --volumes"
+            ),
+        }
+    }
+    let label = format!("{LABEL_CLUSTER}={scope}");
+    for e in engines {
+        for c in docker::containers_with_label(&e.docker, &label).await? {
+            let name = c
+                .names
+                .unwrap_or_default()
+                .first()
+                .cloned()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string();
+            docker::remove_container(&e.docker, &name).await?;
+            done.push(format!("{}: removed container {name}", e.host));
+        }
+        if volumes {
+            let filters = HashMap::from([("label".to_string(), vec![label.clone()])]);
+            let list = e
+                .docker
+                .list_volumes(Some(bollard::query_parameters::ListVolumesOptions { filters: Some(filters) }))
+                .await?;
+            for v in list.volumes.unwrap_or_default() {
+                e.docker
+                    .remove_volume(&v.name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                    .await?;
+                done.push(format!("{}: removed volume {}", e.host, v.name));
+            }
+        }
+    }
+    Ok(done)
+}

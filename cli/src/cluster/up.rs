@@ -1,0 +1,445 @@
+//! `pgctl up`: converge every host to hosts.toml. Pre-flight on all hosts first (engines,
+//! image, ports, foreign containers, stale DCS state); then the DCS; then Patroni; then wait
+//! for one leader and streaming replicas. A second run with nothing changed recreates nothing:
+//! each container carries a hash of what defines it.
+
+use super::spec::{self, ContainerSpec, DATA_MOUNT, PATRONI};
+use super::status::{self, ClusterStatus};
+use super::{LABEL_CLUSTER, LABEL_CONFIG_HASH, LABEL_ROLE};
+use crate::config::{Config, HostConfig};
+use crate::dcs;
+use crate::docker::{self, Engine, FileSpec};
+use anyhow::{bail, Context, Result};
+use bollard::models::{ContainerCreateBody, HostConfig as DockerHostConfig, RestartPolicy, RestartPolicyNameEnum};
+use futures_util::future::join_all;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+pub struct UpOptions {
+    /// Converge only these hosts (the others must still be reachable: they hold the DCS).
+    pub limit: Vec<String>,
+    pub timeout: Duration,
+    /// Replication lag (bytes) under which a replica counts as caught up.
+    pub max_lag: u64,
+}
+
+/// What `up` will do with one container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Keep,
+    Start,
+    Create,
+    Recreate,
+}
+
+struct HostPlan<'a> {
+    host: &'a HostConfig,
+    engine: &'a Engine,
+    items: Vec<(ContainerSpec, Action)>,
+}
+
+/// Ports each container listens on with host networking.
+fn ports(name: &str) -> &'static [u16] {
+    match name {
+        spec::ETCD => &[2379, 2380],
+        spec::CONSUL => &[8300, 8301, 8302, 8500, 8600],
+        _ => &[5432, 8008],
+    }
+}
+
+pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
+    let started = Instant::now();
+    let engines = docker::connect_all(cfg).await?;
+    let by_host: HashMap<&str, &Engine> = engines.iter().map(|e| (e.host.as_str(), e)).collect();
+    let targets: Vec<&HostConfig> = cfg
+        .hosts
+        .hosts
+        .iter()
+        .filter(|h| opts.limit.is_empty() || opts.limit.contains(&h.name))
+        .collect();
+    for name in &opts.limit {
+        if cfg.host(name).is_none() {
+            bail!("--limit {name}: no such host in {}", cfg.hosts_path.display());
+        }
+    }
+
+    let image_id = ensure_image(cfg, &engines, &targets).await?;
+    let manifest = image_manifest(&engines[0], &cfg.hosts.cluster.image).await?;
+    let owner = postgres_owner(&manifest, &cfg.hosts.cluster.image)?;
+    if cfg.hosts.cluster.dcs == crate::config::Dcs::Consul && manifest.get("consul").is_none_or(String::is_empty) {
+        bail!("dcs = \"consul\" but image {} was built without Consul: rebuild it with Consul (source pgdg, or --artifacts with a consul binary), or use dcs = \"etcd\"", cfg.hosts.cluster.image);
+    }
+
+    // Pre-flight: classify every container on every target host; collect every problem.
+    let mut plans = Vec::new();
+    let mut problems = Vec::new();
+    let checks = targets.iter().map(|h| plan_host(cfg, h, by_host[h.name.as_str()], &image_id));
+    for result in join_all(checks).await {
+        match result {
+            Ok(plan) => plans.push(plan),
+            Err(e) => problems.push(format!("{e:#}")),
+        }
+    }
+    if !problems.is_empty() {
+        bail!("pre-flight failed; nothing was changed:\n  {}", problems.join("\n  "));
+    }
+
+    // The DCS first, on every host that has a member of it.
+    let dcs_kind = cfg.hosts.cluster.dcs;
+    converge(cfg, &plans, owner, |s| s.name != PATRONI, &[]).await?;
+    let dcs_engines: Vec<&Engine> = engines
+        .iter()
+        .filter(|e| cfg.host(&e.host).is_some_and(|h| has_dcs(cfg, h)))
+        .collect();
+    let dcs_state = dcs::wait_healthy(dcs_kind, &dcs_engines, opts.timeout).await?;
+    eprintln!("{dcs_state}");
+
+    check_stale_scope(cfg, &plans, &dcs_engines).await?;
+
+    // Patroni: replicas before the leader when containers must be recreated.
+    let leader = status::fetch(cfg, &engines).await.ok().and_then(|s| s.leader);
+    converge(cfg, &plans, owner, |s| s.name == PATRONI, &leader.into_iter().collect::<Vec<_>>()).await?;
+
+    let status = wait_healthy(cfg, &engines, opts).await?;
+    eprintln!(
+        "cluster `{}` converged in {:.0}s",
+        cfg.hosts.cluster.name,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(status)
+}
+
+fn has_dcs(cfg: &Config, h: &HostConfig) -> bool {
+    use crate::config::{Dcs, Role};
+    match cfg.hosts.cluster.dcs {
+        Dcs::Etcd => h.has_role(Role::Etcd),
+        Dcs::Consul => h.has_role(Role::ConsulServer),
+    }
+}
+
+/// Every target host must have the cluster's image; missing ones get it as `image push` does.
+async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig]) -> Result<String> {
+    let image = &cfg.hosts.cluster.image;
+    let ids = join_all(engines.iter().map(|e| docker::image_id(&e.docker, image))).await;
+    let mut missing = Vec::new();
+    let mut seen = None;
+    for (engine, id) in engines.iter().zip(ids) {
+        match id? {
+            Some(id) => seen = Some(id),
+            None if targets.iter().any(|t| t.name == engine.host) => {
+                missing.push(cfg.host(&engine.host).expect("connected hosts are configured"))
+            }
+            None => {}
+        }
+    }
+    if !missing.is_empty() {
+        eprintln!("delivering {image} to {} host(s) that lack it", missing.len());
+        let outcomes = crate::image::push::push(cfg, image, &missing).await?;
+        if let Some(bad) = outcomes.iter().find(|o| o.result == "failed") {
+            bail!(
+                "image {image} could not be delivered to {}: {}; nothing else was changed",
+                bad.host,
+                bad.error.clone().unwrap_or_default()
+            );
+        }
+        seen = docker::image_id(
+            &engines.iter().find(|e| e.host == missing[0].name).expect("connected").docker,
+            image,
+        )
+        .await?;
+    }
+    seen.with_context(|| format!("no host has image {image}"))
+}
+
+/// The image's manifest (component versions, postgres uid/gid), from its labels.
+async fn image_manifest(engine: &Engine, image: &str) -> Result<HashMap<String, String>> {
+    let info = engine.docker.inspect_image(image).await?;
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    Ok(labels
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix(crate::image::LABEL_MANIFEST_PREFIX).map(|k| (k.to_string(), v)))
+        .collect())
+}
+
+/// uid/gid of postgres in the image (recorded in its manifest at build time).
+fn postgres_owner(manifest: &HashMap<String, String>, image: &str) -> Result<(u64, u64)> {
+    let get = |k: &str| manifest.get(k).and_then(|v| v.parse().ok());
+    match (get("postgres-uid"), get("postgres-gid")) {
+        (Some(u), Some(g)) => Ok((u, g)),
+        _ => bail!("image {image} has no postgres uid/gid in its manifest: rebuild it with this pgctl (`pgctl image build`)"),
+    }
+}
+
+async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, image_id: &str) -> Result<HostPlan<'a>> {
+    let scope = &cfg.hosts.cluster.name;
+    let specs = spec::containers(cfg, host, image_id)?;
+    let mut items = Vec::new();
+    let mut need_ports = Vec::new();
+    for s in specs {
+        let action = match engine.docker.inspect_container(s.name, None).await {
+            Ok(info) => {
+                let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+                if labels.get(LABEL_CLUSTER) != Some(scope) {
+                    bail!(
+                        "{}: a container named `{}` exists and is not part of cluster `{scope}` (label {LABEL_CLUSTER}={}); remove or rename it",
+                        host.name,
+                        s.name,
+                        labels.get(LABEL_CLUSTER).map(String::as_str).unwrap_or("none")
+                    );
+                }
+                let running = info.state.and_then(|st| st.running).unwrap_or(false);
+                match (labels.get(LABEL_CONFIG_HASH) == Some(&s.hash), running) {
+                    (true, true) => Action::Keep,
+                    (true, false) => Action::Start,
+                    (false, _) => Action::Recreate,
+                }
+            }
+            Err(e) if docker::is_not_found(&e) => {
+                need_ports.extend_from_slice(ports(s.name));
+                Action::Create
+            }
+            Err(e) => return Err(e).with_context(|| format!("{}: inspecting container {}", host.name, s.name)),
+        };
+        items.push((s, action));
+    }
+    if !need_ports.is_empty() {
+        let busy = busy_ports(engine, &cfg.hosts.cluster.image, &need_ports).await?;
+        if !busy.is_empty() {
+            bail!(
+                "{}: port(s) {} already in use on the host (another PostgreSQL, Patroni or DCS?); free them or move the role",
+                host.name,
+                busy.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+            );
+        }
+    }
+    Ok(HostPlan { host, engine, items })
+}
+
+/// Which of `ports` something already listens on, checked from the host's network namespace.
+async fn busy_ports(engine: &Engine, image: &str, ports: &[u16]) -> Result<Vec<u16>> {
+    let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+    let script = format!(
+        "import socket\nfor p in [{list}]:\n    s = socket.socket()\n    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    try:\n        s.bind(('0.0.0.0', p))\n    except OSError:\n        print(p)\n    finally:\n        s.close()\n"
+    );
+    let host_config = DockerHostConfig {
+        network_mode: Some("host".into()),
+        ..Default::default()
+    };
+    let out = docker::run_once(&engine.docker, image, &["python3", "-c", &script], host_config, None).await?;
+    let out = out.ok(&format!("port check on {}", engine.host))?;
+    Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// Creates/recreates/starts the containers `select` picks, host by host. Recreations of
+/// Patroni go one host at a time with the current leader last.
+async fn converge(
+    cfg: &Config,
+    plans: &[HostPlan<'_>],
+    owner: (u64, u64),
+    select: impl Fn(&ContainerSpec) -> bool,
+    leader_last: &[String],
+) -> Result<()> {
+    let mut fresh = Vec::new();
+    let mut rolling = Vec::new();
+    for plan in plans {
+        for (s, action) in plan.items.iter().filter(|(s, _)| select(s)) {
+            match action {
+                Action::Keep => {}
+                Action::Recreate => rolling.push((plan, s, *action)),
+                _ => fresh.push((plan, s, *action)),
+            }
+        }
+    }
+    let results = join_all(fresh.iter().map(|(plan, s, action)| apply(cfg, plan, s, *action, owner))).await;
+    for r in results {
+        r?;
+    }
+    rolling.sort_by_key(|(plan, ..)| leader_last.contains(&plan.host.name));
+    for (plan, s, action) in rolling {
+        eprintln!(
+            "{}: configuration of `{}` changed: recreating it (data volume kept)",
+            plan.host.name, s.name
+        );
+        apply(cfg, plan, s, action, owner).await?;
+        if s.name == PATRONI {
+            wait_member_running(plan.engine, Duration::from_secs(180)).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Action, owner: (u64, u64)) -> Result<()> {
+    let docker = &plan.engine.docker;
+    let host = &plan.host.name;
+    if action == Action::Start {
+        eprintln!("{host}: starting `{}`", s.name);
+        return docker
+            .start_container(s.name, None)
+            .await
+            .with_context(|| format!("{host}: starting {}", s.name));
+    }
+    if action == Action::Recreate {
+        docker
+            .stop_container(
+                s.name,
+                Some(bollard::query_parameters::StopContainerOptions {
+                    t: Some(60),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .ok();
+        docker::remove_container(docker, s.name).await?;
+    } else {
+        eprintln!("{host}: creating `{}`", s.name);
+    }
+    let scope = &cfg.hosts.cluster.name;
+    let labels = HashMap::from([
+        (LABEL_CLUSTER.to_string(), scope.clone()),
+        (LABEL_ROLE.to_string(), s.name.to_string()),
+    ]);
+    docker::ensure_volume(docker, &s.volume, labels.clone()).await?;
+    let mut container_labels = labels;
+    container_labels.insert(LABEL_CONFIG_HASH.into(), s.hash.clone());
+    let is_patroni = s.name == PATRONI;
+    let body = ContainerCreateBody {
+        image: Some(cfg.hosts.cluster.image.clone()),
+        cmd: Some(s.cmd.clone()),
+        labels: Some(container_labels),
+        // PostgreSQL needs time for a clean shutdown checkpoint.
+        stop_timeout: is_patroni.then_some(60),
+        host_config: Some(DockerHostConfig {
+            network_mode: Some("host".into()),
+            binds: Some(vec![format!("{}:{}", s.volume, s.mount)]),
+            restart_policy: Some(RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                ..Default::default()
+            }),
+            shm_size: is_patroni.then_some(256 * 1024 * 1024),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    docker::create_container(docker, s.name, body).await?;
+    let files: Vec<FileSpec> = s
+        .files
+        .iter()
+        .map(|f| {
+            let (uid, gid) = if f.postgres_owned { owner } else { (0, 0) };
+            FileSpec {
+                path: f.path.clone(),
+                contents: f.contents.clone().into_bytes(),
+                mode: 0o600,
+                uid,
+                gid,
+            }
+        })
+        .collect();
+    docker::upload(docker, s.name, &files).await?;
+    docker
+        .start_container(s.name, None)
+        .await
+        .with_context(|| format!("{host}: starting {}", s.name))
+}
+
+/// System identifier of the data in a Patroni data volume, `None` when it holds no cluster.
+async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<Option<String>> {
+    let script = format!(
+        "test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
+        pgdata = spec::PGDATA
+    );
+    let host_config = DockerHostConfig {
+        binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
+        ..Default::default()
+    };
+    let out = docker::run_once(&engine.docker, image, &["sh", "-c", &script], host_config, Some("postgres")).await?;
+    let id = out.ok(&format!("reading volume {volume} on {}", engine.host))?.trim().to_string();
+    Ok((!id.is_empty()).then_some(id))
+}
+
+/// The Compose README's problem 8.1: the DCS remembers an initialized scope but the data is
+/// gone (or is another cluster's) — Patroni would wait forever "for leader to bootstrap".
+async fn check_stale_scope(cfg: &Config, plans: &[HostPlan<'_>], dcs_engines: &[&Engine]) -> Result<()> {
+    let scope = &cfg.hosts.cluster.name;
+    let Some(engine) = dcs_engines.first() else { return Ok(()) };
+    let Some(initialized) = dcs::initialize_key(cfg.hosts.cluster.dcs, engine, scope).await? else {
+        return Ok(());
+    };
+    let creating: Vec<&HostPlan> = plans
+        .iter()
+        .filter(|p| p.items.iter().any(|(s, a)| s.name == PATRONI && *a == Action::Create))
+        .collect();
+    let all_patroni_new = plans
+        .iter()
+        .filter(|p| p.items.iter().any(|(s, _)| s.name == PATRONI))
+        .all(|p| creating.iter().any(|c| c.host.name == p.host.name));
+    let mut any_data = false;
+    for p in &creating {
+        let volume = format!("{scope}-pgdata");
+        match volume_system_id(p.engine, &cfg.hosts.cluster.image, &volume).await? {
+            Some(id) if id != initialized => bail!(
+                "{}: data volume {volume} holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
+                p.host.name,
+                dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
+            ),
+            Some(_) => any_data = true,
+            None => {}
+        }
+    }
+    if all_patroni_new && !any_data && !creating.is_empty() {
+        bail!(
+            "the DCS already holds cluster `{scope}` (initialized by system {initialized}) but no host has its data: a previous installation left it behind, and Patroni would wait forever \"for leader to bootstrap\" (the Compose README's problem 8.1). Nothing was started. Clear the stale scope with:\n  {}",
+            dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
+        );
+    }
+    Ok(())
+}
+
+/// Waits until this host's Patroni answers and reports PostgreSQL running.
+async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Ok(v) = super::patroni_get(engine, "/patroni").await {
+            if v["state"] == "running" {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    bail!(
+        "{}: Patroni did not report PostgreSQL running within {}s:\n{}",
+        engine.host,
+        timeout.as_secs(),
+        docker::tail_logs(&engine.docker, PATRONI, 20).await
+    )
+}
+
+/// Waits for exactly one leader and every other member streaming with lag under the limit.
+pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) -> Result<ClusterStatus> {
+    let started = Instant::now();
+    let expected = cfg.hosts.hosts.iter().filter(|h| h.has_role(crate::config::Role::Patroni)).count();
+    let mut last = String::new();
+    while started.elapsed() < opts.timeout {
+        match status::fetch(cfg, engines).await {
+            Ok(s) => match s.healthy(expected, opts.max_lag) {
+                Ok(()) => return Ok(s),
+                Err(why) => {
+                    if why != last {
+                        eprintln!("waiting: {why}");
+                        last = why;
+                    }
+                }
+            },
+            Err(e) => last = format!("{e:#}"),
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let mut logs = String::new();
+    for e in engines {
+        logs.push_str(&format!("\n--- {} ---\n{}", e.host, docker::tail_logs(&e.docker, PATRONI, 8).await));
+    }
+    bail!(
+        "the cluster did not become healthy within {}s: {last}{logs}",
+        opts.timeout.as_secs()
+    )
+}
