@@ -17,4 +17,4 @@ cleanup
 trap cleanup EXIT
 
 # One lab per run, shared by the end-to-end tests in order: one test thread.
-cargo test --workspace -- --test-threads=1 "$@"
+cargo test --workspace --all-targets -- --test-threads=1 "$@"

@@ -3,7 +3,7 @@
 use crate::config::{self, init};
 use crate::image::{self, Component, Source};
 use crate::{cluster, docker, lab};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use comfy_table::Table;
 use std::path::{Path, PathBuf};
@@ -159,6 +159,9 @@ then waits for one leader and every replica streaming. A second run with nothing
         #[arg(long)]
         yes: bool,
     },
+    /// Configuration files pgctl renders for the hosts
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Build, deliver and list the database image
     #[command(subcommand)]
     Image(ImageCommand),
@@ -203,6 +206,19 @@ fn ask(question: &str, expected: &str) -> Result<()> {
         bail!("not confirmed; nothing was changed");
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a file exactly as `up` uploads it to HOST (it contains secrets: mind where it goes)
+    Render {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        host: String,
+        /// patroni.yml, etcd.yml or consul.json
+        #[arg(long, default_value = "patroni.yml")]
+        file: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -445,6 +461,20 @@ pub async fn run(cli: Cli) -> Result<()> {
             for line in cluster::teardown::remove(&cfg, &engines, volumes).await? {
                 println!("{line}");
             }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Render { hosts, host, file }) => {
+            let cfg = hosts.load()?;
+            let h = cfg
+                .host(&host)
+                .with_context(|| format!("no host `{host}` in {}", cfg.hosts_path.display()))?;
+            let text = match file.as_str() {
+                "patroni.yml" => cluster::spec::patroni_yml(&cfg, h)?,
+                "etcd.yml" => cluster::spec::etcd_yml(&cfg, h)?,
+                "consul.json" => cluster::spec::consul_json(&cfg, h)?,
+                other => bail!("--file {other}: allowed are patroni.yml, etcd.yml, consul.json"),
+            };
+            print!("{text}");
             Ok(())
         }
         Command::Image(cmd) => match cmd {

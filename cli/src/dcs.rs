@@ -4,7 +4,7 @@
 
 use crate::cluster::spec::{CONSUL, ETCD};
 use crate::config::Dcs;
-use crate::docker::{exec, Engine};
+use crate::docker::{exec, exec_env, Engine};
 use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
 
@@ -81,19 +81,19 @@ pub async fn wait_healthy(dcs: Dcs, engines: &[&Engine], timeout: Duration) -> R
     bail!("the DCS did not become healthy within {}s; last: {last}", timeout.as_secs())
 }
 
+/// Patroni uses etcd's v2 API (Debian's etcd 3.4 has no gRPC gateway for its v3 client), so
+/// its keys live in etcd's v2 store and are read with etcdctl's v2 mode.
+async fn etcdctl_v2(engine: &Engine, args: &[&str]) -> Result<crate::docker::ExecOutput> {
+    let mut cmd = vec!["etcdctl", "--endpoints=http://127.0.0.1:2379"];
+    cmd.extend_from_slice(args);
+    exec_env(&engine.docker, ETCD, &cmd, None, &["ETCDCTL_API=2"]).await
+}
+
 /// The system identifier Patroni recorded when the scope was initialized, if any.
 pub async fn initialize_key(dcs: Dcs, engine: &Engine, scope: &str) -> Result<Option<String>> {
     let k = key(dcs, scope, "initialize");
     let out = match dcs {
-        Dcs::Etcd => {
-            exec(
-                &engine.docker,
-                ETCD,
-                &["etcdctl", "--endpoints=http://127.0.0.1:2379", "get", "--print-value-only", &k],
-                None,
-            )
-            .await?
-        }
+        Dcs::Etcd => etcdctl_v2(engine, &["get", &k]).await?,
         Dcs::Consul => exec(&engine.docker, CONSUL, &["consul", "kv", "get", &k], None).await?,
     };
     let value = out.stdout.trim().to_string();
@@ -104,18 +104,19 @@ pub async fn initialize_key(dcs: Dcs, engine: &Engine, scope: &str) -> Result<Op
 pub async fn remove_scope(dcs: Dcs, engine: &Engine, scope: &str) -> Result<()> {
     let prefix = key(dcs, scope, "");
     match dcs {
-        Dcs::Etcd => exec(
-            &engine.docker,
-            ETCD,
-            &["etcdctl", "--endpoints=http://127.0.0.1:2379", "del", "--prefix", &prefix],
-            None,
-        )
-        .await?
-        .ok("etcdctl del")?,
-        Dcs::Consul => exec(&engine.docker, CONSUL, &["consul", "kv", "delete", "-recurse", &prefix], None)
-            .await?
-            .ok("consul kv delete")?,
-    };
+        Dcs::Etcd => {
+            let out = etcdctl_v2(engine, &["rm", "--recursive", prefix.trim_end_matches('/')]).await?;
+            // A scope that is not there is already removed.
+            if !out.success() && !out.stderr.contains("Key not found") {
+                out.ok("etcdctl rm")?;
+            }
+        }
+        Dcs::Consul => {
+            exec(&engine.docker, CONSUL, &["consul", "kv", "delete", "-recurse", &prefix], None)
+                .await?
+                .ok("consul kv delete")?;
+        }
+    }
     Ok(())
 }
 

@@ -53,9 +53,13 @@ impl ClusterStatus {
         if self.members.len() < expected {
             return Err(format!("{} of {expected} members registered", self.members.len()));
         }
+        let timeline = leaders[0].timeline;
         for m in self.members.iter().filter(|m| m.role != "leader") {
-            if m.streaming != Some(true) {
-                return Err(format!("replica {} is {} and not streaming yet", m.name, m.state));
+            if !matches!(m.state.as_str(), "running" | "streaming") || m.timeline != timeline || m.streaming != Some(true) {
+                return Err(format!(
+                    "replica {} is {} on timeline {:?} and not streaming from the leader yet",
+                    m.name, m.state, m.timeline
+                ));
             }
             if m.lag_bytes.unwrap_or(u64::MAX) > max_lag {
                 return Err(format!(
