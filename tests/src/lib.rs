@@ -122,3 +122,116 @@ pub fn hosts_of(hosts_toml: &Path) -> Result<Vec<(String, String)>> {
         })
         .collect())
 }
+
+/// A lab of simulated hosts for one test file: brought up with the database image delivered,
+/// taken down (everything it made) when dropped.
+pub struct Lab {
+    pub name: String,
+    pub work: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    pub fn up(name: &str, subnet: &str) -> Result<Lab> {
+        let work = workdir(name);
+        let dir = work.join("lab");
+        let lab = Lab {
+            name: name.into(),
+            work,
+            dir,
+        };
+        let d = lab.dir.to_str().unwrap().to_string();
+        pgctl_ok(&lab.work, &["lab", "up", "--name", name, "--dir", &d, "--subnet", subnet])?;
+        pgctl_ok(
+            &lab.work,
+            &[
+                "image",
+                "build",
+                "--source",
+                "debian",
+                "--base",
+                "pgctl/debian:bookworm",
+                "--without",
+                "timescaledb,walg,consul",
+                "--hosts",
+                &lab.hosts_arg(),
+            ],
+        )?;
+        pgctl_ok(&lab.work, &["image", "push", "--hosts", &lab.hosts_arg()])?;
+        Ok(lab)
+    }
+
+    pub fn hosts_toml(&self) -> PathBuf {
+        self.dir.join("hosts.toml")
+    }
+
+    pub fn hosts_arg(&self) -> String {
+        self.hosts_toml().to_str().unwrap().to_string()
+    }
+
+    /// Runs pgctl with `--hosts` of this lab appended.
+    pub fn pgctl(&self, args: &[&str]) -> Run {
+        let mut all: Vec<&str> = args.to_vec();
+        let hosts = self.hosts_arg();
+        all.extend(["--hosts", &hosts]);
+        pgctl(&self.work, &all)
+    }
+
+    pub fn pgctl_ok(&self, args: &[&str]) -> Result<Run> {
+        let run = self.pgctl(args);
+        if !run.ok {
+            bail!("pgctl {} failed:\n{}", args.join(" "), run.stderr);
+        }
+        Ok(run)
+    }
+
+    /// (name, address) of every host.
+    pub fn hosts(&self) -> Vec<(String, String)> {
+        hosts_of(&self.hosts_toml()).unwrap()
+    }
+
+    pub fn address(&self, host: &str) -> String {
+        self.hosts().into_iter().find(|(n, _)| n == host).map(|(_, a)| a).unwrap()
+    }
+
+    /// The docker CLI on a lab host's engine.
+    pub fn docker(&self, host: &str, args: &[&str]) -> Result<String> {
+        docker_on(&self.dir, host, &self.address(host), args)
+    }
+
+    /// SQL as postgres in the host's Patroni container (independent of pgctl).
+    pub fn sql(&self, host: &str, sql: &str) -> Result<String> {
+        self.docker(
+            host,
+            &[
+                "exec",
+                "-u",
+                "postgres",
+                "-e",
+                "PGPASSFILE=/etc/pgctl/pgpass",
+                "-e",
+                "PGCONNECT_TIMEOUT=3",
+                "patroni",
+                "psql",
+                "-h",
+                "/var/run/postgresql",
+                "-U",
+                "postgres",
+                "-XAtqc",
+                sql,
+            ],
+        )
+    }
+
+    /// The lab host's container on the machine's engine (stopping it is losing the host).
+    pub fn container(&self, host: &str) -> String {
+        format!("{}-{host}", self.name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let d = self.dir.to_str().unwrap().to_string();
+        let _ = pgctl(&self.work, &["lab", "down", "--name", &self.name, "--dir", &d]);
+    }
+}

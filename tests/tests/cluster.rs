@@ -1,0 +1,353 @@
+//! End-to-end through the pgctl binary on the lab (DCS etcd, as Consul cannot be obtained
+//! here): up, idempotent re-run, node loss with synchronous_mode_strict, rejoin with
+//! pg_rewind, switchover, reinit, down/up, remove; stale-scope, unreachable-host and
+//! port-in-use refusals; Patroni validating the configuration pgctl renders.
+
+use anyhow::{bail, Context, Result};
+use pgctl_tests::*;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LAB: &str = "pgctl-e2e-cluster";
+const SUBNET: &str = "172.30.79.0/24";
+
+fn status(lab: &Lab) -> Result<Value> {
+    lab.pgctl_ok(&["status", "--json"])?.json()
+}
+
+fn leader(lab: &Lab) -> Result<String> {
+    status(lab)?["leader"].as_str().map(str::to_string).context("no leader")
+}
+
+/// Patroni container IDs per host, through the docker CLI.
+fn container_ids(lab: &Lab) -> Result<Vec<String>> {
+    lab.hosts()
+        .iter()
+        .map(|(h, _)| lab.docker(h, &["ps", "-aq", "--no-trunc", "--filter", "label=io.pgctl.cluster=lab"]))
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < timeout {
+        match f() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    bail!("{what}: not within {}s ({last})", timeout.as_secs())
+}
+
+#[test]
+fn cluster_lifecycle_on_real_engines() -> Result<()> {
+    if !e2e_enabled("cluster_lifecycle_on_real_engines") {
+        return Ok(());
+    }
+    let lab = Lab::up(LAB, SUBNET)?;
+    // Every acknowledged commit must survive the loss of the leader's host.
+    let hosts = std::fs::read_to_string(lab.hosts_toml())?;
+    std::fs::write(
+        lab.hosts_toml(),
+        hosts
+            .replace("synchronous_mode = false", "synchronous_mode = true")
+            .replace("synchronous_mode_strict = false", "synchronous_mode_strict = true"),
+    )?;
+
+    // 1. From an empty lab: one leader and two streaming replicas; rows reach both replicas.
+    lab.pgctl_ok(&["up"])?;
+    let s = status(&lab)?;
+    let members = s["members"].as_array().unwrap();
+    assert_eq!(members.iter().filter(|m| m["role"] == "leader").count(), 1, "{s}");
+    assert_eq!(
+        members.iter().filter(|m| m["role"] != "leader" && m["streaming"] == true).count(),
+        2,
+        "{s}"
+    );
+    let l = leader(&lab)?;
+    lab.sql(
+        &l,
+        "CREATE TABLE marks (id int PRIMARY KEY, note text); INSERT INTO marks SELECT g, 'before' FROM generate_series(1, 100) g",
+    )?;
+    for (h, _) in lab.hosts().iter().filter(|(h, _)| *h != l) {
+        wait_until(&format!("rows on replica {h}"), Duration::from_secs(30), || {
+            Ok(lab.sql(h, "SELECT count(*) FROM marks")? == "100")
+        })?;
+    }
+    assert_eq!(lab.sql(&l, "SHOW data_checksums")?, "on");
+    assert_eq!(
+        lab.sql(
+            &l,
+            "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method NOT IN ('scram-sha-256')"
+        )?,
+        "0"
+    );
+    // With the DCS running, Patroni itself validates what pgctl renders.
+    patroni_validates_rendered_configs(&lab)?;
+
+    // 2. A second up changes nothing.
+    let before = container_ids(&lab)?;
+    lab.pgctl_ok(&["up"])?;
+    assert_eq!(container_ids(&lab)?, before, "second up recreated containers");
+
+    // 3. Lose the leader's host under a write load.
+    let old_leader = leader(&lab)?;
+    let acked = node_loss(&lab, &old_leader)?;
+    let new_leader = leader(&lab)?;
+    assert_ne!(new_leader, old_leader);
+    let present: Vec<i64> = lab
+        .sql(&new_leader, "SELECT id FROM marks WHERE id > 1000 ORDER BY id")?
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    let lost: Vec<_> = acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(lost.is_empty(), "acknowledged rows lost on failover: {lost:?}");
+
+    // 4. The host comes back: the old leader rejoins as a replica and catches up.
+    docker_local(&["start", &lab.container(&old_leader)])?;
+    wait_until("old leader rejoins", Duration::from_secs(180), || {
+        let s = status(&lab)?;
+        Ok(s["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == old_leader.as_str() && m["role"] != "leader" && m["streaming"] == true))
+    })?;
+    let total = lab.sql(&new_leader, "SELECT count(*) FROM marks")?;
+    wait_until("old leader caught up", Duration::from_secs(60), || {
+        Ok(lab.sql(&old_leader, "SELECT count(*) FROM marks")? == total)
+    })?;
+
+    // 5. Switchover to a named member; reinit of a replica; down + up keeps the data.
+    let target = lab.hosts().into_iter().map(|(h, _)| h).find(|h| *h != new_leader).unwrap();
+    lab.pgctl_ok(&["switchover", "--to", &target, "--yes"])?;
+    assert_eq!(leader(&lab)?, target);
+    let replica = lab.hosts().into_iter().map(|(h, _)| h).find(|h| *h != target).unwrap();
+    lab.docker(
+        &replica,
+        &[
+            "exec",
+            "-u",
+            "postgres",
+            "patroni",
+            "touch",
+            "/var/lib/postgresql/data/pgdata/reinit-marker",
+        ],
+    )?;
+    lab.pgctl_ok(&["reinit", &replica, "--yes"])?;
+    let marker = lab.docker(
+        &replica,
+        &[
+            "exec",
+            "patroni",
+            "sh",
+            "-c",
+            "test -e /var/lib/postgresql/data/pgdata/reinit-marker && echo present || echo gone",
+        ],
+    )?;
+    assert_eq!(marker, "gone", "reinit rebuilt the data directory");
+    wait_until("reinitialized replica has the rows", Duration::from_secs(60), || {
+        Ok(lab.sql(&replica, "SELECT count(*) FROM marks")? == total)
+    })?;
+    lab.pgctl_ok(&["down", "--yes"])?;
+    lab.pgctl_ok(&["up"])?;
+    assert_eq!(
+        lab.sql(&leader(&lab)?, "SELECT count(*) FROM marks")?,
+        total,
+        "data survives down + up"
+    );
+
+    // 6. Refusals: unreachable host, stale scope, busy port — each changes nothing.
+    unreachable_host_changes_nothing(&lab)?;
+    stale_scope_is_explained(&lab)?;
+    busy_port_is_named(&lab)?;
+
+    // remove --i-am-aware --volumes leaves nothing of the cluster behind.
+    let refused = lab.pgctl(&["remove"]);
+    assert!(!refused.ok && refused.stderr.contains("--i-am-aware"), "{}", refused.stderr);
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    for (h, _) in lab.hosts() {
+        assert_eq!(
+            lab.docker(&h, &["ps", "-aq", "--filter", "label=io.pgctl.cluster=lab"])?,
+            "",
+            "{h}: containers left"
+        );
+        assert_eq!(
+            lab.docker(&h, &["volume", "ls", "-q", "--filter", "label=io.pgctl.cluster=lab"])?,
+            "",
+            "{h}: volumes left"
+        );
+    }
+    Ok(())
+}
+
+/// Stops the leader's whole host while rows are inserted one by one; returns the ids whose
+/// commit was acknowledged. Records the time from the stop to the first accepted write.
+fn node_loss(lab: &Lab, leader_host: &str) -> Result<Vec<i64>> {
+    let mut acked = Vec::new();
+    let mut next = 1001;
+    for _ in 0..20 {
+        if lab.sql(leader_host, &format!("INSERT INTO marks VALUES ({next}, 'load')")).is_ok() {
+            acked.push(next);
+        }
+        next += 1;
+    }
+    let stopped = Instant::now();
+    docker_local(&["stop", "-t", "0", &lab.container(leader_host)])?;
+    let mut first_write = None;
+    while stopped.elapsed() < Duration::from_secs(120) {
+        let current = status(lab)
+            .ok()
+            .and_then(|s| s["leader"].as_str().map(str::to_string))
+            .filter(|l| l != leader_host);
+        if let Some(l) = current {
+            // Short statement timeout: with strict synchronous mode a write waits for a sync standby.
+            let sql = format!("SET statement_timeout = '3s'; INSERT INTO marks VALUES ({next}, 'after')");
+            if lab.sql(&l, &sql).is_ok() {
+                acked.push(next);
+                first_write = Some(stopped.elapsed());
+                break;
+            }
+            next += 1;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let took = first_write.context("no write accepted within 120s of losing the leader's host")?;
+    eprintln!(
+        "MEASURED: leader host stopped -> first accepted write on the new leader: {:.1}s",
+        took.as_secs_f64()
+    );
+    Ok(acked)
+}
+
+fn unreachable_host_changes_nothing(lab: &Lab) -> Result<()> {
+    let before = container_ids(lab)?;
+    docker_local(&["stop", "-t", "2", &lab.container("host3")])?;
+    let run = lab.pgctl(&["up"]);
+    docker_local(&["start", &lab.container("host3")])?;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("host3") && run.stderr.contains("nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&format!("tcp://{}:2376", lab.address("host3"))),
+        "names the endpoint: {}",
+        run.stderr
+    );
+    wait_until("host3 back", Duration::from_secs(60), || {
+        Ok(lab.docker("host3", &["ps", "-q"]).is_ok())
+    })?;
+    assert_eq!(container_ids(lab)?, before, "nothing changed while a host was unreachable");
+    lab.pgctl_ok(&["up"])?;
+    Ok(())
+}
+
+/// The DCS remembers the scope but the data volumes are gone (a reinstall): `up` explains
+/// problem 8.1 and names the command that clears it instead of waiting forever.
+fn stale_scope_is_explained(lab: &Lab) -> Result<()> {
+    for (h, _) in lab.hosts() {
+        lab.docker(&h, &["rm", "-f", "patroni"])?;
+        lab.docker(&h, &["volume", "rm", "lab-pgdata"])?;
+    }
+    let started = Instant::now();
+    let run = lab.pgctl(&["up"]);
+    assert!(!run.ok, "up must refuse a stale scope");
+    assert!(started.elapsed() < Duration::from_secs(120), "refused promptly, not after waiting");
+    assert!(
+        run.stderr.contains("waiting for leader to bootstrap") && run.stderr.contains("pgctl remove --i-am-aware"),
+        "{}",
+        run.stderr
+    );
+    for (h, _) in lab.hosts() {
+        assert_eq!(
+            lab.docker(&h, &["ps", "-aq", "--filter", "name=^patroni$"])?,
+            "",
+            "{h}: nothing was started"
+        );
+    }
+    // The named command clears it; then a fresh cluster bootstraps.
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--yes"])?;
+    lab.pgctl_ok(&["up"])?;
+    Ok(())
+}
+
+fn busy_port_is_named(lab: &Lab) -> Result<()> {
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    // Something else listens on 5432 on host2.
+    lab.docker(
+        "host2",
+        &[
+            "run",
+            "-d",
+            "--name",
+            "squatter",
+            "--network",
+            "host",
+            "--entrypoint",
+            "python3",
+            "pgctl/postgres:15-debian",
+            "-m",
+            "http.server",
+            "5432",
+        ],
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let run = lab.pgctl(&["up"]);
+    lab.docker("host2", &["rm", "-f", "squatter"])?;
+    assert!(!run.ok);
+    assert!(
+        run.stderr.contains("host2") && run.stderr.contains("5432") && run.stderr.contains("nothing was changed"),
+        "{}",
+        run.stderr
+    );
+    for (h, _) in lab.hosts() {
+        assert_eq!(
+            lab.docker(&h, &["ps", "-aq", "--filter", "label=io.pgctl.cluster=lab"])?,
+            "",
+            "{h}: nothing created"
+        );
+    }
+    Ok(())
+}
+
+/// Patroni itself checks every configuration pgctl renders (etcd and Consul variants), in a
+/// container of the built image; a wrong bin_dir must fail, so the check is real.
+fn patroni_validates_rendered_configs(lab: &Lab) -> Result<()> {
+    let consul_hosts = std::fs::read_to_string(lab.hosts_toml())?
+        .replace("dcs = \"etcd\"", "dcs = \"consul\"")
+        .replace("\"etcd\", \"patroni\"", "\"consul-server\", \"patroni\"");
+    let consul_toml = lab.dir.join("hosts-consul.toml");
+    std::fs::write(&consul_toml, consul_hosts)?;
+    for (variant, hosts) in [("etcd", lab.hosts_toml()), ("consul", consul_toml)] {
+        let rendered = pgctl_ok(&lab.work, &["config", "render", "host1", "--hosts", hosts.to_str().unwrap()])?.stdout;
+        let result = validate(lab, &rendered)?;
+        assert!(result.is_ok(), "{variant}: Patroni rejected the rendered patroni.yml: {result:?}");
+        let broken = rendered.replace("bin_dir: /usr/lib/postgresql/15/bin", "bin_dir: /usr/lib/postgresql/99/bin");
+        assert!(validate(lab, &broken)?.is_err(), "{variant}: a wrong bin_dir must fail validation");
+    }
+    Ok(())
+}
+
+/// `patroni --validate-config` in a throwaway container on host1 (its own network namespace,
+/// so the ports Patroni would listen on are free). It connects to the DCS address: the etcd
+/// variant reaches the lab's running etcd members; the Consul variant gets a stand-in
+/// listener on 127.0.0.1:8500 (the check is about the configuration).
+fn validate(lab: &Lab, yml: &str) -> Result<Result<(), String>> {
+    let file = lab.work.join("validate.yml");
+    std::fs::write(&file, yml)?;
+    let script =
+        "python3 -m http.server 8500 --bind 127.0.0.1 >/dev/null 2>&1 & sleep 1; patroni --validate-config /tmp/patroni.yml && echo VALID";
+    let id = lab.docker("host1", &["create", "--entrypoint", "sh", "pgctl/postgres:15-debian", "-c", script])?;
+    lab.docker("host1", &["cp", file.to_str().unwrap(), &format!("{id}:/tmp/patroni.yml")])?;
+    let out = lab.docker("host1", &["start", "-a", &id]);
+    lab.docker("host1", &["rm", "-f", &id])?;
+    Ok(match out {
+        Ok(text) if text.contains("VALID") => Ok(()),
+        Ok(text) => Err(text),
+        Err(e) => Err(format!("{e:#}")),
+    })
+}
