@@ -430,7 +430,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             )
         }
         Command::Down { hosts, confirm } => {
-            let (cfg, engines) = connect(&hosts).await?;
+            let cfg = hosts.load()?;
+            let engines = docker::connect_all(&cfg).await?;
             confirm.ask(&format!(
                 "stop every container of `{}` (data is kept; `pgctl up` starts it again)",
                 cfg.hosts.cluster.name
@@ -718,9 +719,17 @@ async fn cmd_lab_status(l: &LabArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Loads the configuration and connects to every host that answers; unreachable hosts are
+/// reported and left out (status and recovery must work when a host is lost).
 async fn connect(hosts: &HostsArgs) -> Result<(config::Config, Vec<docker::Engine>)> {
     let cfg = hosts.load()?;
-    let engines = docker::connect_all(&cfg).await?;
+    let (engines, unreachable) = docker::connect::connect_available(&cfg).await;
+    for u in &unreachable {
+        eprintln!("warning: host {} ({}) is unreachable: {}", u.host, u.endpoint, u.cause);
+    }
+    if engines.is_empty() {
+        bail!("no host of {} is reachable", cfg.hosts_path.display());
+    }
     Ok((cfg, engines))
 }
 

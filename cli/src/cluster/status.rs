@@ -102,7 +102,16 @@ async fn host_info(engine: &Engine) -> HostInfo {
 
 /// Current status from the first host whose Patroni answers.
 pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
-    let hosts = join_all(engines.iter().map(host_info)).await;
+    let mut hosts = join_all(engines.iter().map(host_info)).await;
+    for h in cfg.hosts.hosts.iter().filter(|h| !engines.iter().any(|e| e.host == h.name)) {
+        hosts.push(HostInfo {
+            host: h.name.clone(),
+            reachable: false,
+            container: "host unreachable".into(),
+            image: String::new(),
+            postgres: String::new(),
+        });
+    }
     let mut cluster = None;
     let mut errors = Vec::new();
     for e in engines

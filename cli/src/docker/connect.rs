@@ -133,20 +133,30 @@ pub async fn local() -> anyhow::Result<Engine> {
     })
 }
 
-/// Connects to all hosts concurrently; `Err` lists every unreachable host.
+/// Connects to all hosts concurrently; `Err` lists every unreachable host. For commands that
+/// change things: nothing may change anywhere unless every host answers.
 pub async fn connect_all(config: &Config) -> Result<Vec<Engine>, UnreachableHosts> {
-    connect_hosts(config, config.hosts.hosts.iter()).await
+    let (engines, unreachable) = connect_available(config).await;
+    if !unreachable.is_empty() {
+        return Err(UnreachableHosts(unreachable));
+    }
+    Ok(engines)
 }
 
-/// Connects to the given hosts concurrently; `Err` lists every unreachable one.
-pub async fn connect_hosts<'a>(config: &Config, hosts: impl Iterator<Item = &'a HostConfig>) -> Result<Vec<Engine>, UnreachableHosts> {
+/// Connects to all hosts concurrently and returns those that answer and those that do not:
+/// for status and recovery, which must work precisely when a host is lost.
+pub async fn connect_available(config: &Config) -> (Vec<Engine>, Vec<Unreachable>) {
     let base = config.base_dir();
-    let results = join_all(hosts.map(|h| connect(h, base))).await;
-    let (ok, bad): (Vec<_>, Vec<_>) = results.into_iter().partition(Result::is_ok);
-    if !bad.is_empty() {
-        return Err(UnreachableHosts(bad.into_iter().filter_map(Result::err).collect()));
+    let results = join_all(config.hosts.hosts.iter().map(|h| connect(h, base))).await;
+    let mut engines = Vec::new();
+    let mut unreachable = Vec::new();
+    for r in results {
+        match r {
+            Ok(e) => engines.push(e),
+            Err(u) => unreachable.push(u),
+        }
     }
-    Ok(ok.into_iter().filter_map(Result::ok).collect())
+    (engines, unreachable)
 }
 
 /// A one-line cause from an error chain, with a hint for the failures people actually hit.
