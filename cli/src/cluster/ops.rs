@@ -105,6 +105,16 @@ pub async fn switchover(cfg: &Config, engines: &[Engine], to: Option<&str>, at: 
     }
     if let Some(t) = to {
         engine_of(engines, cfg, t)?;
+        // In synchronous mode only the synchronous standby has every acknowledged commit.
+        let sync: Vec<&str> = before
+            .members
+            .iter()
+            .filter(|m| m.role == "sync_standby")
+            .map(|m| m.name.as_str())
+            .collect();
+        if cfg.hosts.cluster.patroni.synchronous_mode && !sync.contains(&t) {
+            bail!("synchronous_mode is on: a switchover can only go to the synchronous standby ({}), which has every acknowledged commit; {t} is not it", sync.join(", "));
+        }
     }
     let mut body = serde_json::json!({ "leader": leader });
     if let Some(t) = to {

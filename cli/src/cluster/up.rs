@@ -388,7 +388,7 @@ async fn check_stale_scope(cfg: &Config, plans: &[HostPlan<'_>], dcs_engines: &[
     }
     if all_patroni_new && !any_data && !creating.is_empty() {
         bail!(
-            "the DCS already holds cluster `{scope}` (initialized by system {initialized}) but no host has its data: a previous installation left it behind, and Patroni would wait forever \"for leader to bootstrap\" (the Compose README's problem 8.1). Nothing was started. Clear the stale scope with:\n  {}",
+            "the DCS already holds cluster `{scope}` (initialized by system {initialized}) but no host has its data: a previous installation left it behind, and Patroni would log \"waiting for leader to bootstrap\" forever (the Compose README's problem 8.1). Nothing was started. Clear the stale scope with:\n  {}",
             dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
         );
     }

@@ -13,7 +13,7 @@ pub const API_TIMEOUT_SECS: u64 = 300;
 /// Receiving an image can take long: bollard counts until response headers arrive.
 pub const TRANSFER_TIMEOUT_SECS: u64 = 4 * 3600;
 /// How long a host may take to answer the first ping.
-const PING_TIMEOUT: Duration = Duration::from_secs(15);
+const PING_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// A connected engine of one host.
 #[derive(Clone)]
