@@ -99,6 +99,18 @@ pub fn docker_local(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// `pgctl image build` arguments for the offline Debian image every e2e test uses.
+pub const BUILD_DEBIAN: &[&str] = &[
+    "image",
+    "build",
+    "--source",
+    "debian",
+    "--base",
+    "pgctl/debian:bookworm",
+    "--without",
+    "timescaledb,walg,consul",
+];
+
 /// A scratch directory under target/e2e, emptied first.
 pub fn workdir(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e").join(name);
@@ -142,21 +154,8 @@ impl Lab {
         };
         let d = lab.dir.to_str().unwrap().to_string();
         pgctl_ok(&lab.work, &["lab", "up", "--name", name, "--dir", &d, "--subnet", subnet])?;
-        pgctl_ok(
-            &lab.work,
-            &[
-                "image",
-                "build",
-                "--source",
-                "debian",
-                "--base",
-                "pgctl/debian:bookworm",
-                "--without",
-                "timescaledb,walg,consul",
-                "--hosts",
-                &lab.hosts_arg(),
-            ],
-        )?;
+        let hosts = lab.hosts_arg();
+        pgctl_ok(&lab.work, &[BUILD_DEBIAN, &["--hosts", &hosts]].concat())?;
         pgctl_ok(&lab.work, &["image", "push", "--hosts", &lab.hosts_arg()])?;
         Ok(lab)
     }

@@ -71,23 +71,7 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
     pgctl_ok(work, &["check", "--hosts", hosts_arg])?;
 
     // Build offline from Debian packages; the image records what it contains.
-    let built = pgctl_ok(
-        work,
-        &[
-            "image",
-            "build",
-            "--source",
-            "debian",
-            "--base",
-            "pgctl/debian:bookworm",
-            "--without",
-            "timescaledb,walg,consul",
-            "--hosts",
-            hosts_arg,
-            "--json",
-        ],
-    )?
-    .json()?;
+    let built = pgctl_ok(work, &[BUILD_DEBIAN, &["--hosts", hosts_arg, "--json"]].concat())?.json()?;
     assert_eq!(built["tag"], IMAGE);
     let local_id = built["id"].as_str().unwrap().to_string();
     let manifest = &built["manifest"];

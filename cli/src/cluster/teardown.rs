@@ -73,14 +73,7 @@ pub async fn remove(cfg: &Config, engines: &[Engine], volumes: bool) -> Result<V
     let label = format!("{LABEL_CLUSTER}={scope}");
     for e in engines {
         for c in docker::containers_with_label(&e.docker, &label).await? {
-            let name = c
-                .names
-                .unwrap_or_default()
-                .first()
-                .cloned()
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string();
+            let name = docker::container_name(&c);
             docker::remove_container(&e.docker, &name).await?;
             done.push(format!("{}: removed container {name}", e.host));
         }

@@ -29,6 +29,19 @@ pub struct FileSpec {
     pub gid: u64,
 }
 
+impl FileSpec {
+    /// A file owned by root.
+    pub fn root(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
+        FileSpec {
+            path: path.into(),
+            contents: contents.into(),
+            mode,
+            uid: 0,
+            gid: 0,
+        }
+    }
+}
+
 /// An in-memory tar of `files` (paths relative to the extraction root).
 pub fn tar_files(files: &[FileSpec]) -> Result<Vec<u8>> {
     let mut builder = tar::Builder::new(Vec::new());
@@ -243,18 +256,20 @@ pub async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
     }
 }
 
+/// A listed container's name, without Docker's leading slash.
+pub fn container_name(c: &bollard::models::ContainerSummary) -> String {
+    c.names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default()
+}
+
 /// Removes every container, volume and network carrying `label`; returns what was removed.
 pub async fn remove_labeled(docker: &Docker, label: &str) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for c in containers_with_label(docker, label).await? {
-        let name = c
-            .names
-            .unwrap_or_default()
-            .first()
-            .cloned()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string();
+        let name = container_name(&c);
         remove_container(docker, c.id.as_deref().unwrap_or(&name)).await?;
         removed.push(format!("container {name}"));
     }

@@ -13,13 +13,7 @@ const CHECK_AND_MANIFEST: &[u8] = include_bytes!("../../../images/postgres/check
 
 /// A file for a build context, owned by root.
 pub fn file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
-    FileSpec {
-        path: path.into(),
-        contents: contents.into(),
-        mode,
-        uid: 0,
-        gid: 0,
-    }
+    FileSpec::root(path, contents, mode)
 }
 
 /// Gzipped tar of `files`, the body of a `POST /build`.

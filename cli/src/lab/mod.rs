@@ -310,16 +310,6 @@ fn networking(spec: &LabSpec, ip: &str) -> NetworkingConfig {
     }
 }
 
-fn root_file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
-    FileSpec {
-        path: path.into(),
-        contents: contents.into(),
-        mode,
-        uid: 0,
-        gid: 0,
-    }
-}
-
 /// Creates (if needed) and starts one simulated host. A nested dockerd needs privileges:
 /// `--privileged` first; where the engine refuses it ("unable to apply caps"), all
 /// capabilities but SYS_RESOURCE, unconfined seccomp/apparmor, all devices and the cgroup fs.
@@ -337,9 +327,9 @@ async fn ensure_host(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, 
         false,
     )?;
     let files = [
-        root_file("etc/docker/tls/ca.pem", ca.cert_pem.clone(), 0o644),
-        root_file("etc/docker/tls/server-cert.pem", server.cert_pem, 0o644),
-        root_file("etc/docker/tls/server-key.pem", server.key_pem, 0o600),
+        FileSpec::root("etc/docker/tls/ca.pem", ca.cert_pem.clone(), 0o644),
+        FileSpec::root("etc/docker/tls/server-cert.pem", server.cert_pem, 0o644),
+        FileSpec::root("etc/docker/tls/server-key.pem", server.key_pem, 0o600),
     ];
     let body = |privileged: bool| {
         let mut host_config = HostConfig {
@@ -411,10 +401,10 @@ async fn ensure_s3(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, ip
         };
         docker::create_container(&local.docker, &container, body).await?;
         let files = [
-            root_file("etc/garage.toml", garage_toml, 0o600),
-            root_file("etc/nginx/pgctl-s3.conf", nginx, 0o644),
-            root_file("etc/pgctl-s3/cert.pem", cert.cert_pem, 0o644),
-            root_file("etc/pgctl-s3/key.pem", cert.key_pem, 0o600),
+            FileSpec::root("etc/garage.toml", garage_toml, 0o600),
+            FileSpec::root("etc/nginx/pgctl-s3.conf", nginx, 0o644),
+            FileSpec::root("etc/pgctl-s3/cert.pem", cert.cert_pem, 0o644),
+            FileSpec::root("etc/pgctl-s3/key.pem", cert.key_pem, 0o600),
         ];
         docker::upload(&local.docker, &container, &files).await?;
         local
@@ -484,15 +474,7 @@ pub async fn status(name: &str, dir: &Path) -> Result<LabStatus> {
     let mut hosts = Vec::new();
     let mut s3 = "no S3 container".to_string();
     for c in containers {
-        let cname = c
-            .names
-            .clone()
-            .unwrap_or_default()
-            .first()
-            .cloned()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string();
+        let cname = docker::container_name(&c);
         let role = c.labels.as_ref().and_then(|l| l.get(LABEL_LAB_ROLE)).cloned().unwrap_or_default();
         let state = c.state.map(|s| s.to_string()).unwrap_or_default();
         let address = c
