@@ -7,14 +7,29 @@ cd "$(dirname "$0")/.."
 ansible-free-scripts/install-deps.sh
 ansible-free-scripts/build-garage.sh
 
-# A lab left by an interrupted earlier run is removed first (found by its label).
 cargo build --workspace --all-targets --quiet
 export PGCTL_BIN="$PWD/target/debug/pgctl"
 export PGCTL_E2E=1
 export PGCTL_GARAGE_BIN=${PGCTL_CACHE:-/var/cache/pgctl}/garage-2.5.0/bin/garage
-cleanup() { "$PGCTL_BIN" lab down --name pgctl-e2e --dir target/e2e/lab >/dev/null 2>&1 || true; }
+# Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.
+cleanup() {
+  for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-consul:pgctl-e2e-consul; do
+    "$PGCTL_BIN" lab down --name "${lab%%:*}" --dir "target/e2e/${lab#*:}/lab" >/dev/null 2>&1 || true
+  done
+}
 cleanup
 trap cleanup EXIT
 
-# One lab per run, shared by the end-to-end tests in order: one test thread.
-cargo test --workspace --all-targets -- --test-threads=1 "$@"
+# Each e2e test file makes its own lab; one test thread, so they run one after another.
+rm -f target/e2e/report.txt
+set +e
+cargo test --workspace --all-targets -- --test-threads=1 "$@" 2>&1 | tee target/test-output.log
+status=${PIPESTATUS[0]}
+set -e
+echo
+echo "== measurements and skipped tests =="
+cat target/e2e/report.txt 2>/dev/null || echo "(none)"
+skipped=$(grep -c '^SKIPPED' target/e2e/report.txt 2>/dev/null || true)
+awk -v skipped="${skipped:-0}" '/^test result:/ { passed += $4; failed += $6 }
+  END { printf "tests: %d passed, %d failed, %d skipped\n", passed - skipped, failed, skipped }' target/test-output.log
+exit "$status"

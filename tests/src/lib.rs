@@ -6,13 +6,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// Whether end-to-end tests run (`ansible-free-scripts/test.sh` sets PGCTL_E2E=1). When not,
-/// each e2e test prints why it is skipped.
+/// each e2e test reports why it is skipped.
 pub fn e2e_enabled(test: &str) -> bool {
     if std::env::var("PGCTL_E2E").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!("SKIPPED {test}: end-to-end tests need root, Docker and the lab; run ansible-free-scripts/test.sh (sets PGCTL_E2E=1)");
+    skipped(
+        test,
+        "end-to-end tests need root, Docker and the lab; run ansible-free-scripts/test.sh (sets PGCTL_E2E=1)",
+    );
     false
+}
+
+/// Appends a line to target/e2e/report.txt, which test.sh prints after the run (cargo hides
+/// a passing test's output): measurements and skipped tests.
+pub fn report(line: &str) {
+    use std::io::Write;
+    eprintln!("{line}");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2e");
+    let _ = std::fs::create_dir_all(&dir);
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("report.txt")) {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// Reports a test as skipped, with the reason.
+pub fn skipped(test: &str, why: &str) {
+    report(&format!("SKIPPED {test}: {why}"));
 }
 
 /// The pgctl binary under test.

@@ -237,10 +237,10 @@ fn node_loss(lab: &Lab, leader_host: &str) -> Result<Vec<i64>> {
         std::thread::sleep(Duration::from_millis(250));
     }
     let took = first_write.context("no write accepted within 120s of losing the leader's host")?;
-    eprintln!(
+    report(&format!(
         "MEASURED: leader host stopped -> first accepted write on the new leader: {:.1}s",
         took.as_secs_f64()
-    );
+    ));
     Ok(acked)
 }
 

@@ -24,7 +24,10 @@ fn consul_cluster_end_to_end() -> Result<()> {
         return Ok(());
     }
     let Some(consul) = std::env::var_os("PGCTL_CONSUL_BIN") else {
-        eprintln!("SKIPPED consul_cluster_end_to_end: no Consul binary here (set PGCTL_CONSUL_BIN=/path/to/consul to run it)");
+        skipped(
+            "consul_cluster_end_to_end",
+            "no Consul binary here (set PGCTL_CONSUL_BIN=/path/to/consul to run it)",
+        );
         return Ok(());
     };
     let lab = Lab::up("pgctl-e2e-consul", "172.30.80.0/24")?;
