@@ -159,6 +159,9 @@ then waits for one leader and every replica streaming. A second run with nothing
         #[arg(long)]
         yes: bool,
     },
+    /// Backups to S3: take one now, list what the repository holds
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Configuration files pgctl renders for the hosts
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -206,6 +209,25 @@ fn ask(question: &str, expected: &str) -> Result<()> {
         bail!("not confirmed; nothing was changed");
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// A full backup on the current leader, now
+    Now {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        /// Switch to a new WAL segment first (pg_switch_wal), so the newest WAL is archived
+        #[arg(long)]
+        switch_wal: bool,
+    },
+    /// Backups in the repository (read from S3 with the read-only key; no running cluster needed)
+    List {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -462,6 +484,49 @@ pub async fn run(cli: Cli) -> Result<()> {
             for line in cluster::teardown::remove(&cfg, &engines, volumes).await? {
                 println!("{line}");
             }
+            Ok(())
+        }
+        Command::Backup(BackupCommand::Now { hosts, switch_wal }) => {
+            let (cfg, engines) = connect(&hosts).await?;
+            let output = crate::backup::backup_now(&cfg, &engines, switch_wal).await?;
+            eprint!("{output}");
+            println!("backup of `{}` done", cfg.hosts.cluster.name);
+            Ok(())
+        }
+        Command::Backup(BackupCommand::List { hosts, json }) => {
+            let cfg = hosts.load()?;
+            let listing = crate::backup::list::list(&cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&listing)?);
+                return Ok(());
+            }
+            let fmt = |t: i64| {
+                time::OffsetDateTime::from_unix_timestamp(t)
+                    .ok()
+                    .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default()
+            };
+            let mut table = Table::new();
+            table.set_header(["backup", "type", "started", "finished", "size MB", "WAL start"]);
+            for b in &listing.backups {
+                table.add_row([
+                    b.name.clone(),
+                    b.kind.clone(),
+                    fmt(b.start),
+                    fmt(b.stop),
+                    format!("{:.1}", b.size_bytes as f64 / 1e6),
+                    b.wal_start.clone(),
+                ]);
+            }
+            println!("{table}");
+            println!(
+                "earliest restorable point: {}",
+                listing
+                    .earliest_restorable
+                    .map(fmt)
+                    .unwrap_or_else(|| "none (no backup yet)".into())
+            );
+            println!("newest archived WAL: {}", listing.wal_max.as_deref().unwrap_or("unknown"));
             Ok(())
         }
         Command::Config(ConfigCommand::Render { hosts, host, file }) => {

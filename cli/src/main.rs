@@ -1,6 +1,7 @@
 //! pgctl: highly available PostgreSQL on plain Docker hosts. This file only parses the
 //! command line and reports errors; each capability lives in its own module.
 
+mod backup;
 mod cli;
 mod cluster;
 mod config;

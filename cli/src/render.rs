@@ -12,6 +12,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("patroni.yml.j2", include_str!("../../compose-templates/patroni.yml.j2")),
     ("etcd.yml.j2", include_str!("../../compose-templates/etcd.yml.j2")),
     ("consul.json.j2", include_str!("../../compose-templates/consul.json.j2")),
+    ("pgbackrest.conf.j2", include_str!("../../compose-templates/pgbackrest.conf.j2")),
+    ("walg.json.j2", include_str!("../../compose-templates/walg.json.j2")),
     ("postgres/Dockerfile.j2", include_str!("../../images/postgres/Dockerfile.j2")),
     (
         "postgres/Dockerfile.labels.j2",

@@ -291,8 +291,17 @@ fn stale_scope_is_explained(lab: &Lab) -> Result<()> {
             "{h}: nothing was started"
         );
     }
-    // The named command clears it; then a fresh cluster bootstraps.
+    // The named command clears it. The S3 prefix still holds the wiped cluster's archive: a new
+    // cluster (new system identifier) is refused there, and bootstraps on a prefix of its own.
     lab.pgctl_ok(&["remove", "--i-am-aware", "--yes"])?;
+    let refused = lab.pgctl(&["up"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("already holds the WAL archive"),
+        "{}",
+        refused.stderr
+    );
+    let hosts = std::fs::read_to_string(lab.hosts_toml())?;
+    std::fs::write(lab.hosts_toml(), hosts.replace("s3_prefix = \"lab\"", "s3_prefix = \"lab-2\""))?;
     lab.pgctl_ok(&["up"])?;
     Ok(())
 }

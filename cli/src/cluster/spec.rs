@@ -35,7 +35,9 @@ pub struct ContainerSpec {
     pub volume: String,
     pub mount: &'static str,
     pub files: Vec<File>,
-    /// Hash of image, command, files and mounts: a different hash means recreate.
+    /// `name:address` entries for the container's /etc/hosts (an S3 endpoint without DNS).
+    pub extra_hosts: Vec<String>,
+    /// Hash of image, command, files, mounts and host entries: a different hash means recreate.
     pub hash: String,
 }
 
@@ -105,6 +107,8 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
             timing => c.patroni,
             parameters => postgresql_parameters(cfg),
             secrets => secrets_ctx(cfg),
+            archive => crate::backup::archive_parameters(cfg),
+            restore_command => crate::backup::restore_command(cfg),
         },
     )
 }
@@ -158,6 +162,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec
             "/var/lib/etcd",
             vec![file("/etc/pgctl/etcd.yml", etcd_yml(cfg, host)?, false)],
             image_id,
+            &[],
         )),
         Dcs::Consul if host.has_role(Role::ConsulServer) || host.has_role(Role::ConsulClient) => out.push(spec(
             CONSUL,
@@ -166,6 +171,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec
             "/var/lib/consul",
             vec![file("/etc/pgctl/consul.json", consul_json(cfg, host)?, false)],
             image_id,
+            &[],
         )),
         _ => {}
     }
@@ -181,12 +187,19 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec
             &["patroni", PATRONI_CONFIG],
             format!("{scope}-pgdata"),
             DATA_MOUNT,
-            vec![
-                file(PATRONI_CONFIG, patroni_yml(cfg, host)?, true),
-                // For pgctl's own psql calls through exec (scram-sha-256 everywhere, no trust).
-                file(PGPASS, format!("*:*:*:postgres:{}\n", pgpass_escape(&superuser)), true),
-            ],
+            [
+                vec![
+                    file(PATRONI_CONFIG, patroni_yml(cfg, host)?, true),
+                    // For pgctl's own psql calls through exec (scram-sha-256 everywhere, no trust).
+                    file(PGPASS, format!("*:*:*:postgres:{}\n", pgpass_escape(&superuser)), true),
+                ],
+                // The backup engine's configuration: the cluster archives with the read-write key.
+                crate::backup::files(cfg, crate::backup::Access::ReadWrite)?,
+            ]
+            .concat(),
             image_id,
+            // Only Patroni's container talks to S3 (archive_command, backups).
+            &crate::backup::extra_hosts(cfg),
         ));
     }
     Ok(out)
@@ -196,9 +209,21 @@ fn pgpass_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace(':', "\\:")
 }
 
-fn spec(name: &'static str, cmd: &[&str], volume: String, mount: &'static str, files: Vec<File>, image_id: &str) -> ContainerSpec {
+fn spec(
+    name: &'static str,
+    cmd: &[&str],
+    volume: String,
+    mount: &'static str,
+    files: Vec<File>,
+    image_id: &str,
+    extra_hosts: &[String],
+) -> ContainerSpec {
     let mut h = Sha256::new();
     h.update(image_id.as_bytes());
+    for entry in extra_hosts {
+        h.update(entry.as_bytes());
+        h.update([0]);
+    }
     for part in cmd {
         h.update(part.as_bytes());
         h.update([0]);
@@ -215,6 +240,7 @@ fn spec(name: &'static str, cmd: &[&str], volume: String, mount: &'static str, f
         volume,
         mount,
         files,
+        extra_hosts: extra_hosts.to_vec(),
         hash: hex::encode(h.finalize())[..16].to_string(),
     }
 }

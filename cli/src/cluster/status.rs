@@ -30,6 +30,17 @@ pub struct HostInfo {
     pub postgres: String,
 }
 
+/// The leader's WAL archiver (pg_stat_archiver).
+#[derive(Debug, Clone, Serialize)]
+pub struct Archiver {
+    pub archived_count: u64,
+    pub last_archived_wal: String,
+    pub last_archived_time: String,
+    pub failed_count: u64,
+    pub last_failed_wal: String,
+    pub last_failed_time: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
     pub scope: String,
@@ -38,6 +49,7 @@ pub struct ClusterStatus {
     pub members: Vec<Member>,
     pub hosts: Vec<HostInfo>,
     pub dcs: String,
+    pub archiver: Option<Archiver>,
 }
 
 impl ClusterStatus {
@@ -168,11 +180,15 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         })
         .collect();
     let leader = members.iter().find(|m| m.role == "leader").map(|m| m.name.clone());
-    if let Some(leader_engine) = leader
+    let leader_engine = leader
         .as_ref()
         .and_then(|l| members.iter().find(|m| &m.name == l))
-        .and_then(|m| engines.iter().find(|e| e.host == m.host))
-    {
+        .and_then(|m| engines.iter().find(|e| e.host == m.host));
+    let archiver = match leader_engine {
+        Some(e) if cfg.hosts.backup.is_some() => archiver(e).await.ok(),
+        _ => None,
+    };
+    if let Some(leader_engine) = leader_engine {
         if let Ok(rows) = super::psql(
             leader_engine,
             "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
@@ -205,6 +221,27 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         members,
         hosts,
         dcs,
+        archiver,
+    })
+}
+
+async fn archiver(leader: &Engine) -> Result<Archiver> {
+    let row = super::psql(
+        leader,
+        "SELECT archived_count, coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, ''), failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, '') FROM pg_stat_archiver",
+    )
+    .await?;
+    let f: Vec<&str> = row.trim().split('|').collect();
+    if f.len() != 6 {
+        bail!("unexpected pg_stat_archiver row: {row}");
+    }
+    Ok(Archiver {
+        archived_count: f[0].parse().unwrap_or_default(),
+        last_archived_wal: f[1].into(),
+        last_archived_time: f[2].into(),
+        failed_count: f[3].parse().unwrap_or_default(),
+        last_failed_wal: f[4].into(),
+        last_failed_time: f[5].into(),
     })
 }
 
@@ -256,8 +293,34 @@ pub fn render_table(s: &ClusterStatus) -> String {
             h.postgres.clone(),
         ]);
     }
+    let archive = match &s.archiver {
+        Some(a) => {
+            let failing = !a.last_failed_time.is_empty() && a.last_failed_time > a.last_archived_time;
+            format!(
+                "\nWAL archiving: {} archived, last {} at {}; {} failure(s){}",
+                a.archived_count,
+                if a.last_archived_wal.is_empty() {
+                    "none"
+                } else {
+                    &a.last_archived_wal
+                },
+                if a.last_archived_time.is_empty() {
+                    "-"
+                } else {
+                    &a.last_archived_time
+                },
+                a.failed_count,
+                if failing {
+                    format!(" — FAILING since {} ({})", a.last_failed_time, a.last_failed_wal)
+                } else {
+                    String::new()
+                }
+            )
+        }
+        None => String::new(),
+    };
     format!(
-        "cluster {} — leader: {}{}\nDCS: {}\n{t}",
+        "cluster {} — leader: {}{}\nDCS: {}{archive}\n{t}",
         s.scope,
         s.leader.as_deref().unwrap_or("NONE"),
         if s.paused {

@@ -29,7 +29,11 @@ enum Action {
     Keep,
     Start,
     Create,
+    /// Configuration changed on a running container: replaced one host at a time.
     Recreate,
+    /// Configuration changed on a stopped container (e.g. after `pgctl down`): nothing runs
+    /// that a rolling replacement would protect, so these are replaced together.
+    RecreateStopped,
 }
 
 struct HostPlan<'a> {
@@ -64,8 +68,8 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
     }
 
     let image_id = ensure_image(cfg, &engines, &targets).await?;
-    let manifest = image_manifest(&engines[0], &cfg.hosts.cluster.image).await?;
-    let owner = postgres_owner(&manifest, &cfg.hosts.cluster.image)?;
+    let manifest = crate::image::manifest(&engines[0], &cfg.hosts.cluster.image).await?;
+    let owner = crate::image::postgres_owner(&manifest, &cfg.hosts.cluster.image)?;
     if cfg.hosts.cluster.dcs == crate::config::Dcs::Consul && manifest.get("consul").is_none_or(String::is_empty) {
         bail!("dcs = \"consul\" but image {} was built without Consul: rebuild it with Consul (source pgdg, or --artifacts with a consul binary), or use dcs = \"etcd\"", cfg.hosts.cluster.image);
     }
@@ -94,13 +98,20 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
     let dcs_state = dcs::wait_healthy(dcs_kind, &dcs_engines, opts.timeout).await?;
     eprintln!("{dcs_state}");
 
-    check_stale_scope(cfg, &plans, &dcs_engines).await?;
+    let new = new_members(cfg, &plans).await?;
+    check_stale_scope(cfg, &new, &dcs_engines).await?;
+    if let Some(first) = new.volumes.first() {
+        check_archive_prefix(cfg, &new, first.0.engine).await?;
+    }
 
     // Patroni: replicas before the leader when containers must be recreated.
     let leader = status::fetch(cfg, &engines).await.ok().and_then(|s| s.leader);
     converge(cfg, &plans, owner, |s| s.name == PATRONI, &leader.into_iter().collect::<Vec<_>>()).await?;
 
     let status = wait_healthy(cfg, &engines, opts).await?;
+    if let Some(leader) = status.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
+        crate::backup::init_repository(cfg, leader).await?;
+    }
     eprintln!(
         "cluster `{}` converged in {:.0}s",
         cfg.hosts.cluster.name,
@@ -151,25 +162,6 @@ async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig])
     seen.with_context(|| format!("no host has image {image}"))
 }
 
-/// The image's manifest (component versions, postgres uid/gid), from its labels.
-async fn image_manifest(engine: &Engine, image: &str) -> Result<HashMap<String, String>> {
-    let info = engine.docker.inspect_image(image).await?;
-    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
-    Ok(labels
-        .into_iter()
-        .filter_map(|(k, v)| k.strip_prefix(crate::image::LABEL_MANIFEST_PREFIX).map(|k| (k.to_string(), v)))
-        .collect())
-}
-
-/// uid/gid of postgres in the image (recorded in its manifest at build time).
-fn postgres_owner(manifest: &HashMap<String, String>, image: &str) -> Result<(u64, u64)> {
-    let get = |k: &str| manifest.get(k).and_then(|v| v.parse().ok());
-    match (get("postgres-uid"), get("postgres-gid")) {
-        (Some(u), Some(g)) => Ok((u, g)),
-        _ => bail!("image {image} has no postgres uid/gid in its manifest: rebuild it with this pgctl (`pgctl image build`)"),
-    }
-}
-
 async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, image_id: &str) -> Result<HostPlan<'a>> {
     let scope = &cfg.hosts.cluster.name;
     let specs = spec::containers(cfg, host, image_id)?;
@@ -191,7 +183,8 @@ async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, i
                 match (labels.get(LABEL_CONFIG_HASH) == Some(&s.hash), running) {
                     (true, true) => Action::Keep,
                     (true, false) => Action::Start,
-                    (false, _) => Action::Recreate,
+                    (false, true) => Action::Recreate,
+                    (false, false) => Action::RecreateStopped,
                 }
             }
             Err(e) if docker::is_not_found(&e) => {
@@ -225,7 +218,7 @@ async fn busy_ports(engine: &Engine, image: &str, ports: &[u16]) -> Result<Vec<u
         network_mode: Some("host".into()),
         ..Default::default()
     };
-    let out = docker::run_once(&engine.docker, image, &["python3", "-c", &script], host_config, None).await?;
+    let out = docker::run_once(&engine.docker, image, &["python3", "-c", &script], host_config, None, &[]).await?;
     let out = out.ok(&format!("port check on {}", engine.host))?;
     Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
@@ -278,20 +271,22 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
             .await
             .with_context(|| format!("{host}: starting {}", s.name));
     }
-    if action == Action::Recreate {
-        docker
-            .stop_container(
-                s.name,
-                Some(bollard::query_parameters::StopContainerOptions {
-                    t: Some(60),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .ok();
-        docker::remove_container(docker, s.name).await?;
-    } else {
-        eprintln!("{host}: creating `{}`", s.name);
+    match action {
+        Action::Recreate | Action::RecreateStopped => {
+            if action == Action::RecreateStopped {
+                eprintln!(
+                    "{host}: configuration of stopped `{}` changed: recreating it (data volume kept)",
+                    s.name
+                );
+            }
+            let options = bollard::query_parameters::StopContainerOptions {
+                t: Some(60),
+                ..Default::default()
+            };
+            docker.stop_container(s.name, Some(options)).await.ok();
+            docker::remove_container(docker, s.name).await?;
+        }
+        _ => eprintln!("{host}: creating `{}`", s.name),
     }
     let scope = &cfg.hosts.cluster.name;
     let labels = HashMap::from([
@@ -316,6 +311,7 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
                 ..Default::default()
             }),
             shm_size: is_patroni.then_some(256 * 1024 * 1024),
+            extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
             ..Default::default()
         }),
         ..Default::default()
@@ -352,45 +348,91 @@ async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<
         binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
         ..Default::default()
     };
-    let out = docker::run_once(&engine.docker, image, &["sh", "-c", &script], host_config, Some("postgres")).await?;
+    let out = docker::run_once(&engine.docker, image, &["sh", "-c", &script], host_config, Some("postgres"), &[]).await?;
     let id = out.ok(&format!("reading volume {volume} on {}", engine.host))?.trim().to_string();
     Ok((!id.is_empty()).then_some(id))
 }
 
+/// Patroni members `up` is about to create, with the system identifier their data volumes
+/// already hold (a volume left by `remove` without `--volumes` comes back with its data).
+struct NewMembers<'a> {
+    volumes: Vec<(&'a HostPlan<'a>, Option<String>)>,
+    /// Every Patroni member is new: this `up` bootstraps (or brings back) the whole cluster.
+    whole_cluster: bool,
+}
+
+async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> Result<NewMembers<'a>> {
+    let volume = format!("{}-pgdata", cfg.hosts.cluster.name);
+    let mut volumes = Vec::new();
+    let mut all_new = true;
+    for p in plans {
+        match p.items.iter().find(|(s, _)| s.name == PATRONI) {
+            Some((_, Action::Create)) => volumes.push((p, volume_system_id(p.engine, &cfg.hosts.cluster.image, &volume).await?)),
+            Some(_) => all_new = false,
+            None => {}
+        }
+    }
+    // Hosts outside --limit that already run Patroni make this a partial converge.
+    let configured = cfg.hosts.hosts.iter().filter(|h| h.has_role(crate::config::Role::Patroni)).count();
+    Ok(NewMembers {
+        whole_cluster: all_new && volumes.len() == configured && configured > 0,
+        volumes,
+    })
+}
+
 /// The Compose README's problem 8.1: the DCS remembers an initialized scope but the data is
 /// gone (or is another cluster's) — Patroni would wait forever "for leader to bootstrap".
-async fn check_stale_scope(cfg: &Config, plans: &[HostPlan<'_>], dcs_engines: &[&Engine]) -> Result<()> {
+async fn check_stale_scope(cfg: &Config, new: &NewMembers<'_>, dcs_engines: &[&Engine]) -> Result<()> {
     let scope = &cfg.hosts.cluster.name;
     let Some(engine) = dcs_engines.first() else { return Ok(()) };
     let Some(initialized) = dcs::initialize_key(cfg.hosts.cluster.dcs, engine, scope).await? else {
         return Ok(());
     };
-    let creating: Vec<&HostPlan> = plans
-        .iter()
-        .filter(|p| p.items.iter().any(|(s, a)| s.name == PATRONI && *a == Action::Create))
-        .collect();
-    let all_patroni_new = plans
-        .iter()
-        .filter(|p| p.items.iter().any(|(s, _)| s.name == PATRONI))
-        .all(|p| creating.iter().any(|c| c.host.name == p.host.name));
-    let mut any_data = false;
-    for p in &creating {
-        let volume = format!("{scope}-pgdata");
-        match volume_system_id(p.engine, &cfg.hosts.cluster.image, &volume).await? {
-            Some(id) if id != initialized => bail!(
-                "{}: data volume {volume} holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
+    for (p, id) in &new.volumes {
+        if let Some(id) = id.as_ref().filter(|id| **id != initialized) {
+            bail!(
+                "{}: data volume {scope}-pgdata holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
                 p.host.name,
                 dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
-            ),
-            Some(_) => any_data = true,
-            None => {}
+            );
         }
     }
-    if all_patroni_new && !any_data && !creating.is_empty() {
+    if new.whole_cluster && new.volumes.iter().all(|(_, id)| id.is_none()) {
         bail!(
             "the DCS already holds cluster `{scope}` (initialized by system {initialized}) but no host has its data: a previous installation left it behind, and Patroni would log \"waiting for leader to bootstrap\" forever (the Compose README's problem 8.1). Nothing was started. Clear the stale scope with:\n  {}",
             dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
         );
+    }
+    Ok(())
+}
+
+/// A cluster incarnation never archives into a prefix holding another system's WAL (two
+/// clusters in one prefix corrupt each other's timelines). Also the S3 pre-flight: wrong keys,
+/// bucket, endpoint or CA fail here, before Patroni starts.
+async fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, engine: &Engine) -> Result<()> {
+    let Some(b) = cfg.hosts.backup.as_ref() else { return Ok(()) };
+    let repo = crate::backup::list::repository_system_id(cfg, engine, crate::backup::Access::ReadWrite)
+        .await
+        .with_context(|| {
+            format!(
+                "pre-flight: the backup repository {}/{} is not usable; nothing was started",
+                b.s3_endpoint, b.s3_bucket
+            )
+        })?;
+    let Some(repo) = repo else { return Ok(()) };
+    let refuse = |why: String| {
+        anyhow::anyhow!(
+            "S3 prefix `{}` already holds the WAL archive of database system {repo}, and {why}. Archiving into it would mix two systems' timelines. Patroni was not started. Use a prefix of this cluster's own (backup.s3_prefix), or remove the old archive if it is no longer needed.",
+            b.s3_prefix
+        )
+    };
+    if let Some((p, Some(id))) = new.volumes.iter().find(|(_, id)| id.as_ref().is_some_and(|id| *id != repo)) {
+        return Err(refuse(format!("the data volume on {} belongs to system {id}", p.host.name)));
+    }
+    if new.whole_cluster && new.volumes.iter().all(|(_, id)| id.is_none()) {
+        return Err(refuse(
+            "this `up` would bootstrap a new cluster with a new system identifier".into(),
+        ));
     }
     Ok(())
 }

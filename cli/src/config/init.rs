@@ -33,6 +33,7 @@ pub struct HostsTemplate {
     pub s3_bucket: String,
     pub s3_region: String,
     pub s3_ca_file: Option<String>,
+    pub s3_address: Option<String>,
     pub hosts: Vec<InitHost>,
 }
 
@@ -60,6 +61,7 @@ impl HostsTemplate {
             s3_bucket: "pg-backups".into(),
             s3_region: "us-east-1".into(),
             s3_ca_file: None,
+            s3_address: None,
             hosts,
         }
     }

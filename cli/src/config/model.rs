@@ -104,6 +104,10 @@ pub struct BackupConfig {
     /// CA bundle for an S3 endpoint with a private certificate (relative to hosts.toml).
     #[serde(default)]
     pub s3_ca_file: Option<PathBuf>,
+    /// IP address the endpoint's host name resolves to inside the containers, for an endpoint
+    /// without DNS (TLS still verifies the name; pgBackRest does not verify IP addresses).
+    #[serde(default)]
+    pub s3_address: Option<String>,
     #[serde(default = "default_schedule")]
     pub schedule: String,
     #[serde(default = "default_keep_full")]

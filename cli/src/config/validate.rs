@@ -137,6 +137,11 @@ fn backup(b: &BackupConfig, engine: BackupEngine, base: &Path, err: &mut impl Fn
     if b.keep_full == 0 {
         err("backup.keep_full".into(), "must be at least 1 (2 or more recommended)".into());
     }
+    if let Some(addr) = &b.s3_address {
+        if addr.parse::<std::net::IpAddr>().is_err() {
+            err("backup.s3_address".into(), format!("`{addr}` is not an IP address"));
+        }
+    }
     if let Some(ca) = &b.s3_ca_file {
         let p = super::resolve(base, ca);
         if !p.is_file() {

@@ -136,14 +136,16 @@ pub async fn exec_env(docker: &Docker, container: &str, cmd: &[&str], user: Opti
     })
 }
 
-/// Runs `cmd` once in a throwaway container of `image` (entrypoint bypassed) and returns its
-/// output and exit code; used for checks on a host (free ports, what a volume holds).
+/// Runs `cmd` once in a throwaway container of `image` (entrypoint bypassed, `files` uploaded
+/// first) and returns its output and exit code; for checks on a host (free ports, what a
+/// volume holds) and for reading backups without a running cluster.
 pub async fn run_once(
     docker: &Docker,
     image: &str,
     cmd: &[&str],
     host_config: bollard::models::HostConfig,
     user: Option<&str>,
+    files: &[FileSpec],
 ) -> Result<ExecOutput> {
     let body = ContainerCreateBody {
         image: Some(image.into()),
@@ -159,6 +161,9 @@ pub async fn run_once(
         .await
         .context("creating a check container")?;
     let result = async {
+        if !files.is_empty() {
+            upload(docker, &created.id, files).await?;
+        }
         docker.start_container(&created.id, None).await?;
         let mut wait = docker.wait_container(&created.id, None::<bollard::query_parameters::WaitContainerOptions>);
         let mut exit_code = 0;

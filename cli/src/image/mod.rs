@@ -10,7 +10,7 @@ pub mod push;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Label marking images built by pgctl; the manifest's keys follow under `io.pgctl.manifest.`.
@@ -94,6 +94,25 @@ impl BuildPlan {
         .map(|(c, _)| c.name())
         .collect::<Vec<_>>()
         .join(" ")
+    }
+}
+
+/// The image's manifest (component versions, postgres uid/gid), from its labels.
+pub async fn manifest(engine: &crate::docker::Engine, image: &str) -> Result<HashMap<String, String>> {
+    let info = engine.docker.inspect_image(image).await?;
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    Ok(labels
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix(LABEL_MANIFEST_PREFIX).map(|k| (k.to_string(), v)))
+        .collect())
+}
+
+/// uid/gid of postgres in the image (recorded in its manifest at build time).
+pub fn postgres_owner(manifest: &HashMap<String, String>, image: &str) -> Result<(u64, u64)> {
+    let get = |k: &str| manifest.get(k).and_then(|v| v.parse().ok());
+    match (get("postgres-uid"), get("postgres-gid")) {
+        (Some(u), Some(g)) => Ok((u, g)),
+        _ => bail!("image {image} has no postgres uid/gid in its manifest: rebuild it with this pgctl (`pgctl image build`)"),
     }
 }
 

@@ -212,10 +212,12 @@ fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> 
         ttl: 20,
         loop_wait: 5,
         retry_timeout: 5,
-        s3_endpoint: format!("https://{s3_ip}"),
+        s3_endpoint: format!("https://{}", s3::HOST_NAME),
         s3_bucket: s3::BUCKET.into(),
         s3_region: s3::REGION.into(),
         s3_ca_file: Some("ca.pem".into()),
+        // pgBackRest verifies the certificate by name only: the S3 server is `s3.lab`.
+        s3_address: Some(s3_ip.to_string()),
         hosts: hosts
             .iter()
             .enumerate()
@@ -382,7 +384,7 @@ async fn ensure_s3(local: &Engine, spec: &LabSpec, ca: &pki::Ca, image: &str, ip
             .remove_volume(&volume, None::<bollard::query_parameters::RemoveVolumeOptions>)
             .await;
         docker::ensure_volume(&local.docker, &volume, spec.labels("volume")).await?;
-        let cert = ca.issue("s3", &[ip.to_string(), "s3.lab".into(), "localhost".into()], true, false)?;
+        let cert = ca.issue("s3", &[ip.to_string(), s3::HOST_NAME.into(), "localhost".into()], true, false)?;
         let garage_toml = crate::render::render(
             "lab-s3/garage.toml.j2",
             minijinja::context! { rpc_secret => s3::rpc_secret(), region => s3::REGION },

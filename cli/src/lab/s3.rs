@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub const BUCKET: &str = "pgctl-backups";
 pub const REGION: &str = "garage";
+/// The name in the S3 server's certificate, mapped to its address in the lab's hosts.toml.
+pub const HOST_NAME: &str = "s3.lab";
 const MARKER: &str = "/var/lib/garage/.pgctl-initialized";
 
 fn random_hex(bytes: usize) -> String {
