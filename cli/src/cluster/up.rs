@@ -340,6 +340,12 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
 
 /// System identifier of the data in a Patroni data volume, `None` when it holds no cluster.
 async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<Option<String>> {
+    // Mounting a missing volume would create it (unlabeled, so `remove --volumes` would miss it).
+    match engine.docker.inspect_volume(volume).await {
+        Ok(_) => {}
+        Err(e) if docker::is_not_found(&e) => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("{}: inspecting volume {volume}", engine.host)),
+    }
     let script = format!(
         "test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
         pgdata = spec::PGDATA
