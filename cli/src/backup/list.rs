@@ -68,12 +68,11 @@ pub async fn repository_system_id(cfg: &Config, engine: &docker::Engine, access:
 /// Runs the engine's repository listing in a throwaway container on `engine`, in that host's
 /// network (it reaches S3 as the cluster does), with the key `access` selects.
 async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access) -> Result<String> {
-    let local = engine;
     let image = &cfg.hosts.cluster.image;
-    if docker::image_id(&local.docker, image).await?.is_none() {
-        bail!("backup list runs the backup engine from image {image}, which the local engine does not have: build it (`pgctl image build`) or pull it");
+    if docker::image_id(&engine.docker, image).await?.is_none() {
+        bail!("reading backups runs the backup engine from image {image}, which {} does not have: build it (`pgctl image build`) or deliver it", engine.host);
     }
-    let owner = crate::image::postgres_owner(&crate::image::manifest(&local, image).await?, image)?;
+    let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
     let ro = cfg.secrets.s3.readonly_access_key_id.is_some() && cfg.secrets.s3.readonly_secret_access_key.is_some();
     let access = if access == Access::ReadOnly && !ro {
         eprintln!("warning: no read-only S3 key in secrets; reading with the read-write key");
@@ -104,7 +103,7 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access) 
         extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
         ..Default::default()
     };
-    let run = docker::run_once(&local.docker, image, &cmd, host_config, Some("postgres"), &upload);
+    let run = docker::run_once(&engine.docker, image, &cmd, host_config, Some("postgres"), &upload);
     let out = tokio::time::timeout(std::time::Duration::from_secs(180), run).await.map_err(|_| {
         anyhow::anyhow!(
             "reading the backup repository took over 3 minutes: is {} reachable from this machine?",
@@ -115,7 +114,7 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access) 
     if out.stdout.trim_start().starts_with('[') {
         return Ok(out.stdout);
     }
-    out.ok(&format!("reading the backup repository from {}", local.host))
+    out.ok(&format!("reading the backup repository from {}", engine.host))
 }
 
 /// `pgbackrest info --output=json`: one stanza with backups and archive ranges.
