@@ -15,6 +15,15 @@ fn container(dcs: Dcs) -> &'static str {
     }
 }
 
+/// Whether `host` runs a voting member of the DCS (an etcd member or a Consul server).
+pub fn is_voter(cfg: &crate::config::Config, host: &str) -> bool {
+    let role = match cfg.hosts.cluster.dcs {
+        Dcs::Etcd => crate::config::Role::Etcd,
+        Dcs::Consul => crate::config::Role::ConsulServer,
+    };
+    cfg.host(host).is_some_and(|h| h.has_role(role))
+}
+
 /// Patroni's key for a scope, in the DCS's own syntax.
 fn key(dcs: Dcs, scope: &str, name: &str) -> String {
     match dcs {

@@ -201,13 +201,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
             }
         }
     }
-    let dcs_engine = engines.iter().find(|e| {
-        cfg.host(&e.host).is_some_and(|h| {
-            h.roles
-                .iter()
-                .any(|r| matches!(r, crate::config::Role::Etcd | crate::config::Role::ConsulServer))
-        })
-    });
+    let dcs_engine = engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host));
     let dcs = match dcs_engine {
         Some(e) => crate::dcs::health(cfg.hosts.cluster.dcs, e)
             .await

@@ -49,13 +49,7 @@ async fn stop(e: &Engine, name: &str) -> Result<bool> {
 pub async fn remove(cfg: &Config, engines: &[Engine], volumes: bool) -> Result<Vec<String>> {
     let scope = &cfg.hosts.cluster.name;
     let mut done = Vec::new();
-    let dcs_engine = engines.iter().find(|e| {
-        cfg.host(&e.host).is_some_and(|h| {
-            h.roles
-                .iter()
-                .any(|r| matches!(r, crate::config::Role::Etcd | crate::config::Role::ConsulServer))
-        })
-    });
+    let dcs_engine = engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host));
     // Patroni must not rewrite the scope while it is being deleted.
     for e in engines {
         if stop(e, PATRONI).await? {

@@ -91,10 +91,7 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
     // The DCS first, on every host that has a member of it.
     let dcs_kind = cfg.hosts.cluster.dcs;
     converge(cfg, &plans, owner, |s| s.name != PATRONI, &[]).await?;
-    let dcs_engines: Vec<&Engine> = engines
-        .iter()
-        .filter(|e| cfg.host(&e.host).is_some_and(|h| has_dcs(cfg, h)))
-        .collect();
+    let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
     let dcs_state = dcs::wait_healthy(dcs_kind, &dcs_engines, opts.timeout).await?;
     eprintln!("{dcs_state}");
 
@@ -118,14 +115,6 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
         started.elapsed().as_secs_f64()
     );
     Ok(status)
-}
-
-fn has_dcs(cfg: &Config, h: &HostConfig) -> bool {
-    use crate::config::{Dcs, Role};
-    match cfg.hosts.cluster.dcs {
-        Dcs::Etcd => h.has_role(Role::Etcd),
-        Dcs::Consul => h.has_role(Role::ConsulServer),
-    }
 }
 
 /// Every target host must have the cluster's image; missing ones get it as `image push` does.
