@@ -221,6 +221,17 @@ enum BackupCommand {
         #[arg(long)]
         switch_wal: bool,
     },
+    /// Keep the newest N full backups (and the WAL they need); --dry-run shows what would go
+    Retain {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        #[arg(long)]
+        keep_full: u32,
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        confirm: Confirm,
+    },
     /// Backups in the repository (read from S3 with the read-only key; no running cluster needed)
     List {
         #[command(flatten)]
@@ -491,6 +502,22 @@ pub async fn run(cli: Cli) -> Result<()> {
             let output = crate::backup::backup_now(&cfg, &engines, switch_wal).await?;
             eprint!("{output}");
             println!("backup of `{}` done", cfg.hosts.cluster.name);
+            Ok(())
+        }
+        Command::Backup(BackupCommand::Retain {
+            hosts,
+            keep_full,
+            dry_run,
+            confirm,
+        }) => {
+            let (cfg, engines) = connect(&hosts).await?;
+            if !dry_run {
+                confirm.ask(&format!(
+                    "delete all but the newest {keep_full} full backup(s) of `{}`",
+                    cfg.hosts.cluster.name
+                ))?;
+            }
+            eprint!("{}", crate::backup::retain(&cfg, &engines, keep_full, dry_run).await?);
             Ok(())
         }
         Command::Backup(BackupCommand::List { hosts, json }) => {

@@ -136,6 +136,56 @@ fn backups_with_pgbackrest() -> Result<()> {
     let listing = lab.pgctl_ok(&["backup", "list", "--json"])?.json()?;
     assert_eq!(listing["backups"].as_array().unwrap().len(), 2, "{listing}");
 
+    // Retention: a dry run deletes nothing; then exactly the newest one is kept.
+    let count = |lab: &Lab| -> Result<usize> {
+        Ok(lab.pgctl_ok(&["backup", "list", "--json"])?.json()?["backups"]
+            .as_array()
+            .unwrap()
+            .len())
+    };
+    lab.pgctl_ok(&["backup", "retain", "--keep-full", "1", "--dry-run"])?;
+    assert_eq!(count(&lab)?, 2, "a dry run deletes nothing");
+    lab.pgctl_ok(&["backup", "retain", "--keep-full", "1", "--yes"])?;
+    assert_eq!(count(&lab)?, 1);
+
+    // A schedule of every minute, keeping 2: it fires on the leader only, never overlapping,
+    // and retention keeps exactly 2. (Changing the schedule recreates members one by one.)
+    let hosts = std::fs::read_to_string(lab.hosts_toml())?;
+    std::fs::write(
+        lab.hosts_toml(),
+        hosts
+            .replace("schedule = \"20 5 * * *\"", "schedule = \"* * * * *\"")
+            .replace("keep_full = 7", "keep_full = 2"),
+    )?;
+    lab.pgctl_ok(&["up"])?;
+    let scheduled_leader = leader(&lab)?;
+    let started = std::time::Instant::now();
+    let runs = loop {
+        let s = lab.pgctl_ok(&["status", "--json"])?.json()?;
+        let runs = s["scheduled_backups"]["runs"].as_array().cloned().unwrap_or_default();
+        if runs.len() >= 3 {
+            break runs;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "fewer than 3 scheduled runs in 5 minutes: {s}"
+        );
+        std::thread::sleep(Duration::from_secs(10));
+    };
+    for r in &runs {
+        assert_eq!(r["ok"], true, "{r}");
+        assert_eq!(r["host"], scheduled_leader.as_str(), "only the leader backs up: {r}");
+    }
+    for pair in runs.windows(2) {
+        assert!(pair[1]["start"].as_i64() >= pair[0]["end"].as_i64(), "never two at once: {pair:?}");
+    }
+    assert_eq!(count(&lab)?, 2, "retention keeps exactly keep_full");
+    let status = lab.pgctl_ok(&["status", "--json"])?.json()?;
+    assert!(
+        status["scheduled_backups"]["last_success_age_seconds"].as_i64().unwrap() < 120,
+        "{status}"
+    );
+
     // A second cluster (new system identifier) on the same prefix is refused before it starts.
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     let refused = lab.pgctl(&["up"]);

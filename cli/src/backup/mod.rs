@@ -13,6 +13,9 @@ use serde::Serialize;
 pub const PGBACKREST_CONFIG: &str = "/etc/pgctl/pgbackrest.conf";
 pub const WALG_CONFIG: &str = "/etc/pgctl/walg.json";
 pub const S3_CA: &str = "/etc/pgctl/s3-ca.pem";
+pub const CRONTAB: &str = "/etc/pgctl/crontab";
+/// Outcomes of scheduled backups (JSON lines), on the data volume so they outlive containers.
+pub const SCHEDULED_STATUS: &str = "/var/lib/postgresql/data/pgctl-backups.jsonl";
 
 /// Which S3 key a configuration carries: read-write for the cluster, read-only for anything
 /// that must never write into the cluster's archive (listing, verification, clones).
@@ -165,6 +168,30 @@ pub fn restore_command(cfg: &Config) -> Option<String> {
     )
 }
 
+/// Root's crontab in every Patroni container: the full backup on the schedule from hosts.toml,
+/// run by `pgctl-scheduled-backup`, which acts only on the leader and never twice at once;
+/// retention follows each backup (pgBackRest expires by itself after a backup).
+pub fn crontab(cfg: &Config) -> Option<File> {
+    let b = backup_config(cfg)?;
+    let backup = full_backup_command(cfg).join(" ");
+    let job = match cfg.hosts.cluster.backup_engine {
+        BackupEngine::Pgbackrest => backup,
+        BackupEngine::Walg => {
+            let retain = command(cfg, &["delete", "retain", "FULL", &b.keep_full.to_string(), "--confirm"]).join(" ");
+            format!("sh -c '{backup} && {retain}'")
+        }
+    };
+    let contents = format!(
+        "# pgctl: full backup on the leader ({schedule}), from hosts.toml [backup] schedule\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{schedule} /usr/local/bin/pgctl-scheduled-backup {job}\n",
+        schedule = b.schedule
+    );
+    Some(File {
+        path: CRONTAB.into(),
+        contents,
+        postgres_owned: false,
+    })
+}
+
 /// The command that takes a full backup on the leader.
 pub fn full_backup_command(cfg: &Config) -> Vec<String> {
     match cfg.hosts.cluster.backup_engine {
@@ -234,6 +261,44 @@ pub async fn backup_now(cfg: &Config, engines: &[crate::docker::Engine], switch_
         );
     }
     Ok(format!("{}{}", out.stdout, out.stderr))
+}
+
+/// `pgctl backup retain`: keep the newest `keep_full` full backups (and the WAL they need);
+/// with `dry_run`, only show what would be deleted. Runs on the leader's container.
+pub async fn retain(cfg: &Config, engines: &[crate::docker::Engine], keep_full: u32, dry_run: bool) -> Result<String> {
+    if backup_config(cfg).is_none() {
+        bail!("{} has no [backup] section", cfg.hosts_path.display());
+    }
+    if keep_full == 0 {
+        bail!("--keep-full 0 would delete every backup; keep at least 1 (2 or more recommended)");
+    }
+    let status = crate::cluster::status::fetch(cfg, engines).await?;
+    let host = status
+        .leader
+        .or_else(|| status.members.first().map(|m| m.name.clone()))
+        .context("no member answers")?;
+    let engine = engines
+        .iter()
+        .find(|e| e.host == host)
+        .context("the leader's host is not reachable")?;
+    let n = keep_full.to_string();
+    let retention = format!("--repo1-retention-full={n}");
+    let mut args: Vec<&str> = match cfg.hosts.cluster.backup_engine {
+        BackupEngine::Pgbackrest => vec!["expire", &retention],
+        // Without --confirm WAL-G only prints what it would delete.
+        BackupEngine::Walg => vec!["delete", "retain", "FULL", &n],
+    };
+    match (cfg.hosts.cluster.backup_engine, dry_run) {
+        (BackupEngine::Pgbackrest, true) => args.push("--dry-run"),
+        (BackupEngine::Walg, false) => args.push("--confirm"),
+        _ => {}
+    }
+    let out = run(engine, &command(cfg, &args)).await?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    if !out.success() {
+        bail!("retention failed on {host}: {}", last_error(&text));
+    }
+    Ok(text)
 }
 
 /// Runs a backup-engine command as postgres in `engine`'s Patroni container.

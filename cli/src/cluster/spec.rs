@@ -195,6 +195,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec
                 ],
                 // The backup engine's configuration: the cluster archives with the read-write key.
                 crate::backup::files(cfg, crate::backup::Access::ReadWrite)?,
+                crate::backup::crontab(cfg).into_iter().collect(),
             ]
             .concat(),
             image_id,

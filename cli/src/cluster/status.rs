@@ -41,6 +41,24 @@ pub struct Archiver {
     pub last_failed_time: String,
 }
 
+/// One run of the scheduled backup, as recorded by the member that ran it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct BackupRun {
+    pub start: i64,
+    pub end: i64,
+    pub ok: bool,
+    pub host: String,
+}
+
+/// Scheduled backups seen on the members' data volumes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduledBackups {
+    pub runs: Vec<BackupRun>,
+    pub last_success_end: Option<i64>,
+    pub last_success_age_seconds: Option<i64>,
+    pub last_failure_end: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
     pub scope: String,
@@ -50,6 +68,7 @@ pub struct ClusterStatus {
     pub hosts: Vec<HostInfo>,
     pub dcs: String,
     pub archiver: Option<Archiver>,
+    pub scheduled_backups: Option<ScheduledBackups>,
 }
 
 impl ClusterStatus {
@@ -208,6 +227,11 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
             .unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
         None => "no DCS host reachable".into(),
     };
+    let scheduled_backups = if cfg.hosts.backup.is_some() {
+        Some(scheduled_backups(engines, &hosts).await)
+    } else {
+        None
+    };
     Ok(ClusterStatus {
         scope: cfg.hosts.cluster.name.clone(),
         leader,
@@ -216,7 +240,38 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         hosts,
         dcs,
         archiver,
+        scheduled_backups,
     })
+}
+
+/// Every member's record of scheduled backups (the file lives on each data volume).
+async fn scheduled_backups(engines: &[Engine], hosts: &[HostInfo]) -> ScheduledBackups {
+    let running = engines
+        .iter()
+        .filter(|e| hosts.iter().any(|h| h.host == e.host && h.container == "running"));
+    let script = format!("cat {} 2>/dev/null || true", crate::backup::SCHEDULED_STATUS);
+    let cmd = ["sh", "-c", script.as_str()];
+    let reads = running.map(|e| crate::docker::exec(&e.docker, PATRONI, &cmd, None));
+    let mut runs: Vec<BackupRun> = join_all(reads)
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .flat_map(|out| {
+            out.stdout
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<BackupRun>>()
+        })
+        .collect();
+    runs.sort_by_key(|r| r.start);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let last_success_end = runs.iter().filter(|r| r.ok).map(|r| r.end).max();
+    ScheduledBackups {
+        last_success_age_seconds: last_success_end.map(|t| now - t),
+        last_failure_end: runs.iter().filter(|r| !r.ok).map(|r| r.end).max(),
+        last_success_end,
+        runs,
+    }
 }
 
 async fn archiver(leader: &Engine) -> Result<Archiver> {
@@ -312,6 +367,20 @@ pub fn render_table(s: &ClusterStatus) -> String {
             )
         }
         None => String::new(),
+    };
+    let archive = match &s.scheduled_backups {
+        Some(b) => {
+            let last = match b.last_success_age_seconds {
+                Some(age) => format!("last successful scheduled backup {}h{:02}m ago", age / 3600, (age % 3600) / 60),
+                None => "no successful scheduled backup yet".into(),
+            };
+            let failed = match (b.last_failure_end, b.last_success_end) {
+                (Some(f), s) if s.is_none_or(|s| f > s) => " — the LAST SCHEDULED BACKUP FAILED (see `docker logs patroni` on the leader)",
+                _ => "",
+            };
+            format!("{archive}\nBackups: {last}{failed}")
+        }
+        None => archive,
     };
     format!(
         "cluster {} — leader: {}{}\nDCS: {}{archive}\n{t}",

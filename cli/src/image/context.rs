@@ -10,6 +10,7 @@ use std::io::Write;
 const ENTRYPOINT: &[u8] = include_bytes!("../../../images/postgres/entrypoint.sh");
 const HEALTHCHECK: &[u8] = include_bytes!("../../../images/postgres/healthcheck.sh");
 const CHECK_AND_MANIFEST: &[u8] = include_bytes!("../../../images/postgres/check-and-manifest.sh");
+const SCHEDULED_BACKUP: &[u8] = include_bytes!("../../../images/postgres/scheduled-backup.sh");
 
 /// A file for a build context, owned by root.
 pub fn file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
@@ -57,6 +58,7 @@ pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
         file("pgctl/entrypoint.sh", ENTRYPOINT, 0o755),
         file("pgctl/healthcheck.sh", HEALTHCHECK, 0o755),
         file("pgctl/check-and-manifest.sh", CHECK_AND_MANIFEST, 0o755),
+        file("pgctl/scheduled-backup.sh", SCHEDULED_BACKUP, 0o755),
     ];
     if let Some(ca) = &plan.request.ca_cert {
         let pem = std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
