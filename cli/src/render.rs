@@ -46,6 +46,21 @@ pub fn render(name: &str, ctx: impl Serialize) -> Result<String> {
     tmpl.render(ctx).with_context(|| format!("rendering template {name}"))
 }
 
+/// Compares `actual` with the golden file `name` (cli/src/cluster/golden); with UPDATE_GOLDEN
+/// set, rewrites it first (then review the diff).
+#[cfg(test)]
+pub fn golden(name: &str, actual: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/cluster/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+    }
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
+    assert_eq!(actual, expected, "{name} differs from its golden file");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -24,6 +24,29 @@ fn pgbackrest(lab: &Lab, host: &str, args: &[&str]) -> Result<String> {
     lab.docker(host, &cmd)
 }
 
+/// pgbench against the host's PostgreSQL as postgres; `detached` leaves it running.
+fn pgbench(lab: &Lab, host: &str, args: &[&str], detached: bool) -> Result<String> {
+    let mut cmd = vec!["exec"];
+    if detached {
+        cmd.push("-d");
+    }
+    cmd.extend([
+        "-u",
+        "postgres",
+        "-e",
+        "PGPASSFILE=/etc/pgctl/pgpass",
+        "patroni",
+        "pgbench",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        "postgres",
+    ]);
+    cmd.extend_from_slice(args);
+    cmd.push("postgres");
+    lab.docker(host, &cmd)
+}
+
 fn leader(lab: &Lab) -> Result<String> {
     lab.pgctl_ok(&["status", "--json"])?.json()?["leader"]
         .as_str()
@@ -40,48 +63,8 @@ fn backups_with_pgbackrest() -> Result<()> {
     lab.pgctl_ok(&["up"])?;
     let l = leader(&lab)?;
     // pgbench data and a load while the backup runs.
-    lab.docker(
-        &l,
-        &[
-            "exec",
-            "-u",
-            "postgres",
-            "-e",
-            "PGPASSFILE=/etc/pgctl/pgpass",
-            "patroni",
-            "pgbench",
-            "-h",
-            "/var/run/postgresql",
-            "-U",
-            "postgres",
-            "-i",
-            "-s",
-            "5",
-            "postgres",
-        ],
-    )?;
-    lab.docker(
-        &l,
-        &[
-            "exec",
-            "-d",
-            "-u",
-            "postgres",
-            "-e",
-            "PGPASSFILE=/etc/pgctl/pgpass",
-            "patroni",
-            "pgbench",
-            "-h",
-            "/var/run/postgresql",
-            "-U",
-            "postgres",
-            "-T",
-            "20",
-            "-c",
-            "2",
-            "postgres",
-        ],
-    )?;
+    pgbench(&lab, &l, &["-i", "-s", "5"], false)?;
+    pgbench(&lab, &l, &["-T", "20", "-c", "2"], true)?;
     let before = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
     lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
     let after = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
@@ -105,28 +88,7 @@ fn backups_with_pgbackrest() -> Result<()> {
     assert!(status["archiver"]["archived_count"].as_u64().unwrap() > 0, "{status}");
 
     // Switchover during load: the new leader archives, with no gap (pgBackRest's check).
-    lab.docker(
-        &l,
-        &[
-            "exec",
-            "-d",
-            "-u",
-            "postgres",
-            "-e",
-            "PGPASSFILE=/etc/pgctl/pgpass",
-            "patroni",
-            "pgbench",
-            "-h",
-            "/var/run/postgresql",
-            "-U",
-            "postgres",
-            "-T",
-            "15",
-            "-c",
-            "2",
-            "postgres",
-        ],
-    )?;
+    pgbench(&lab, &l, &["-T", "15", "-c", "2"], true)?;
     std::thread::sleep(Duration::from_secs(3));
     lab.pgctl_ok(&["switchover", "--yes"])?;
     let new_leader = leader(&lab)?;

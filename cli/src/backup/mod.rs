@@ -312,6 +312,7 @@ pub async fn run(engine: &crate::docker::Engine, cmd: &[String]) -> Result<crate
 mod tests {
     //! Golden files of both engines' configuration and the archiving Patroni gets.
     use super::*;
+    use crate::render::golden;
 
     const HOSTS: &str = r#"
 [cluster]
@@ -348,18 +349,6 @@ roles = ["etcd", "patroni"]
             secrets,
             warnings: vec![],
         }
-    }
-
-    fn golden(name: &str, actual: &str) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("src/cluster/golden")
-            .join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected =
-            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
-        assert_eq!(actual, expected, "{name} differs from its golden file");
     }
 
     #[test]

@@ -251,7 +251,7 @@ mod tests {
     //! Golden files of every rendered configuration, for both DCS choices. Regenerate with
     //! `UPDATE_GOLDEN=1 cargo test -p pgctl golden` and review the diff.
     use super::*;
-    use std::path::Path;
+    use crate::render::golden;
 
     const HOSTS: &str = r#"
 [cluster]
@@ -314,16 +314,6 @@ roles = ["CLIENT"]
             secrets,
             warnings: vec![],
         }
-    }
-
-    fn golden(name: &str, actual: &str) {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster/golden").join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, actual).unwrap();
-        }
-        let expected =
-            std::fs::read_to_string(&path).unwrap_or_else(|_| panic!("missing golden file {}; run with UPDATE_GOLDEN=1", path.display()));
-        assert_eq!(actual, expected, "{name} differs from its golden file");
     }
 
     #[test]
