@@ -2,7 +2,7 @@
 
 use crate::config::{self, init};
 use crate::image::{self, Component, Source};
-use crate::{cluster, docker, lab};
+use crate::{cluster, docker, lab, restore};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use comfy_table::Table;
@@ -162,6 +162,67 @@ then waits for one leader and every replica streaming. A second run with nothing
     /// Backups to S3: take one now, list what the repository holds
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Prove a backup restores: fetch it into a throwaway volume (read-only S3 key, archiving off), pg_dumpall and amcheck
+    #[command(long_about = "Prove a backup restores.\n\n\
+The backup is fetched into a throwaway container and volume on one host with the read-only S3 key and archiving off, \
+so it can never write into the archive. PostgreSQL recovers it (to the end of the backup, or with --latest through all archived WAL) \
+and is promoted; then `pg_dumpall > /dev/null` reads every row and amcheck checks every B-tree index of every database \
+(the Compose README's section 5.4). The container and volume are removed afterwards. Exits non-zero on any failure.")]
+    VerifyBackup {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        /// The backup to verify [default: the newest]
+        #[arg(long)]
+        backup: Option<String>,
+        /// The host to verify on [default: a member that is not the leader]
+        #[arg(long)]
+        on: Option<String>,
+        /// Replay all archived WAL after the backup, not only to its end
+        #[arg(long)]
+        latest: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Point-in-time restore of the whole cluster from its backups (in place; the old data is kept for --rollback)
+    #[command(long_about = "Point-in-time restore of the whole cluster from its backups.\n\n\
+Pre-flight first, before anything stops: the repository is read with the read-only key, a base backup before the target must exist \
+and the target must lie in the restorable window (both are printed), every host must answer and have the image, and each must have \
+room for a second copy of the data. The plan is printed and must be confirmed (--yes in scripts).\n\n\
+Then: the current WAL segment is archived, Patroni stops on the replicas and then the leader, the backup is fetched into a NEW data \
+volume generation on the leader's host (the old volumes are never touched), PostgreSQL replays WAL to the target and is promoted onto a \
+new timeline, the DCS scope is cleared, the restored member starts alone and leads, and the other members are rebuilt from it. \
+The cluster then archives its new timeline to its own prefix. Progress is shown throughout, and the time of each phase at the end.\n\n\
+`pgctl restore --rollback` deletes the restored generation and puts the previous data back.\n\n\
+Examples:\n  pgctl restore --target-time '2026-05-17 10:00:00+03'\n  pgctl restore                      (to the latest archived WAL)\n  pgctl restore --rollback")]
+    Restore {
+        #[command(flatten)]
+        hosts: HostsArgs,
+        /// Recover to this time; a time zone is required (e.g. '2026-05-17 10:00:00+03', '... UTC')
+        #[arg(long)]
+        target_time: Option<String>,
+        /// Recover to this WAL position (e.g. 0/3000060)
+        #[arg(long)]
+        target_lsn: Option<String>,
+        /// Recover to this restore point (pg_create_restore_point)
+        #[arg(long)]
+        target_name: Option<String>,
+        /// Timeline to follow: latest or a number
+        #[arg(long, default_value = "latest")]
+        target_timeline: String,
+        /// The base backup to start from [default: the newest one that ends before the target]
+        #[arg(long)]
+        backup: Option<String>,
+        /// Delete the old data volumes once the cluster is stopped (when there is no room for two copies; no rollback then)
+        #[arg(long)]
+        no_keep_old: bool,
+        /// Undo the last restore: delete the restored data and put the previous data back
+        #[arg(long, conflicts_with_all = ["target_time", "target_lsn", "target_name", "backup", "no_keep_old"])]
+        rollback: bool,
+        #[command(flatten)]
+        confirm: Confirm,
+        #[arg(long)]
+        json: bool,
+    },
     /// Configuration files pgctl renders for the hosts
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -410,10 +471,9 @@ pub async fn run(cli: Cli) -> Result<()> {
             let cfg = hosts.load()?;
             let opts = cluster::up::UpOptions {
                 limit,
-                timeout: std::time::Duration::from_secs(timeout),
-                max_lag: 16 * 1024 * 1024,
+                ..cluster::up::UpOptions::new(std::time::Duration::from_secs(timeout), cluster::up::MAX_LAG)
             };
-            let status = cluster::up::up(&cfg, &opts).await?;
+            let status = cluster::up::up(&cfg, &opts).await?.context("up converges Patroni")?;
             print_status(&status, json)
         }
         Command::Status { hosts, json } => {
@@ -553,8 +613,47 @@ pub async fn run(cli: Cli) -> Result<()> {
                     .map(fmt)
                     .unwrap_or_else(|| "none (no backup yet)".into())
             );
-            println!("newest archived WAL: {}", listing.wal_max.as_deref().unwrap_or("unknown"));
+            println!(
+                "latest restorable point: about {} (newest archived WAL {})",
+                listing.latest_restorable.map(fmt).unwrap_or_else(|| "unknown".into()),
+                listing.wal_max.as_deref().unwrap_or("unknown")
+            );
             Ok(())
+        }
+        Command::VerifyBackup {
+            hosts,
+            backup,
+            on,
+            latest,
+            json,
+        } => cmd_verify_backup(&hosts, backup.as_deref(), on.as_deref(), latest, json).await,
+        Command::Restore {
+            hosts,
+            target_time,
+            target_lsn,
+            target_name,
+            target_timeline,
+            backup,
+            no_keep_old,
+            rollback,
+            confirm,
+            json,
+        } => {
+            if rollback {
+                return cmd_rollback(&hosts, &confirm, json).await;
+            }
+            let target = restore::target::Target::from_flags(target_time.as_deref(), target_lsn.as_deref(), target_name.as_deref())?;
+            if target_timeline != "latest" && target_timeline.parse::<u32>().is_err() {
+                bail!("--target-timeline {target_timeline}: expected `latest` or a timeline number");
+            }
+            let opts = restore::RestoreOptions {
+                target,
+                timeline: target_timeline,
+                backup,
+                keep_old: !no_keep_old,
+                timeout: confirm.timeout().max(std::time::Duration::from_secs(600)),
+            };
+            cmd_restore(&hosts, &opts, &confirm, json).await
         }
         Command::Config(ConfigCommand::Render { hosts, host, file }) => {
             let cfg = hosts.load()?;
@@ -813,6 +912,89 @@ async fn cmd_lab_status(l: &LabArgs, json: bool) -> Result<()> {
 
 /// Loads the configuration and connects to every host that answers; unreachable hosts are
 /// reported and left out (status and recovery must work when a host is lost).
+async fn cmd_verify_backup(hosts: &HostsArgs, backup: Option<&str>, on: Option<&str>, latest: bool, json: bool) -> Result<()> {
+    let (cfg, engines) = connect(hosts).await?;
+    let v = crate::backup::verify::verify(&cfg, &engines, backup, on, latest).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "backup {} verified on {} in {:.0}s: recovered to {} (timeline {}), every row readable, {} B-tree indexes intact",
+        v.backup, v.host, v.seconds, v.recovered.lsn, v.recovered.timeline, v.recovered.indexes_checked
+    );
+    print_phases(&v.recovered.phases);
+    Ok(())
+}
+
+async fn cmd_restore(hosts: &HostsArgs, opts: &restore::RestoreOptions, confirm: &Confirm, json: bool) -> Result<()> {
+    let cfg = hosts.load()?;
+    let engines = docker::connect_all(&cfg).await?;
+    let plan = restore::plan(&cfg, &engines, opts).await?;
+    eprint!("{}", plan.describe(&cfg, opts.keep_old));
+    if !confirm.yes {
+        ask("restore now", &cfg.hosts.cluster.name)?;
+    }
+    let report = restore::execute(&cfg, &engines, plan, opts).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_status(&report.status, false)?;
+    println!(
+        "restored to {} from backup {}: last transaction replayed {}; the cluster runs on timeline {}",
+        report.plan.target,
+        report.plan.backup.name,
+        report.recovered.last_replayed.as_deref().unwrap_or("none"),
+        leader_timeline(&report.status)
+    );
+    print_phases(&report.phases);
+    if opts.keep_old {
+        println!("the previous data is kept; `pgctl restore --rollback` puts it back");
+    }
+    Ok(())
+}
+
+async fn cmd_rollback(hosts: &HostsArgs, confirm: &Confirm, json: bool) -> Result<()> {
+    let cfg = hosts.load()?;
+    let engines = docker::connect_all(&cfg).await?;
+    let plan = restore::rollback::plan(&cfg, &engines).await?;
+    eprint!("{}", plan.describe(&cfg));
+    if !confirm.yes {
+        ask("roll back now", &cfg.hosts.cluster.name)?;
+    }
+    let timeout = confirm.timeout().max(std::time::Duration::from_secs(600));
+    let report = restore::rollback::execute(&cfg, &engines, plan, timeout).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    print_status(&report.status, false)?;
+    println!(
+        "rolled back: the previous data runs again, on timeline {}",
+        leader_timeline(&report.status)
+    );
+    print_phases(&report.phases);
+    Ok(())
+}
+
+fn print_phases(phases: &[(String, f64)]) {
+    println!("time per phase:");
+    for (name, secs) in phases {
+        println!("  {name:<48} {secs:>7.1} s");
+    }
+}
+
+fn leader_timeline(status: &cluster::status::ClusterStatus) -> String {
+    status
+        .members
+        .iter()
+        .find(|m| m.role == "leader")
+        .and_then(|m| m.timeline)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
 async fn connect(hosts: &HostsArgs) -> Result<(config::Config, Vec<docker::Engine>)> {
     let cfg = hosts.load()?;
     let (engines, unreachable) = docker::connect::connect_available(&cfg).await;

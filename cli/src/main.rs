@@ -10,6 +10,7 @@ mod docker;
 mod image;
 mod lab;
 mod render;
+mod restore;
 
 use clap::Parser;
 

@@ -25,6 +25,10 @@ pub struct Listing {
     pub backups: Vec<Backup>,
     /// The end of the oldest backup: nothing before it can be restored.
     pub earliest_restorable: Option<i64>,
+    /// When the newest WAL segment reached the archive (Unix seconds): no later point in time
+    /// can be restored. (Only transactions before it, in fact: WAL still being written is not
+    /// archived yet.)
+    pub latest_restorable: Option<i64>,
     /// The newest WAL segment in the archive (latest restorable point lies in it).
     pub wal_max: Option<String>,
 }
@@ -34,18 +38,31 @@ pub async fn list(cfg: &Config) -> Result<Listing> {
         bail!("{} has no [backup] section", cfg.hosts_path.display());
     }
     let local = docker::local().await?;
-    let text = read_repository(cfg, &local, Access::ReadOnly).await?;
+    let text = read_repository(cfg, &local, Access::ReadOnly, Read::Backups).await?;
     match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => parse_pgbackrest(&text),
+        BackupEngine::Pgbackrest => {
+            let mut listing = parse_pgbackrest(&text)?;
+            let archive = read_repository(cfg, &local, Access::ReadOnly, Read::Archive).await?;
+            listing.latest_restorable = newest_segment_time(&archive)?;
+            Ok(listing)
+        }
         BackupEngine::Walg => parse_walg(&text),
     }
+}
+
+/// What to read from the repository.
+#[derive(Clone, Copy)]
+enum Read {
+    Backups,
+    /// The WAL archive's files with their upload times (pgBackRest).
+    Archive,
 }
 
 /// The system identifier whose archive the repository (this cluster's prefix) holds, read from
 /// `engine` with `access`. `Err` when the repository cannot be read at all (credentials,
 /// bucket, endpoint, CA): a pre-flight failure before anything changes.
 pub async fn repository_system_id(cfg: &Config, engine: &docker::Engine, access: Access) -> Result<Option<String>> {
-    let text = read_repository(cfg, engine, access).await?;
+    let text = read_repository(cfg, engine, access, Read::Backups).await?;
     match cfg.hosts.cluster.backup_engine {
         BackupEngine::Pgbackrest => {
             let v: serde_json::Value = serde_json::from_str(&text).context("pgbackrest info output")?;
@@ -67,7 +84,7 @@ pub async fn repository_system_id(cfg: &Config, engine: &docker::Engine, access:
 
 /// Runs the engine's repository listing in a throwaway container on `engine`, in that host's
 /// network (it reaches S3 as the cluster does), with the key `access` selects.
-async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access) -> Result<String> {
+async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access, what: Read) -> Result<String> {
     let image = &cfg.hosts.cluster.image;
     if docker::image_id(&engine.docker, image).await?.is_none() {
         bail!("reading backups runs the backup engine from image {image}, which {} does not have: build it (`pgctl image build`) or deliver it", engine.host);
@@ -90,11 +107,13 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access) 
             gid: owner.1,
         })
         .collect();
-    let args: &[&str] = match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => &["info", "--output=json", "--io-timeout=20"],
-        BackupEngine::Walg => &["backup-list", "--detail", "--json"],
+    let archive = format!("archive/{}", cfg.hosts.cluster.name);
+    let args: Vec<&str> = match (cfg.hosts.cluster.backup_engine, what) {
+        (BackupEngine::Pgbackrest, Read::Backups) => vec!["info", "--output=json", "--io-timeout=20"],
+        (BackupEngine::Pgbackrest, Read::Archive) => vec!["repo-ls", "--output=json", "--recurse", "--io-timeout=20", &archive],
+        (BackupEngine::Walg, _) => vec!["backup-list", "--detail", "--json"],
     };
-    let cmd = command(cfg, args);
+    let cmd = command(cfg, &args);
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     // The control node's own network (it reaches S3 the way the user does), not a bridge.
     let extra_hosts = super::extra_hosts(cfg);
@@ -111,7 +130,7 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access) 
         )
     })??;
     // pgBackRest's info exits non-zero only when it cannot run; repository state is in JSON.
-    if out.stdout.trim_start().starts_with('[') {
+    if out.stdout.trim_start().starts_with(['[', '{']) {
         return Ok(out.stdout);
     }
     out.ok(&format!("reading the backup repository from {}", engine.host))
@@ -154,9 +173,25 @@ fn parse_pgbackrest(text: &str) -> Result<Listing> {
         .collect();
     Ok(Listing {
         earliest_restorable: backups.iter().map(|b| b.stop).min(),
+        latest_restorable: None,
         wal_max: wal_max(stanza),
         backups,
     })
+}
+
+/// `pgbackrest repo-ls --output=json --recurse archive/<stanza>`: the upload time of the newest
+/// WAL segment (names start with 24 hex digits; history files do not count).
+fn newest_segment_time(text: &str) -> Result<Option<i64>> {
+    let v: serde_json::Value = serde_json::from_str(text).context("pgbackrest repo-ls output")?;
+    let Some(files) = v.as_object() else { return Ok(None) };
+    Ok(files
+        .iter()
+        .filter(|(path, f)| {
+            let name = path.rsplit('/').next().unwrap_or_default();
+            f["type"] == "file" && name.len() > 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()) && !name.ends_with(".backup")
+        })
+        .filter_map(|(_, f)| f["time"].as_i64())
+        .max())
 }
 
 fn wal_max(stanza: &serde_json::Value) -> Option<String> {
@@ -197,6 +232,8 @@ fn parse_walg(text: &str) -> Result<Listing> {
         .collect();
     Ok(Listing {
         earliest_restorable: backups.iter().map(|b| b.stop).min(),
+        // WAL-G's backup-list does not show the archive's end.
+        latest_restorable: None,
         wal_max: None,
         backups,
     })
@@ -215,6 +252,18 @@ mod tests {
         assert_eq!(l.backups[0].name, "20261121-210000F");
         assert_eq!(l.earliest_restorable, Some(1763758805));
         assert_eq!(l.wal_max.as_deref(), Some("000000020000000000000009"));
+    }
+
+    #[test]
+    fn newest_archived_segment() {
+        let text = r#"{".":{"type":"path"},"15-1/0000000100000000":{"type":"path"},
+            "15-1/0000000100000000/000000010000000000000001-25e1b78d.zst":{"type":"file","size":1298723,"time":100},
+            "15-1/0000000100000000/000000010000000000000002.00000028.backup":{"type":"file","size":338,"time":900},
+            "15-1/0000000100000000/000000010000000000000003-15df1304.zst":{"type":"file","size":679,"time":200},
+            "15-1/00000002.history":{"type":"file","size":40,"time":800},
+            "archive.info":{"type":"file","size":253,"time":1000}}"#;
+        assert_eq!(super::newest_segment_time(text).unwrap(), Some(200));
+        assert_eq!(super::newest_segment_time("{}").unwrap(), None);
     }
 
     #[test]

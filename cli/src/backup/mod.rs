@@ -3,6 +3,7 @@
 //! and gives the archive/restore commands Patroni sets and the commands pgctl runs.
 
 pub mod list;
+pub mod verify;
 
 use crate::cluster::spec::File;
 use crate::config::{BackupConfig, BackupEngine, Config};

@@ -7,6 +7,7 @@ pub mod spec;
 pub mod status;
 pub mod teardown;
 pub mod up;
+pub mod volumes;
 
 use crate::docker::{exec_env, Engine};
 use anyhow::Result;

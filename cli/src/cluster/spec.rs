@@ -145,8 +145,9 @@ pub fn consul_json(cfg: &Config, host: &HostConfig) -> Result<String> {
     )
 }
 
-/// Every container `host` should run, in start order (DCS before Patroni).
-pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec<ContainerSpec>> {
+/// Every container `host` should run, in start order (DCS before Patroni); Patroni mounts
+/// `data_volume` (the host's current generation, see `volumes`).
+pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str, data_volume: &str) -> Result<Vec<ContainerSpec>> {
     let scope = &cfg.hosts.cluster.name;
     let mut out = Vec::new();
     let file = |path: &str, contents: String, postgres_owned: bool| File {
@@ -185,7 +186,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec
         out.push(spec(
             PATRONI,
             &["patroni", PATRONI_CONFIG],
-            format!("{scope}-pgdata"),
+            data_volume.to_string(),
             DATA_MOUNT,
             [
                 vec![
@@ -354,14 +355,17 @@ roles = ["CLIENT"]
     #[test]
     fn containers_per_role_and_stable_hash() {
         let cfg = config("etcd");
-        let specs = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc").unwrap();
+        let specs = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc", "main-pgdata").unwrap();
         assert_eq!(specs.iter().map(|s| s.name).collect::<Vec<_>>(), vec![ETCD, PATRONI]);
-        let again = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc").unwrap();
+        let again = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc", "main-pgdata").unwrap();
         assert_eq!(specs[1].hash, again[1].hash, "same input, same hash");
-        let other_image = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:def").unwrap();
+        let other_image = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:def", "main-pgdata").unwrap();
         assert_ne!(specs[1].hash, other_image[1].hash, "a new image recreates");
+        let restored = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc", "main-pgdata-g2").unwrap();
+        assert_eq!(restored[1].volume, "main-pgdata-g2");
+        assert_ne!(specs[1].hash, restored[1].hash, "a new data volume generation recreates");
         let consul = config("consul");
-        let app = containers(&consul, consul.host("app1").unwrap(), "sha256:abc").unwrap();
+        let app = containers(&consul, consul.host("app1").unwrap(), "sha256:abc", "main-pgdata").unwrap();
         assert_eq!(
             app.iter().map(|s| s.name).collect::<Vec<_>>(),
             vec![CONSUL],

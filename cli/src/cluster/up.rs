@@ -15,12 +15,29 @@ use futures_util::future::join_all;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+/// Replication lag (bytes) under which a replica counts as caught up, unless told otherwise.
+pub const MAX_LAG: u64 = 16 * 1024 * 1024;
+
 pub struct UpOptions {
     /// Converge only these hosts (the others must still be reachable: they hold the DCS).
     pub limit: Vec<String>,
     pub timeout: Duration,
     /// Replication lag (bytes) under which a replica counts as caught up.
     pub max_lag: u64,
+    /// Converge Patroni only on these hosts (the DCS everywhere): a restore starts the restored
+    /// leader alone, then the replicas. `Some(vec![])` converges the DCS only.
+    pub patroni_on: Option<Vec<String>>,
+}
+
+impl UpOptions {
+    pub fn new(timeout: Duration, max_lag: u64) -> UpOptions {
+        UpOptions {
+            limit: vec![],
+            timeout,
+            max_lag,
+            patroni_on: None,
+        }
+    }
 }
 
 /// What `up` will do with one container.
@@ -51,7 +68,8 @@ fn ports(name: &str) -> &'static [u16] {
     }
 }
 
-pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
+/// Converges and waits for a healthy cluster; `None` when `opts.patroni_on` left Patroni out.
+pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<Option<ClusterStatus>> {
     let started = Instant::now();
     let engines = docker::connect_all(cfg).await?;
     let by_host: HashMap<&str, &Engine> = engines.iter().map(|e| (e.host.as_str(), e)).collect();
@@ -77,7 +95,10 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
     // Pre-flight: classify every container on every target host; collect every problem.
     let mut plans = Vec::new();
     let mut problems = Vec::new();
-    let checks = targets.iter().map(|h| plan_host(cfg, h, by_host[h.name.as_str()], &image_id));
+    let checks = targets.iter().map(|h| {
+        let with_patroni = opts.patroni_on.as_ref().is_none_or(|on| on.contains(&h.name));
+        plan_host(cfg, h, by_host[h.name.as_str()], &image_id, with_patroni)
+    });
     for result in join_all(checks).await {
         match result {
             Ok(plan) => plans.push(plan),
@@ -94,6 +115,9 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
     let dcs_state = dcs::wait_healthy(dcs_kind, &dcs_engines, opts.timeout).await?;
     eprintln!("{dcs_state}");
+    if opts.patroni_on.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(None);
+    }
 
     let new = new_members(cfg, &plans).await?;
     check_stale_scope(cfg, &new, &dcs_engines).await?;
@@ -114,7 +138,7 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
         cfg.hosts.cluster.name,
         started.elapsed().as_secs_f64()
     );
-    Ok(status)
+    Ok(Some(status))
 }
 
 /// Every target host must have the cluster's image; missing ones get it as `image push` does.
@@ -151,9 +175,11 @@ async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig])
     seen.with_context(|| format!("no host has image {image}"))
 }
 
-async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, image_id: &str) -> Result<HostPlan<'a>> {
+async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, image_id: &str, with_patroni: bool) -> Result<HostPlan<'a>> {
     let scope = &cfg.hosts.cluster.name;
-    let specs = spec::containers(cfg, host, image_id)?;
+    let data_volume = super::volumes::current(engine, scope).await?;
+    let mut specs = spec::containers(cfg, host, image_id, &data_volume)?;
+    specs.retain(|s| with_patroni || s.name != PATRONI);
     let mut items = Vec::new();
     let mut need_ports = Vec::new();
     for s in specs {
@@ -336,7 +362,8 @@ async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<
         Err(e) => return Err(e).with_context(|| format!("{}: inspecting volume {volume}", engine.host)),
     }
     let script = format!(
-        "test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
+        "test -e {marker} && {{ echo incomplete; exit 0; }}; test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
+        marker = crate::restore::INCOMPLETE_MARKER,
         pgdata = spec::PGDATA
     );
     let host_config = DockerHostConfig {
@@ -345,24 +372,34 @@ async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<
     };
     let out = docker::run_once(&engine.docker, image, &["sh", "-c", &script], host_config, Some("postgres"), &[]).await?;
     let id = out.ok(&format!("reading volume {volume} on {}", engine.host))?.trim().to_string();
+    if id == "incomplete" {
+        bail!(
+            "{}: data volume {volume} holds a restore that was interrupted; nothing was started. Run the same `pgctl restore` again to retry it (the partial copy is discarded), or remove that volume to start the previous data",
+            engine.host
+        );
+    }
     Ok((!id.is_empty()).then_some(id))
 }
 
 /// Patroni members `up` is about to create, with the system identifier their data volumes
 /// already hold (a volume left by `remove` without `--volumes` comes back with its data).
 struct NewMembers<'a> {
-    volumes: Vec<(&'a HostPlan<'a>, Option<String>)>,
+    /// Each new member's host plan, its data volume, and the system identifier it holds.
+    volumes: Vec<(&'a HostPlan<'a>, String, Option<String>)>,
     /// Every Patroni member is new: this `up` bootstraps (or brings back) the whole cluster.
     whole_cluster: bool,
 }
 
 async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> Result<NewMembers<'a>> {
-    let volume = format!("{}-pgdata", cfg.hosts.cluster.name);
     let mut volumes = Vec::new();
     let mut all_new = true;
     for p in plans {
         match p.items.iter().find(|(s, _)| s.name == PATRONI) {
-            Some((_, Action::Create)) => volumes.push((p, volume_system_id(p.engine, &cfg.hosts.cluster.image, &volume).await?)),
+            Some((s, Action::Create)) => volumes.push((
+                p,
+                s.volume.clone(),
+                volume_system_id(p.engine, &cfg.hosts.cluster.image, &s.volume).await?,
+            )),
             Some(_) => all_new = false,
             None => {}
         }
@@ -383,16 +420,16 @@ async fn check_stale_scope(cfg: &Config, new: &NewMembers<'_>, dcs_engines: &[&E
     let Some(initialized) = dcs::initialize_key(cfg.hosts.cluster.dcs, engine, scope).await? else {
         return Ok(());
     };
-    for (p, id) in &new.volumes {
+    for (p, volume, id) in &new.volumes {
         if let Some(id) = id.as_ref().filter(|id| **id != initialized) {
             bail!(
-                "{}: data volume {scope}-pgdata holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
+                "{}: data volume {volume} holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
                 p.host.name,
                 dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
             );
         }
     }
-    if new.whole_cluster && new.volumes.iter().all(|(_, id)| id.is_none()) {
+    if new.whole_cluster && new.volumes.iter().all(|(_, _, id)| id.is_none()) {
         bail!(
             "the DCS already holds cluster `{scope}` (initialized by system {initialized}) but no host has its data: a previous installation left it behind, and Patroni would log \"waiting for leader to bootstrap\" forever (the Compose README's problem 8.1). Nothing was started. Clear the stale scope with:\n  {}",
             dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
@@ -417,14 +454,14 @@ async fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, engine: &Engin
     let Some(repo) = repo else { return Ok(()) };
     let refuse = |why: String| {
         anyhow::anyhow!(
-            "S3 prefix `{}` already holds the WAL archive of database system {repo}, and {why}. Archiving into it would mix two systems' timelines. Patroni was not started. Use a prefix of this cluster's own (backup.s3_prefix), or remove the old archive if it is no longer needed.",
+            "S3 prefix `{}` already holds the WAL archive of database system {repo}, and {why}. Archiving into it would mix two systems' timelines. Patroni was not started. Use a prefix of this cluster's own (backup.s3_prefix), or remove the old archive if it is no longer needed. If this is the same cluster and its data volumes were lost, bring it back from this archive with `pgctl restore`.",
             b.s3_prefix
         )
     };
-    if let Some((p, Some(id))) = new.volumes.iter().find(|(_, id)| id.as_ref().is_some_and(|id| *id != repo)) {
+    if let Some((p, _, Some(id))) = new.volumes.iter().find(|(_, _, id)| id.as_ref().is_some_and(|id| *id != repo)) {
         return Err(refuse(format!("the data volume on {} belongs to system {id}", p.host.name)));
     }
-    if new.whole_cluster && new.volumes.iter().all(|(_, id)| id.is_none()) {
+    if new.whole_cluster && new.volumes.iter().all(|(_, _, id)| id.is_none()) {
         return Err(refuse(
             "this `up` would bootstrap a new cluster with a new system identifier".into(),
         ));
@@ -454,7 +491,16 @@ async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
 /// Waits for exactly one leader and every other member streaming with lag under the limit.
 pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) -> Result<ClusterStatus> {
     let started = Instant::now();
-    let expected = cfg.hosts.hosts.iter().filter(|h| h.has_role(crate::config::Role::Patroni)).count();
+    // Every member that exists (a staged `up` creates some of them later).
+    let mut expected = 0;
+    for e in engines
+        .iter()
+        .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(crate::config::Role::Patroni)))
+    {
+        if e.docker.inspect_container(PATRONI, None).await.is_ok() {
+            expected += 1;
+        }
+    }
     let mut last = String::new();
     while started.elapsed() < opts.timeout {
         match status::fetch(cfg, engines).await {

@@ -136,6 +136,96 @@ pub async fn exec_env(docker: &Docker, container: &str, cmd: &[&str], user: Opti
     })
 }
 
+/// A throwaway container: what runs in it and how (entrypoint bypassed).
+pub struct Throwaway<'a> {
+    pub image: &'a str,
+    pub cmd: &'a [&'a str],
+    pub host_config: bollard::models::HostConfig,
+    pub user: Option<&'a str>,
+    pub env: Vec<String>,
+    /// Uploaded before it starts.
+    pub files: &'a [FileSpec],
+    /// A fixed name makes a leftover from an interrupted run visible, and it is replaced.
+    pub name: Option<String>,
+}
+
+impl Throwaway<'_> {
+    async fn create(&self, docker: &Docker) -> Result<String> {
+        if let Some(name) = &self.name {
+            remove_container(docker, name).await?;
+        }
+        let body = ContainerCreateBody {
+            image: Some(self.image.into()),
+            entrypoint: Some(vec![]),
+            cmd: Some(self.cmd.iter().map(|s| s.to_string()).collect()),
+            user: self.user.map(str::to_string),
+            env: (!self.env.is_empty()).then(|| self.env.clone()),
+            host_config: Some(self.host_config.clone()),
+            labels: Some(HashMap::from([("io.pgctl.throwaway".to_string(), "true".to_string())])),
+            ..Default::default()
+        };
+        let options = self.name.as_ref().map(|name| CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        });
+        let created = docker
+            .create_container(options, body)
+            .await
+            .context("creating a throwaway container")?;
+        if !self.files.is_empty() {
+            upload(docker, &created.id, self.files).await?;
+        }
+        docker.start_container(&created.id, None).await?;
+        Ok(created.id)
+    }
+
+    /// Runs to the end; returns both streams whole.
+    pub async fn run(&self, docker: &Docker) -> Result<ExecOutput> {
+        let id = self.create(docker).await?;
+        let result = async {
+            let exit_code = wait_exit(docker, &id).await?;
+            let stdout = collect_logs(docker, &id, logs_options(true, false, false)).await;
+            let stderr = collect_logs(docker, &id, logs_options(false, true, false)).await;
+            Ok::<_, anyhow::Error>(ExecOutput { exit_code, stdout, stderr })
+        }
+        .await;
+        remove_container(docker, &id).await?;
+        result
+    }
+
+    /// Runs to the end, handing each stderr line to `on_line` as it comes (progress of long
+    /// work); stdout is returned whole.
+    pub async fn run_streamed(&self, docker: &Docker, mut on_line: impl FnMut(&str)) -> Result<ExecOutput> {
+        let id = self.create(docker).await?;
+        let result = async {
+            let mut stream = docker.logs(&id, Some(logs_options(true, true, true)));
+            let (mut stdout, mut stderr, mut partial) = (String::new(), String::new(), String::new());
+            while let Some(chunk) = stream.next().await {
+                match chunk? {
+                    bollard::container::LogOutput::StdOut { message } => stdout.push_str(&String::from_utf8_lossy(&message)),
+                    other => {
+                        partial.push_str(&String::from_utf8_lossy(&other.into_bytes()));
+                        while let Some(end) = partial.find('\n') {
+                            let line: String = partial.drain(..=end).collect();
+                            on_line(line.trim_end());
+                            stderr.push_str(&line);
+                        }
+                    }
+                }
+            }
+            if !partial.is_empty() {
+                on_line(&partial);
+                stderr.push_str(&partial);
+            }
+            let exit_code = wait_exit(docker, &id).await?;
+            Ok::<_, anyhow::Error>(ExecOutput { exit_code, stdout, stderr })
+        }
+        .await;
+        remove_container(docker, &id).await?;
+        result
+    }
+}
+
 /// Runs `cmd` once in a throwaway container of `image` (entrypoint bypassed, `files` uploaded
 /// first) and returns its output and exit code; for checks on a host (free ports, what a
 /// volume holds) and for reading backups without a running cluster.
@@ -147,51 +237,40 @@ pub async fn run_once(
     user: Option<&str>,
     files: &[FileSpec],
 ) -> Result<ExecOutput> {
-    let body = ContainerCreateBody {
-        image: Some(image.into()),
-        entrypoint: Some(vec![]),
-        cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
-        user: user.map(str::to_string),
-        host_config: Some(host_config),
-        labels: Some(HashMap::from([("io.pgctl.throwaway".to_string(), "true".to_string())])),
-        ..Default::default()
-    };
-    let created = docker
-        .create_container(None::<CreateContainerOptions>, body)
-        .await
-        .context("creating a check container")?;
-    let result = async {
-        if !files.is_empty() {
-            upload(docker, &created.id, files).await?;
-        }
-        docker.start_container(&created.id, None).await?;
-        let mut wait = docker.wait_container(&created.id, None::<bollard::query_parameters::WaitContainerOptions>);
-        let mut exit_code = 0;
-        while let Some(r) = wait.next().await {
-            match r {
-                Ok(w) => exit_code = w.status_code,
-                // bollard reports a non-zero exit as an error carrying the code.
-                Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) => exit_code = code,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let options = bollard::query_parameters::LogsOptions {
-            stdout: true,
-            stderr: false,
-            ..Default::default()
-        };
-        let stdout = collect_logs(docker, &created.id, options).await;
-        let options = bollard::query_parameters::LogsOptions {
-            stdout: false,
-            stderr: true,
-            ..Default::default()
-        };
-        let stderr = collect_logs(docker, &created.id, options).await;
-        Ok::<_, anyhow::Error>(ExecOutput { exit_code, stdout, stderr })
+    Throwaway {
+        image,
+        cmd,
+        host_config,
+        user,
+        env: vec![],
+        files,
+        name: None,
     }
-    .await;
-    remove_container(docker, &created.id).await?;
-    result
+    .run(docker)
+    .await
+}
+
+async fn wait_exit(docker: &Docker, id: &str) -> Result<i64> {
+    let mut wait = docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+    let mut exit_code = 0;
+    while let Some(r) = wait.next().await {
+        match r {
+            Ok(w) => exit_code = w.status_code,
+            // bollard reports a non-zero exit as an error carrying the code.
+            Err(bollard::errors::Error::DockerContainerWaitError { code, .. }) => exit_code = code,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(exit_code)
+}
+
+fn logs_options(stdout: bool, stderr: bool, follow: bool) -> bollard::query_parameters::LogsOptions {
+    bollard::query_parameters::LogsOptions {
+        stdout,
+        stderr,
+        follow,
+        ..Default::default()
+    }
 }
 
 async fn collect_logs(docker: &Docker, id: &str, options: bollard::query_parameters::LogsOptions) -> String {

@@ -1,0 +1,446 @@
+//! `pgctl restore`: point-in-time restore of the whole cluster, in place or as a clone, in the
+//! order the Compose README's 13 manual steps (section 5.3) had to be done by hand — and with a
+//! way back. Pre-flight checks everything before anything stops; the old data volumes are never
+//! touched (the restore fills a new volume generation, see `cluster::volumes`), so
+//! `pgctl restore --rollback` can put them back.
+
+pub mod recover;
+pub mod rollback;
+pub mod target;
+
+use crate::backup::list::{self, Backup};
+use crate::cluster::spec::PATRONI;
+use crate::cluster::status::{self, ClusterStatus};
+use crate::cluster::up::{self, UpOptions};
+use crate::cluster::{volumes, LABEL_CLUSTER, LABEL_ROLE};
+use crate::config::{Config, Role};
+use crate::docker::{self, Engine};
+use anyhow::{bail, Context, Result};
+use recover::{Fetch, Mode, Recovered};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use target::Target;
+
+/// Written in a data volume while a restore fills it, removed when it is complete: `up` and a
+/// retried restore recognize an interrupted one by it.
+pub const INCOMPLETE_MARKER: &str = "/var/lib/postgresql/data/pgctl-restore-incomplete";
+
+pub struct RestoreOptions {
+    pub target: Target,
+    /// `latest` or a timeline number.
+    pub timeline: String,
+    pub backup: Option<String>,
+    /// Delete the old generation once the cluster is stopped (no space for two copies).
+    pub keep_old: bool,
+    pub timeout: Duration,
+}
+
+/// What a restore will do, decided by the pre-flight; nothing has changed yet.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub backup: Backup,
+    pub target: String,
+    pub window: String,
+    /// Where the backup is fetched and recovered; the first member to start.
+    pub restore_host: String,
+    /// The leader before the restore (a rollback starts its data first).
+    pub previous_leader: Option<String>,
+    /// Per Patroni host: the volume in use now (kept) and the one the restore fills.
+    pub volumes: Vec<HostVolumes>,
+    /// An interrupted restore's partial volume, discarded before this attempt.
+    pub discard_incomplete: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HostVolumes {
+    pub host: String,
+    pub current: Option<String>,
+    pub new: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub plan: Plan,
+    pub recovered: Recovered,
+    /// Wall time of each phase, in order.
+    pub phases: Vec<(String, f64)>,
+    pub status: ClusterStatus,
+}
+
+/// Pre-flight: S3 readable, a backup before the target, the target inside the restorable
+/// window, every host reachable with the image, room for a second copy. Changes nothing.
+pub async fn plan(cfg: &Config, engines: &[Engine], opts: &RestoreOptions) -> Result<Plan> {
+    if cfg.hosts.backup.is_none() {
+        bail!(
+            "{} has no [backup] section: there is no archive to restore from",
+            cfg.hosts_path.display()
+        );
+    }
+    let listing = list::list(cfg)
+        .await
+        .context("pre-flight: reading the backup repository (read-only key)")?;
+    let backup = target::choose_backup(&listing, &opts.target, opts.backup.as_deref())?.clone();
+    let scope = &cfg.hosts.cluster.name;
+    let members: Vec<&Engine> = engines
+        .iter()
+        .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(Role::Patroni)))
+        .collect();
+    for e in &members {
+        if docker::image_id(&e.docker, &cfg.hosts.cluster.image).await?.is_none() {
+            bail!(
+                "pre-flight: {} lacks image {}: deliver it first (`pgctl image push`)",
+                e.host,
+                cfg.hosts.cluster.image
+            );
+        }
+    }
+    let leader = status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
+    let mut host_volumes = Vec::new();
+    let mut discard_incomplete = None;
+    let mut restore_host = leader.clone();
+    let mut previous_leader = leader.clone();
+    for e in &members {
+        let mut present = volumes::list(e, scope).await?;
+        if let Some(newest) = present.last() {
+            if holds_incomplete_restore(cfg, e, &newest.name).await? {
+                // A retry: the partial copy goes; its host and the leader it recorded stay.
+                restore_host = Some(e.host.clone());
+                previous_leader = newest.labels.get(volumes::LABEL_PREVIOUS_LEADER).cloned().or(previous_leader);
+                discard_incomplete = Some(format!("{}:{}", e.host, newest.name));
+                present.pop();
+            }
+        }
+        let next = present.last().map(|v| v.generation + 1).unwrap_or(1);
+        host_volumes.push(HostVolumes {
+            host: e.host.clone(),
+            current: present.last().map(|v| v.name.clone()),
+            new: volumes::data_volume(scope, next),
+        });
+    }
+    let restore_host = restore_host
+        .or_else(|| members.first().map(|e| e.host.clone()))
+        .context("no host with the patroni role")?;
+    if opts.keep_old {
+        check_free_space(cfg, &members, backup.size_bytes).await?;
+    }
+    Ok(Plan {
+        target: opts.target.describe(),
+        window: target::window(&listing),
+        backup,
+        restore_host,
+        previous_leader,
+        volumes: host_volumes,
+        discard_incomplete,
+    })
+}
+
+impl Plan {
+    pub fn describe(&self, cfg: &Config, keep_old: bool) -> String {
+        let mut out = format!(
+            "restore cluster `{}` to {}\n  from backup {} (finished {}, {:.1} MB)\n  {}\n  fetched and recovered on {}, which becomes the leader; the other members are rebuilt from it\n",
+            cfg.hosts.cluster.name,
+            self.target,
+            self.backup.name,
+            target::unix_time(self.backup.stop),
+            self.backup.size_bytes as f64 / 1e6,
+            self.window,
+            self.restore_host,
+        );
+        if let Some(d) = &self.discard_incomplete {
+            out.push_str(&format!("  discards the partial volume of an interrupted restore: {d}\n"));
+        }
+        for v in &self.volumes {
+            let keep = match (&v.current, keep_old) {
+                (Some(c), true) => format!("keeps {c} untouched"),
+                (Some(c), false) => format!("DELETES {c} (--no-keep-old)"),
+                (None, _) => "has no data volume now".into(),
+            };
+            out.push_str(&format!("  {}: {keep}; restores into {}\n", v.host, v.new));
+        }
+        out.push_str("  the cluster is stopped meanwhile (Patroni on replicas, then the leader); its DCS scope is cleared\n");
+        if keep_old {
+            out.push_str("  undo afterwards with: pgctl restore --rollback\n");
+        }
+        out
+    }
+}
+
+/// Carries out a plan: every phase timed and reported; a failure says what is intact.
+pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &RestoreOptions) -> Result<Report> {
+    let mut phases = Phases::default();
+    let by_host = |h: &str| engines.iter().find(|e| e.host == h).expect("planned hosts are connected");
+    let restore_engine = by_host(&plan.restore_host);
+
+    phases.start("archive the current WAL");
+    if let Some(leader) = plan.previous_leader.as_deref().map(by_host) {
+        archive_current_wal(leader).await;
+    }
+
+    phases.start("stop the cluster");
+    stop_members(cfg, engines, plan.previous_leader.as_deref()).await?;
+    if let Some((host, volume)) = plan.discard_incomplete.as_deref().and_then(|d| d.split_once(':')) {
+        remove_volume(by_host(host), volume).await?;
+    }
+    if !opts.keep_old {
+        for v in &plan.volumes {
+            if let Some(old) = &v.current {
+                remove_volume(by_host(&v.host), old).await?;
+            }
+        }
+    }
+
+    phases.start("fetch the backup and replay WAL");
+    let new_volume = &plan.volumes.iter().find(|v| v.host == plan.restore_host).expect("planned").new;
+    create_data_volume(cfg, restore_engine, new_volume, plan.previous_leader.as_deref()).await?;
+    let fetch = Fetch {
+        backup: &plan.backup.name,
+        target: &opts.target,
+        timeline: &opts.timeline,
+    };
+    let recovered = match recover::run(cfg, restore_engine, new_volume, Mode::Restore, Some(fetch)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let removed = remove_volume(restore_engine, new_volume).await;
+            bail!("{e:#}\n{}", after_failure(cfg, &plan, opts, removed.is_ok()));
+        }
+    };
+    phases.sub(&recovered.phases);
+    eprintln!(
+        "{}: recovered to {} on timeline {} (last transaction replayed: {})",
+        plan.restore_host,
+        recovered.lsn,
+        recovered.timeline,
+        recovered.last_replayed.as_deref().unwrap_or("none")
+    );
+
+    let replicas: Vec<(&Engine, &str)> = plan
+        .volumes
+        .iter()
+        .filter(|v| v.host != plan.restore_host)
+        .map(|v| (by_host(&v.host), v.new.as_str()))
+        .collect();
+    let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
+    let phases = phases.finish();
+    Ok(Report {
+        plan,
+        recovered,
+        phases,
+        status,
+    })
+}
+
+/// Starts the cluster on data that exists on `leader_host` only: a clean DCS scope, that member
+/// alone until it leads, then the others on new, empty volumes (rebuilt from the leader).
+pub async fn start_cluster(
+    cfg: &Config,
+    engines: &[Engine],
+    leader_host: &str,
+    replicas: &[(&Engine, &str)],
+    timeout: Duration,
+    phases: &mut Phases,
+) -> Result<ClusterStatus> {
+    phases.start("clear the DCS scope");
+    let staged = |on: Vec<String>| UpOptions {
+        patroni_on: Some(on),
+        ..UpOptions::new(timeout, up::MAX_LAG)
+    };
+    up::up(cfg, &staged(vec![])).await?;
+    let dcs_engine = engines
+        .iter()
+        .find(|e| crate::dcs::is_voter(cfg, &e.host))
+        .context("no DCS member reachable")?;
+    crate::dcs::remove_scope(cfg.hosts.cluster.dcs, dcs_engine, &cfg.hosts.cluster.name).await?;
+
+    // Alone first: members with empty volumes and no leader in the DCS would race it to
+    // bootstrap a new, empty cluster.
+    phases.start("start the leader");
+    up::up(cfg, &staged(vec![leader_host.to_string()])).await?;
+
+    phases.start("rebuild the replicas");
+    for (engine, volume) in replicas {
+        create_data_volume(cfg, engine, volume, None).await?;
+    }
+    up::up(cfg, &UpOptions::new(timeout, up::MAX_LAG))
+        .await?
+        .context("the cluster after the restore")
+}
+
+/// What is intact after a failed fetch or recovery, and the ways forward.
+fn after_failure(cfg: &Config, plan: &Plan, opts: &RestoreOptions, removed: bool) -> String {
+    let hosts = cfg.hosts_path.display();
+    let kept: Vec<String> = plan
+        .volumes
+        .iter()
+        .filter_map(|v| v.current.as_ref().filter(|_| opts.keep_old).map(|c| format!("{}:{c}", v.host)))
+        .collect();
+    let mut out = String::from("The cluster is stopped.");
+    if !kept.is_empty() {
+        out.push_str(&format!(" The old data volumes are intact ({}).", kept.join(", ")));
+    }
+    if !removed {
+        out.push_str(&format!(
+            " The partial restore volume on {} could not be removed; a retry discards it.",
+            plan.restore_host
+        ));
+    }
+    out.push_str(&format!(
+        "\n  Retry:   pgctl restore --hosts {hosts} ... (the same target)\n  Go back: pgctl up --hosts {hosts}   (starts the old data as it was)"
+    ));
+    out
+}
+
+/// Asks the leader to finish its WAL segment and waits (briefly) until it is archived, so a
+/// restore to the latest point loses nothing committed before it began.
+async fn archive_current_wal(leader: &Engine) {
+    let switched = crate::cluster::psql(leader, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    let Ok(segment) = switched.map(|s| s.trim().to_string()) else {
+        return;
+    };
+    for _ in 0..30 {
+        let archived = crate::cluster::psql(leader, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
+        if archived.is_ok_and(|a| a.trim() >= segment.as_str()) {
+            eprintln!("{}: WAL up to {segment} is archived", leader.host);
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    eprintln!(
+        "warning: {}: segment {segment} was not archived within 60 s; the restore uses what the archive holds",
+        leader.host
+    );
+}
+
+/// Stops Patroni on the replicas, then on the leader, and removes the containers (their restart
+/// policy would bring them back; `up` recreates them on the new volumes).
+pub async fn stop_members(cfg: &Config, engines: &[Engine], leader: Option<&str>) -> Result<()> {
+    let mut order: Vec<&Engine> = engines
+        .iter()
+        .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(Role::Patroni)))
+        .collect();
+    order.sort_by_key(|e| Some(e.host.as_str()) == leader);
+    for e in order {
+        if e.docker.inspect_container(PATRONI, None).await.is_err() {
+            continue;
+        }
+        eprintln!("{}: stopping Patroni", e.host);
+        let options = bollard::query_parameters::StopContainerOptions {
+            t: Some(120),
+            ..Default::default()
+        };
+        e.docker
+            .stop_container(PATRONI, Some(options))
+            .await
+            .with_context(|| format!("{}: stopping Patroni", e.host))?;
+        docker::remove_container(&e.docker, PATRONI).await?;
+    }
+    Ok(())
+}
+
+/// A data volume of this cluster, labeled as `up` labels it (so `remove --volumes` finds it).
+pub async fn create_data_volume(cfg: &Config, engine: &Engine, name: &str, previous_leader: Option<&str>) -> Result<()> {
+    let mut labels = HashMap::from([
+        (LABEL_CLUSTER.to_string(), cfg.hosts.cluster.name.clone()),
+        (LABEL_ROLE.to_string(), PATRONI.to_string()),
+    ]);
+    if let Some(l) = previous_leader {
+        labels.insert(volumes::LABEL_PREVIOUS_LEADER.to_string(), l.to_string());
+    }
+    docker::ensure_volume(&engine.docker, name, labels).await
+}
+
+pub async fn remove_volume(engine: &Engine, name: &str) -> Result<()> {
+    eprintln!("{}: removing volume {name}", engine.host);
+    match engine
+        .docker
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if docker::is_not_found(&e) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("{}: removing volume {name}", engine.host)),
+    }
+}
+
+/// Whether `volume` holds a restore that was interrupted (its marker is still there).
+pub async fn holds_incomplete_restore(cfg: &Config, engine: &Engine, volume: &str) -> Result<bool> {
+    let host_config = bollard::models::HostConfig {
+        binds: Some(vec![format!("{volume}:{}:ro", crate::cluster::spec::DATA_MOUNT)]),
+        network_mode: Some("none".into()),
+        ..Default::default()
+    };
+    let test = format!("test -e {INCOMPLETE_MARKER} && echo incomplete || true");
+    let out = docker::run_once(
+        &engine.docker,
+        &cfg.hosts.cluster.image,
+        &["sh", "-c", &test],
+        host_config,
+        None,
+        &[],
+    )
+    .await?;
+    Ok(out.ok(&format!("{}: reading volume {volume}", engine.host))?.trim() == "incomplete")
+}
+
+/// Room for one more copy of the data on every member's Docker filesystem.
+async fn check_free_space(cfg: &Config, members: &[&Engine], size: u64) -> Result<()> {
+    let need = size + size / 10;
+    let mut short = Vec::new();
+    for e in members {
+        let host_config = bollard::models::HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        };
+        let cmd = ["df", "-B1", "--output=avail", "/"];
+        let out = docker::run_once(&e.docker, &cfg.hosts.cluster.image, &cmd, host_config, None, &[]).await?;
+        let text = out.ok(&format!("{}: free space", e.host))?;
+        let avail: u64 = text.lines().last().unwrap_or_default().trim().parse().unwrap_or(u64::MAX);
+        if avail < need {
+            short.push(format!(
+                "{}: {:.1} GB free, {:.1} GB needed",
+                e.host,
+                avail as f64 / 1e9,
+                need as f64 / 1e9
+            ));
+        }
+    }
+    if !short.is_empty() {
+        bail!(
+            "pre-flight: not enough free space for a second copy of the data (the old one is kept for --rollback):\n  {}\n  Free space, or pass --no-keep-old to delete the old data volumes once the cluster is stopped (no rollback then).",
+            short.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Wall time of named phases.
+#[derive(Default)]
+pub struct Phases {
+    done: Vec<(String, f64)>,
+    current: Option<(String, Instant)>,
+}
+
+impl Phases {
+    pub fn start(&mut self, name: &str) {
+        self.close();
+        eprintln!("== {name}");
+        self.current = Some((name.to_string(), Instant::now()));
+    }
+
+    /// Sub-phases measured elsewhere (inside the recovery container), shown indented.
+    pub fn sub(&mut self, parts: &[(String, f64)]) {
+        self.close();
+        self.done.extend(parts.iter().map(|(n, s)| (format!("  {n}"), *s)));
+    }
+
+    fn close(&mut self) {
+        if let Some((name, started)) = self.current.take() {
+            self.done.push((name, started.elapsed().as_secs_f64()));
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<(String, f64)> {
+        self.close();
+        self.done
+    }
+}

@@ -1,0 +1,246 @@
+//! Recovery in a throwaway container on one host: the backup engine fetches a base backup into a
+//! data volume, PostgreSQL replays WAL from the archive to the target and is promoted, and the
+//! data directory is left cleanly shut down (restore, rollback) or checked (verify). The S3 key
+//! is always the read-only one: nothing run here can write into an archive.
+
+use super::target::Target;
+use crate::backup::{self, Access};
+use crate::cluster::spec::{DATA_MOUNT, PGDATA};
+use crate::config::{BackupEngine, Config};
+use crate::docker::{self, Engine, FileSpec, Throwaway};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant};
+
+const SCRIPT: &str = include_str!("recover.sh");
+const SCRIPT_PATH: &str = "/usr/local/lib/pgctl/recover.sh";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fetch, recover, promote, pg_dumpall and amcheck; archiving off.
+    Verify,
+    /// Fetch, recover to the target, promote, stop: a data directory for the cluster.
+    Restore,
+    /// Existing data: promote it onto a new timeline (after a rollback, so "latest" in later
+    /// restores follows this history and not the abandoned restored one).
+    Bump,
+}
+
+impl Mode {
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Verify => "verify",
+            Mode::Restore => "restore",
+            Mode::Bump => "bump",
+        }
+    }
+}
+
+/// What PostgreSQL reported at the end (the script's JSON line).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recovered {
+    pub timeline: u32,
+    pub system_id: String,
+    pub lsn: String,
+    pub last_replayed: Option<String>,
+    pub indexes_checked: u64,
+    /// Wall time of each phase (fetch, replay, dump, amcheck, stop), in order.
+    #[serde(default)]
+    pub phases: Vec<(String, f64)>,
+}
+
+/// The base backup to fetch and the point to recover to.
+pub struct Fetch<'a> {
+    pub backup: &'a str,
+    pub target: &'a Target,
+    /// `latest` or a timeline number.
+    pub timeline: &'a str,
+}
+
+/// Runs one recovery on `engine` with `volume` mounted as the data volume.
+pub async fn run(cfg: &Config, engine: &Engine, volume: &str, mode: Mode, fetch: Option<Fetch<'_>>) -> Result<Recovered> {
+    let image = &cfg.hosts.cluster.image;
+    if docker::image_id(&engine.docker, image).await?.is_none() {
+        bail!("{}: image {image} is missing: deliver it first (`pgctl image push`)", engine.host);
+    }
+    let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
+    let mut files: Vec<FileSpec> = backup::files(cfg, Access::ReadOnly)?
+        .into_iter()
+        .map(|f| FileSpec {
+            path: f.path,
+            contents: f.contents.into_bytes(),
+            mode: 0o600,
+            uid: owner.0,
+            gid: owner.1,
+        })
+        .collect();
+    files.push(FileSpec::root(SCRIPT_PATH, SCRIPT, 0o755));
+
+    let bindir = format!("/usr/lib/postgresql/{}/bin", cfg.hosts.cluster.postgres_major);
+    let mut cmd: Vec<String> = vec!["/bin/sh".into(), SCRIPT_PATH.into(), mode.arg().into(), bindir];
+    let mut env = vec![];
+    match (mode, &fetch) {
+        (Mode::Bump, _) => cmd.push(backup::restore_command(cfg).context("a rollback needs [backup] (restore_command)")?),
+        (_, Some(f)) => {
+            let (fetch_cmd, recovery_conf) = fetch_command(cfg, f, mode);
+            cmd.extend(fetch_cmd);
+            env.extend(recovery_conf.map(|c| format!("RECOVERY_CONF={c}")));
+        }
+        (_, None) => bail!("internal: {} needs a backup to fetch", mode.arg()),
+    }
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let extra_hosts = backup::extra_hosts(cfg);
+    let host_config = bollard::models::HostConfig {
+        // The host's network: S3 is reached as the cluster reaches it. PostgreSQL here listens
+        // on a unix socket only, so it never meets the host's port 5432.
+        network_mode: Some("host".into()),
+        binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
+        extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
+        shm_size: Some(256 * 1024 * 1024),
+        ..Default::default()
+    };
+    let throwaway = Throwaway {
+        image,
+        cmd: &cmd,
+        host_config,
+        user: Some("root"),
+        env,
+        files: &files,
+        name: Some(container_name(cfg, mode)),
+    };
+    let mut progress = Progress::new(&engine.host);
+    let out = throwaway.run_streamed(&engine.docker, |line| progress.line(line)).await?;
+    let phases = progress.finish();
+    if !out.success() {
+        bail!("{}", failure(&engine.host, mode, &out.stderr));
+    }
+    let last = out.stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
+    let mut recovered: Recovered =
+        serde_json::from_str(last).with_context(|| format!("{}: unexpected output of the recovery: {}", engine.host, out.stdout))?;
+    recovered.phases = phases;
+    Ok(recovered)
+}
+
+/// The throwaway container's fixed name: a leftover of an interrupted run is visible as such.
+pub fn container_name(cfg: &Config, mode: Mode) -> String {
+    format!("pgctl-{}-{}", mode.arg(), cfg.hosts.cluster.name)
+}
+
+/// The engine's fetch command, and recovery settings for engines whose fetch writes none.
+fn fetch_command(cfg: &Config, f: &Fetch<'_>, mode: Mode) -> (Vec<String>, Option<String>) {
+    match cfg.hosts.cluster.backup_engine {
+        BackupEngine::Pgbackrest => {
+            let pg1 = format!("--pg1-path={PGDATA}");
+            let set = format!("--set={}", f.backup);
+            let mut args: Vec<String> = vec!["restore".into(), pg1, set, "--log-level-console=detail".into()];
+            args.extend(f.target.pgbackrest_args(f.timeline));
+            if mode == Mode::Verify {
+                args.push("--archive-mode=off".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            (backup::command(cfg, &args), None)
+        }
+        BackupEngine::Walg => {
+            let restore = backup::restore_command(cfg).unwrap_or_default();
+            (
+                backup::command(cfg, &["backup-fetch", PGDATA, f.backup]),
+                Some(f.target.recovery_conf(&restore, f.timeline)),
+            )
+        }
+    }
+}
+
+/// Progress as it streams: phases (with their wall time), the script's own lines, and the
+/// fetch's per-file lines thinned to one every few seconds.
+struct Progress<'a> {
+    host: &'a str,
+    phases: Vec<(String, Instant)>,
+    last_fetch_line: Option<Instant>,
+}
+
+impl<'a> Progress<'a> {
+    fn new(host: &'a str) -> Self {
+        Progress {
+            host,
+            phases: vec![],
+            last_fetch_line: None,
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        if let Some(phase) = line.strip_prefix("pgctl: phase ") {
+            self.phases.push((phase.to_string(), Instant::now()));
+            eprintln!("{}: {}", self.host, phase_title(phase));
+        } else if let Some(text) = line.strip_prefix("pgctl: ") {
+            eprintln!("{}: {text}", self.host);
+        } else if line.contains("restore file ") {
+            // "restore file /path (8KB, 45.23%) checksum ...": the percentage is of bytes.
+            let due = self.last_fetch_line.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+            if let (true, Some(pct)) = (due, fetch_percent(line)) {
+                eprintln!("{}: fetched {pct} of the backup", self.host);
+                self.last_fetch_line = Some(Instant::now());
+            }
+        } else if line.contains("INFO:") || line.contains("ERROR") || line.contains("WARN") {
+            eprintln!("{}:   {}", self.host, line.trim());
+        }
+    }
+
+    fn finish(self) -> Vec<(String, f64)> {
+        let now = Instant::now();
+        let ends: Vec<Instant> = self.phases.iter().skip(1).map(|(_, t)| *t).chain([now]).collect();
+        self.phases
+            .into_iter()
+            .zip(ends)
+            .map(|((name, start), end)| (name, (end - start).as_secs_f64()))
+            .collect()
+    }
+}
+
+fn phase_title(phase: &str) -> &str {
+    match phase {
+        "fetch" => "fetching the base backup from S3 (read-only key)",
+        "replay" => "PostgreSQL replays WAL from the archive",
+        "dump" => "pg_dumpall > /dev/null (every row readable)",
+        "amcheck" => "amcheck over every B-tree index of every database",
+        "stop" => "stopping PostgreSQL cleanly",
+        other => other,
+    }
+}
+
+fn fetch_percent(line: &str) -> Option<&str> {
+    let end = line.find("%)")?;
+    let start = line[..end].rfind(", ")? + 2;
+    Some(&line[start..=end])
+}
+
+/// A message for a failed recovery: what failed, what it means, what was left untouched.
+fn failure(host: &str, mode: Mode, stderr: &str) -> String {
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("FATAL") || l.starts_with("pgctl: "))
+        .map(str::trim)
+        .collect();
+    let hint = if stderr.contains("recovery ended before configured recovery target was reached") {
+        "\n  The archive holds no transaction after the target (the target lies beyond the last archived commit): choose an earlier target, or restore to the latest point (no --target-*)."
+    } else if stderr.contains("missing") || stderr.contains("unable to open") || stderr.contains("checksum") {
+        "\n  A file of the backup or of the WAL archive is missing or damaged in S3: this backup cannot be restored."
+    } else {
+        ""
+    };
+    let what = match mode {
+        Mode::Verify => "verification",
+        Mode::Restore => "restore (fetch and recovery)",
+        Mode::Bump => "promotion of the previous data onto a new timeline",
+    };
+    format!("{host}: the {what} failed:\n  {}{hint}", errors.join("\n  "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fetch_percentages() {
+        let line = "P01 DETAIL: restore file /var/lib/postgresql/data/pgdata/base/5/1249 (456KB, 45.23%) checksum 0a1b";
+        assert_eq!(super::fetch_percent(line), Some("45.23%"));
+        assert_eq!(super::fetch_percent("P00 INFO: restore command begin"), None);
+    }
+}

@@ -1,0 +1,130 @@
+#!/bin/sh
+# Run by pgctl as root in a throwaway container whose data volume is mounted at
+# /var/lib/postgresql/data. PostgreSQL itself does the recovery; this script only sequences it.
+#   recover.sh verify  BINDIR FETCH...  fetch a backup, recover, promote, pg_dumpall + amcheck
+#   recover.sh restore BINDIR FETCH...  fetch a backup, recover to the target, promote, stop
+#   recover.sh bump    BINDIR RESTORE_COMMAND
+#                                      existing data: promote it onto a new timeline (rollback)
+# FETCH is the backup engine's restore command. RECOVERY_CONF (env), when set, holds recovery
+# settings to append to postgresql.auto.conf after the fetch (engines that write none).
+# Progress goes to stderr as "pgctl: ..." lines; the last stdout line is a JSON summary.
+set -eu
+MODE=$1
+BINDIR=$2
+shift 2
+DATA=/var/lib/postgresql/data
+PGDATA=$DATA/pgdata
+LOG=/tmp/postgresql.log
+
+say() { echo "pgctl: $*" >&2; }
+as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/var/lib/postgresql PGHOST=/tmp PGUSER=postgres PGDATABASE=postgres "$@"; }
+sql() { as_pg "$BINDIR/psql" -XAtq -v ON_ERROR_STOP=1 "$@"; }
+
+chown postgres:postgres "$DATA"
+chmod 0700 "$DATA"
+
+case $MODE in
+verify | restore)
+  if [ -e "$PGDATA" ]; then
+    say "the volume already holds a data directory: refusing to overwrite it"
+    exit 3
+  fi
+  # Marks the volume as a restore in progress until it is complete (see INCOMPLETE_MARKER).
+  [ "$MODE" = restore ] && touch "$DATA/pgctl-restore-incomplete"
+  install -d -o postgres -g postgres -m 0700 "$PGDATA"
+  say "phase fetch"
+  as_pg "$@" >&2
+  if [ -n "${RECOVERY_CONF:-}" ]; then
+    printf '%s\n' "$RECOVERY_CONF" | as_pg tee -a "$PGDATA/postgresql.auto.conf" >/dev/null
+    as_pg touch "$PGDATA/recovery.signal"
+  fi
+  ;;
+bump)
+  if [ ! -f "$PGDATA/PG_VERSION" ]; then
+    say "the volume holds no data directory"
+    exit 3
+  fi
+  RESTORE_COMMAND=$1
+  as_pg touch "$PGDATA/standby.signal"
+  ;;
+*)
+  say "unknown mode $MODE"
+  exit 2
+  ;;
+esac
+
+# Only a unix socket in /tmp (never the host's port: Patroni may run beside us), peer
+# authentication for postgres, no replication source, and no synchronous standby to wait for.
+printf 'local all postgres peer\n' >/tmp/pgctl-hba.conf
+chown postgres /tmp/pgctl-hba.conf
+set -- -D "$PGDATA" -c listen_addresses= -c unix_socket_directories=/tmp -c hba_file=/tmp/pgctl-hba.conf \
+  -c synchronous_standby_names= -c primary_conninfo= -c primary_slot_name= -c hot_standby=on \
+  -c logging_collector=off -c cluster_name="pgctl-$MODE"
+case $MODE in
+# A verification never archives anything (and its S3 key is read-only besides).
+verify) set -- "$@" -c archive_mode=off ;;
+# An empty archive_command with archive_mode on: nothing is archived from here, and the WAL and
+# timeline history written here stay marked ready for the cluster's own archiver (read-write
+# key) once Patroni runs this data directory.
+restore) set -- "$@" -c archive_mode=on -c archive_command= ;;
+bump) set -- "$@" -c archive_mode=on -c archive_command= -c restore_command="$RESTORE_COMMAND" \
+  -c recovery_target_timeline=current ;;
+esac
+say "phase replay"
+as_pg "$BINDIR/postgres" "$@" >"$LOG" 2>&1 &
+PID=$!
+
+i=0
+while :; do
+  if ! kill -0 "$PID" 2>/dev/null; then
+    say "PostgreSQL stopped during recovery; the end of its log:"
+    tail -n 25 "$LOG" | sed 's/^/  /' >&2
+    exit 4
+  fi
+  state=$(sql -c "SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn()::text, '-'), coalesce(to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') || ' UTC', '-')" 2>/dev/null || echo starting)
+  case $state in
+  f\|*) break ;;
+  t\|*)
+    if [ "$MODE" = bump ]; then
+      as_pg "$BINDIR/pg_ctl" -D "$PGDATA" promote -w -t 120 >/dev/null
+      continue
+    fi
+    lsn=$(echo "$state" | cut -d'|' -f2)
+    ts=$(echo "$state" | cut -d'|' -f3)
+    [ $((i % 3)) = 0 ] && say "replaying WAL: at $lsn, last transaction replayed $ts"
+    ;;
+  *) [ $((i % 5)) = 0 ] && say "PostgreSQL is starting: restoring WAL up to a consistent state" ;;
+  esac
+  i=$((i + 1))
+  sleep 2
+done
+say "promoted"
+
+# Recovery settings the fetch wrote must not follow this data directory into the cluster (a
+# replica cloned with a recovery target would stop at it).
+for p in restore_command recovery_target recovery_target_time recovery_target_lsn recovery_target_name \
+  recovery_target_xid recovery_target_action recovery_target_timeline recovery_target_inclusive archive_mode; do
+  sql -c "ALTER SYSTEM RESET $p"
+done
+sql -c "CHECKPOINT"
+
+indexes=0
+if [ "$MODE" = verify ]; then
+  say "phase dump"
+  as_pg "$BINDIR/pg_dumpall" >/dev/null
+  say "phase amcheck"
+  sql -c "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1" >/tmp/databases
+  while read -r db; do
+    sql -d "$db" -c "CREATE EXTENSION IF NOT EXISTS amcheck"
+    # heapallindexed: every heap tuple must have its index entry, not only a sane B-tree.
+    n=$(sql -d "$db" -c "SELECT bt_index_check(c.oid, true), c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready" | wc -l)
+    say "amcheck: $db: $n B-tree indexes intact"
+    indexes=$((indexes + n))
+  done </tmp/databases
+fi
+
+summary=$(sql -c "SELECT json_build_object('timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, 'system_id', (SELECT system_identifier::text FROM pg_control_system()), 'lsn', pg_current_wal_lsn()::text, 'last_replayed', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || ' UTC', 'indexes_checked', $indexes)")
+say "phase stop"
+as_pg "$BINDIR/pg_ctl" -D "$PGDATA" -m fast -w -t 300 stop >/dev/null
+rm -f "$DATA/pgctl-restore-incomplete"
+echo "$summary"
