@@ -13,7 +13,7 @@ export PGCTL_E2E=1
 export PGCTL_GARAGE_BIN=${PGCTL_CACHE:-/var/cache/pgctl}/garage-2.5.0/bin/garage
 # Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.
 cleanup() {
-  for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup; do
+  for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup pgctl-e2e-restore:pgctl-e2e-restore pgctl-e2e-walg:pgctl-e2e-walg; do
     "$PGCTL_BIN" lab down --name "${lab%%:*}" --dir "target/e2e/${lab#*:}/lab" >/dev/null 2>&1 || true
   done
 }

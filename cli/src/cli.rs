@@ -216,8 +216,11 @@ Examples:\n  pgctl restore --target-time '2026-05-17 10:00:00+03'\n  pgctl resto
         #[arg(long)]
         no_keep_old: bool,
         /// Undo the last restore: delete the restored data and put the previous data back
-        #[arg(long, conflicts_with_all = ["target_time", "target_lsn", "target_name", "backup", "no_keep_old"])]
+        #[arg(long, conflicts_with_all = ["target_time", "target_lsn", "target_name", "backup", "no_keep_old", "into"])]
         rollback: bool,
+        /// Clone: restore this cluster's backups into the cluster of another hosts.toml (read with the read-only key; the clone archives into its own prefix)
+        #[arg(long, value_name = "HOSTS_TOML")]
+        into: Option<PathBuf>,
         #[command(flatten)]
         confirm: Confirm,
         #[arg(long)]
@@ -636,6 +639,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             backup,
             no_keep_old,
             rollback,
+            into,
             confirm,
             json,
         } => {
@@ -653,7 +657,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                 keep_old: !no_keep_old,
                 timeout: confirm.timeout().max(std::time::Duration::from_secs(600)),
             };
-            cmd_restore(&hosts, &opts, &confirm, json).await
+            cmd_restore(&hosts, into.as_deref(), &opts, &confirm, json).await
         }
         Command::Config(ConfigCommand::Render { hosts, host, file }) => {
             let cfg = hosts.load()?;
@@ -927,15 +931,20 @@ async fn cmd_verify_backup(hosts: &HostsArgs, backup: Option<&str>, on: Option<&
     Ok(())
 }
 
-async fn cmd_restore(hosts: &HostsArgs, opts: &restore::RestoreOptions, confirm: &Confirm, json: bool) -> Result<()> {
-    let cfg = hosts.load()?;
+async fn cmd_restore(hosts: &HostsArgs, into: Option<&Path>, opts: &restore::RestoreOptions, confirm: &Confirm, json: bool) -> Result<()> {
+    let source = hosts.load()?;
+    // A clone's hosts.toml has its own secrets.toml beside it.
+    let cfg = match into {
+        Some(path) => config::load(path, None)?,
+        None => hosts.load()?,
+    };
     let engines = docker::connect_all(&cfg).await?;
-    let plan = restore::plan(&cfg, &engines, opts).await?;
+    let plan = restore::plan(&source, &cfg, &engines, opts).await?;
     eprint!("{}", plan.describe(&cfg, opts.keep_old));
     if !confirm.yes {
         ask("restore now", &cfg.hosts.cluster.name)?;
     }
-    let report = restore::execute(&cfg, &engines, plan, opts).await?;
+    let report = restore::execute(&source, &cfg, &engines, plan, opts).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

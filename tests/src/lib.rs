@@ -246,6 +246,105 @@ impl Lab {
     pub fn container(&self, host: &str) -> String {
         format!("{}-{host}", self.name)
     }
+
+    /// A value from the lab's secrets.toml `[s3]` table.
+    pub fn s3_secret(&self, key: &str) -> Result<String> {
+        let v: toml::Value = toml::from_str(&std::fs::read_to_string(self.dir.join("secrets.toml"))?)?;
+        v["s3"][key].as_str().map(str::to_string).with_context(|| format!("secrets.toml: s3.{key}"))
+    }
+
+    /// The lab's S3 server: its container on the machine's engine and its address.
+    pub fn s3_container(&self) -> String {
+        format!("{}-s3", self.name)
+    }
+
+    pub fn s3_address(&self) -> Result<String> {
+        let v: toml::Value = toml::from_str(&std::fs::read_to_string(self.hosts_toml())?)?;
+        v["backup"]["s3_address"].as_str().map(str::to_string).context("hosts.toml: backup.s3_address")
+    }
+
+    /// One signed S3 request (curl's SigV4) from this machine with the read-write or the
+    /// read-only key: (HTTP status, body). `path` is `bucket/key`.
+    pub fn s3_request(&self, method: &str, path: &str, read_only: bool, body: &[u8]) -> Result<(u16, String)> {
+        let (id, secret) = if read_only {
+            (self.s3_secret("readonly_access_key_id")?, self.s3_secret("readonly_secret_access_key")?)
+        } else {
+            (self.s3_secret("access_key_id")?, self.s3_secret("secret_access_key")?)
+        };
+        let body_file = self.work.join("s3-request-body");
+        std::fs::write(&body_file, body)?;
+        use sha2::Digest;
+        let digest = hex(&sha2::Sha256::digest(body));
+        let out = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}", "-X", method])
+            .args(["--resolve", &format!("s3.lab:443:{}", self.s3_address()?)])
+            .args(["--cacert", self.dir.join("ca.pem").to_str().unwrap()])
+            .args(["--aws-sigv4", "aws:amz:garage:s3", "--user", &format!("{id}:{secret}")])
+            .args(["-H", &format!("x-amz-content-sha256: {digest}")])
+            .args(["--data-binary", &format!("@{}", body_file.display())])
+            .arg(format!("https://s3.lab/{path}"))
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    }
+
+    /// A directory of supplied binaries with the SHA256SUMS `image build --artifacts` checks.
+    pub fn artifacts(&self, binaries: &[(&str, &Path)]) -> Result<PathBuf> {
+        use sha2::Digest;
+        let dir = self.work.join("artifacts");
+        std::fs::create_dir_all(&dir)?;
+        let mut sums = String::new();
+        for (name, path) in binaries {
+            let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            std::fs::write(dir.join(name), &bytes)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o755))?;
+            sums.push_str(&format!("{}  {name}\n", hex(&sha2::Sha256::digest(&bytes))));
+        }
+        std::fs::write(dir.join("SHA256SUMS"), sums)?;
+        Ok(dir)
+    }
+
+    /// The cluster's leader, as `pgctl status` reports it.
+    pub fn leader(&self) -> Result<String> {
+        self.pgctl_ok(&["status", "--json"])?.json()?["leader"]
+            .as_str()
+            .map(str::to_string)
+            .context("no leader")
+    }
+
+    /// pgbench against the host's PostgreSQL as postgres; `detached` leaves it running.
+    pub fn pgbench(&self, host: &str, args: &[&str], detached: bool) -> Result<String> {
+        let mut cmd = vec!["exec"];
+        if detached {
+            cmd.push("-d");
+        }
+        cmd.extend(["-u", "postgres", "-e", "PGPASSFILE=/etc/pgctl/pgpass", "patroni", "pgbench"]);
+        cmd.extend(["-h", "/var/run/postgresql", "-U", "postgres"]);
+        cmd.extend_from_slice(args);
+        cmd.push("postgres");
+        self.docker(host, &cmd)
+    }
+
+    /// pgBackRest by hand in the host's Patroni container, as the Compose README shows.
+    pub fn pgbackrest(&self, host: &str, args: &[&str]) -> Result<String> {
+        let mut cmd = vec!["exec", "-u", "postgres", "-e", "PGPASSFILE=/etc/pgctl/pgpass", "patroni", "pgbackrest"];
+        cmd.extend(["--config=/etc/pgctl/pgbackrest.conf", "--stanza=lab"]);
+        cmd.extend_from_slice(args);
+        self.docker(host, &cmd)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An LSN (`16/B374D848`) as a number, to compare WAL positions.
+pub fn lsn(text: &str) -> u64 {
+    let (hi, lo) = text.trim().split_once('/').unwrap_or(("0", "0"));
+    (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
 }
 
 impl Drop for Lab {

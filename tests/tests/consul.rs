@@ -8,16 +8,6 @@ use anyhow::{Context, Result};
 use pgctl_tests::*;
 use std::time::{Duration, Instant};
 
-/// sha256 of a file through the system's sha256sum (for the SHA256SUMS pgctl verifies).
-fn sha256_hex(path: &std::path::Path) -> Result<String> {
-    let out = std::process::Command::new("sha256sum").arg(path).output()?;
-    Ok(String::from_utf8(out.stdout)?
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string())
-}
-
 #[test]
 fn consul_cluster_end_to_end() -> Result<()> {
     if !e2e_enabled("consul_cluster_end_to_end") {
@@ -31,13 +21,7 @@ fn consul_cluster_end_to_end() -> Result<()> {
         return Ok(());
     };
     let lab = Lab::up("pgctl-e2e-consul", "172.30.80.0/24")?;
-    let artifacts = lab.work.join("artifacts");
-    std::fs::create_dir_all(&artifacts)?;
-    std::fs::copy(&consul, artifacts.join("consul"))?;
-    std::fs::write(
-        artifacts.join("SHA256SUMS"),
-        format!("{}  consul\n", sha256_hex(&artifacts.join("consul"))?),
-    )?;
+    let artifacts = lab.artifacts(&[("consul", consul.as_ref())])?;
     let tag = "pgctl/postgres:15-consul";
     pgctl_ok(
         &lab.work,

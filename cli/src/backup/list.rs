@@ -109,8 +109,8 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access, 
         .collect();
     let archive = format!("archive/{}", cfg.hosts.cluster.name);
     let args: Vec<&str> = match (cfg.hosts.cluster.backup_engine, what) {
-        (BackupEngine::Pgbackrest, Read::Backups) => vec!["info", "--output=json", "--io-timeout=20"],
-        (BackupEngine::Pgbackrest, Read::Archive) => vec!["repo-ls", "--output=json", "--recurse", "--io-timeout=20", &archive],
+        (BackupEngine::Pgbackrest, Read::Backups) => vec!["info", "--output=json"],
+        (BackupEngine::Pgbackrest, Read::Archive) => vec!["repo-ls", "--output=json", "--recurse", &archive],
         (BackupEngine::Walg, _) => vec!["backup-list", "--detail", "--json"],
     };
     let cmd = command(cfg, &args);

@@ -60,7 +60,7 @@ pub async fn verify(cfg: &Config, engines: &[Engine], backup: Option<&str>, on: 
         target: &target,
         timeline: "latest",
     };
-    let result = recover::run(cfg, engine, &volume, Mode::Verify, Some(fetch)).await;
+    let result = recover::run(cfg, cfg, engine, &volume, Mode::Verify, Some(fetch)).await;
     let removed = remove_volume(engine, &volume).await;
     let recovered = result.with_context(|| format!("backup {} did NOT verify", chosen.name))?;
     removed?;

@@ -39,6 +39,8 @@ pub struct RestoreOptions {
 /// What a restore will do, decided by the pre-flight; nothing has changed yet.
 #[derive(Debug, Serialize)]
 pub struct Plan {
+    /// For a clone: the cluster whose backups are restored.
+    pub clone_of: Option<String>,
     pub backup: Backup,
     pub target: String,
     pub window: String,
@@ -70,14 +72,22 @@ pub struct Report {
 
 /// Pre-flight: S3 readable, a backup before the target, the target inside the restorable
 /// window, every host reachable with the image, room for a second copy. Changes nothing.
-pub async fn plan(cfg: &Config, engines: &[Engine], opts: &RestoreOptions) -> Result<Plan> {
-    if cfg.hosts.backup.is_none() {
+///
+/// `source` is whose backups are restored: `cfg` itself, or for a clone (`--into`) the cluster
+/// the clone is made from. A clone reads them with the source's read-only key and must archive
+/// (if at all) into a prefix of its own.
+pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &RestoreOptions) -> Result<Plan> {
+    let clone_of = is_clone(source, cfg).then(|| source.hosts.cluster.name.clone());
+    if clone_of.is_some() {
+        check_clone(source, cfg)?;
+    }
+    if source.hosts.backup.is_none() {
         bail!(
             "{} has no [backup] section: there is no archive to restore from",
-            cfg.hosts_path.display()
+            source.hosts_path.display()
         );
     }
-    let listing = list::list(cfg)
+    let listing = list::list(source)
         .await
         .context("pre-flight: reading the backup repository (read-only key)")?;
     let backup = target::choose_backup(&listing, &opts.target, opts.backup.as_deref())?.clone();
@@ -125,6 +135,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &RestoreOptions) -> Re
         check_free_space(cfg, &members, backup.size_bytes).await?;
     }
     Ok(Plan {
+        clone_of,
         target: opts.target.describe(),
         window: target::window(&listing),
         backup,
@@ -137,9 +148,12 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &RestoreOptions) -> Re
 
 impl Plan {
     pub fn describe(&self, cfg: &Config, keep_old: bool) -> String {
+        let what = match &self.clone_of {
+            Some(source) => format!("clone cluster `{source}` into cluster `{}`", cfg.hosts.cluster.name),
+            None => format!("restore cluster `{}`", cfg.hosts.cluster.name),
+        };
         let mut out = format!(
-            "restore cluster `{}` to {}\n  from backup {} (finished {}, {:.1} MB)\n  {}\n  fetched and recovered on {}, which becomes the leader; the other members are rebuilt from it\n",
-            cfg.hosts.cluster.name,
+            "{what} to {}\n  from backup {} (finished {}, {:.1} MB)\n  {}\n  fetched and recovered on {}, which becomes the leader; the other members are rebuilt from it\n",
             self.target,
             self.backup.name,
             target::unix_time(self.backup.stop),
@@ -167,14 +181,16 @@ impl Plan {
 }
 
 /// Carries out a plan: every phase timed and reported; a failure says what is intact.
-pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &RestoreOptions) -> Result<Report> {
+pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Plan, opts: &RestoreOptions) -> Result<Report> {
     let mut phases = Phases::default();
     let by_host = |h: &str| engines.iter().find(|e| e.host == h).expect("planned hosts are connected");
     let restore_engine = by_host(&plan.restore_host);
 
-    phases.start("archive the current WAL");
-    if let Some(leader) = plan.previous_leader.as_deref().map(by_host) {
-        archive_current_wal(leader).await;
+    if plan.clone_of.is_none() {
+        phases.start("archive the current WAL");
+        if let Some(leader) = plan.previous_leader.as_deref().map(by_host) {
+            archive_current_wal(leader).await;
+        }
     }
 
     phases.start("stop the cluster");
@@ -198,7 +214,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &Restor
         target: &opts.target,
         timeline: &opts.timeline,
     };
-    let recovered = match recover::run(cfg, restore_engine, new_volume, Mode::Restore, Some(fetch)).await {
+    let recovered = match recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch)).await {
         Ok(r) => r,
         Err(e) => {
             let removed = remove_volume(restore_engine, new_volume).await;
@@ -228,6 +244,35 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &Restor
         phases,
         status,
     })
+}
+
+fn is_clone(source: &Config, cfg: &Config) -> bool {
+    source.hosts_path != cfg.hosts_path
+}
+
+/// A clone never writes into the source's archive: its own prefix (or no archiving), and the
+/// same PostgreSQL major version.
+fn check_clone(source: &Config, cfg: &Config) -> Result<()> {
+    if source.hosts.cluster.postgres_major != cfg.hosts.cluster.postgres_major {
+        bail!(
+            "--into {}: PostgreSQL {} there, {} in {}: a clone needs the same major version",
+            cfg.hosts_path.display(),
+            cfg.hosts.cluster.postgres_major,
+            source.hosts.cluster.postgres_major,
+            source.hosts_path.display()
+        );
+    }
+    if let (Some(s), Some(c)) = (&source.hosts.backup, &cfg.hosts.backup) {
+        let same = |a: &str, b: &str| a.trim_matches('/') == b.trim_matches('/');
+        if same(&s.s3_endpoint, &c.s3_endpoint) && s.s3_bucket == c.s3_bucket && same(&s.s3_prefix, &c.s3_prefix) {
+            bail!(
+                "--into {}: its backup.s3_prefix `{}` is the source's own; a clone must archive into a prefix of its own (or have no [backup]), never into the archive it is made from",
+                cfg.hosts_path.display(),
+                c.s3_prefix
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Starts the cluster on data that exists on `leader_host` only: a clean DCS scope, that member

@@ -57,14 +57,16 @@ pub struct Fetch<'a> {
     pub timeline: &'a str,
 }
 
-/// Runs one recovery on `engine` with `volume` mounted as the data volume.
-pub async fn run(cfg: &Config, engine: &Engine, volume: &str, mode: Mode, fetch: Option<Fetch<'_>>) -> Result<Recovered> {
+/// Runs one recovery on `engine` with `volume` mounted as the data volume: for cluster `cfg`
+/// (image, PostgreSQL version), from the backups of `source` (the same cluster, or the one a
+/// clone is made from).
+pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, mode: Mode, fetch: Option<Fetch<'_>>) -> Result<Recovered> {
     let image = &cfg.hosts.cluster.image;
     if docker::image_id(&engine.docker, image).await?.is_none() {
         bail!("{}: image {image} is missing: deliver it first (`pgctl image push`)", engine.host);
     }
     let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
-    let mut files: Vec<FileSpec> = backup::files(cfg, Access::ReadOnly)?
+    let mut files: Vec<FileSpec> = backup::files(source, Access::ReadOnly)?
         .into_iter()
         .map(|f| FileSpec {
             path: f.path,
@@ -80,16 +82,16 @@ pub async fn run(cfg: &Config, engine: &Engine, volume: &str, mode: Mode, fetch:
     let mut cmd: Vec<String> = vec!["/bin/sh".into(), SCRIPT_PATH.into(), mode.arg().into(), bindir];
     let mut env = vec![];
     match (mode, &fetch) {
-        (Mode::Bump, _) => cmd.push(backup::restore_command(cfg).context("a rollback needs [backup] (restore_command)")?),
+        (Mode::Bump, _) => cmd.push(backup::restore_command(source).context("a rollback needs [backup] (restore_command)")?),
         (_, Some(f)) => {
-            let (fetch_cmd, recovery_conf) = fetch_command(cfg, f, mode);
+            let (fetch_cmd, recovery_conf) = fetch_command(source, f, mode);
             cmd.extend(fetch_cmd);
             env.extend(recovery_conf.map(|c| format!("RECOVERY_CONF={c}")));
         }
         (_, None) => bail!("internal: {} needs a backup to fetch", mode.arg()),
     }
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let extra_hosts = backup::extra_hosts(cfg);
+    let extra_hosts = backup::extra_hosts(source);
     let host_config = bollard::models::HostConfig {
         // The host's network: S3 is reached as the cluster reaches it. PostgreSQL here listens
         // on a unix socket only, so it never meets the host's port 5432.

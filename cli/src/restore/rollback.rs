@@ -106,7 +106,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: RollbackPlan, timeo
         .find(|h| h.host == plan.leader_host)
         .and_then(|h| h.back_to.clone())
         .context("the leader's previous volume")?;
-    let recovered = recover::run(cfg, leader_engine, &back_to, Mode::Bump, None).await?;
+    let recovered = recover::run(cfg, cfg, leader_engine, &back_to, Mode::Bump, None).await?;
     phases.sub(&recovered.phases);
     // The other members' previous data is older than the leader's: they are rebuilt from it,
     // on fresh volumes of their previous generation's name.

@@ -1,0 +1,171 @@
+//! Point-in-time restore end to end through the pgctl binary on the lab (engine pgBackRest):
+//! the marker test across a backup and a switchover, refused targets leaving the cluster
+//! untouched, `--rollback`, and restore to latest after losing every data volume.
+
+use anyhow::{Context, Result};
+use pgctl_tests::*;
+use std::time::Duration;
+
+/// Marker rows with their commit times, as pgBackRest's own suite checks PITR.
+fn marker(lab: &Lab, host: &str, id: u32) -> Result<String> {
+    lab.sql(host, &format!("INSERT INTO marker(id) VALUES ({id}) RETURNING at::text"))
+}
+
+fn markers(lab: &Lab, host: &str) -> Result<String> {
+    lab.sql(host, "SELECT coalesce(string_agg(id::text, ',' ORDER BY id), '') FROM marker")
+}
+
+/// Every member's markers (replicas have the same rows as the leader once they caught up).
+fn markers_everywhere(lab: &Lab) -> Result<Vec<String>> {
+    std::thread::sleep(Duration::from_secs(2));
+    lab.hosts().iter().map(|(h, _)| markers(lab, h)).collect()
+}
+
+/// Container IDs of Patroni on every host.
+fn patroni_ids(lab: &Lab) -> Result<Vec<String>> {
+    lab.hosts()
+        .iter()
+        .map(|(h, _)| lab.docker(h, &["ps", "-q", "--no-trunc", "--filter", "name=^patroni$"]))
+        .collect()
+}
+
+/// Waits until the leader has archived the segment holding everything committed so far.
+fn archive_everything(lab: &Lab, leader: &str) -> Result<()> {
+    let segment = lab.sql(leader, "SELECT pg_walfile_name(pg_switch_wal())")?;
+    for _ in 0..60 {
+        if lab.sql(leader, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")?.as_str() >= segment.as_str() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    anyhow::bail!("{segment} was not archived within 2 minutes")
+}
+
+#[test]
+fn point_in_time_restore() -> Result<()> {
+    if !e2e_enabled("point_in_time_restore") {
+        return Ok(());
+    }
+    let lab = Lab::up("pgctl-e2e-restore", "172.30.82.0/24")?;
+    lab.pgctl_ok(&["up"])?;
+    let first = lab.leader()?;
+    lab.sql(
+        &first,
+        "CREATE TABLE marker(id int PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    )?;
+    marker(&lab, &first, 1)?;
+    lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
+    marker(&lab, &first, 2)?;
+    // A switchover: the target lies on a later timeline than the backup.
+    lab.pgctl_ok(&["switchover", "--yes"])?;
+    let leader = lab.leader()?;
+    marker(&lab, &leader, 3)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let target = lab.sql(&leader, "SELECT clock_timestamp()::text")?;
+    std::thread::sleep(Duration::from_secs(2));
+    marker(&lab, &leader, 4)?;
+    archive_everything(&lab, &leader)?;
+
+    // Refused targets: nothing stops, nothing changes.
+    let ids = patroni_ids(&lab)?;
+    for (args, why) in [
+        (vec!["--target-time", "2001-01-01 00:00:00+00"], "before the end of the oldest backup"),
+        (vec!["--target-time", "2099-01-01 00:00:00+00"], "after the newest archived WAL"),
+        (vec!["--target-time", "2026-05-17 10:00:00"], "no time zone"),
+        (vec!["--target-lsn", "nonsense"], "expected an LSN"),
+    ] {
+        let run = lab.pgctl(&[&["restore", "--yes"], args.as_slice()].concat());
+        assert!(!run.ok && run.stderr.contains(why), "{args:?}: {}", run.stderr);
+        if why.contains("backup") || why.contains("WAL") {
+            assert!(run.stderr.contains("restorable window"), "the window is printed: {}", run.stderr);
+        }
+    }
+    assert_eq!(patroni_ids(&lab)?, ids, "refused restores leave the containers alone");
+    assert_eq!(lab.leader()?, leader, "and the leader");
+
+    // The marker test: exactly the markers committed before the target, on every member.
+    let restored = lab.pgctl_ok(&["restore", "--target-time", &target, "--yes"])?;
+    report(&format!("PITR (small database): {}", phases_line(&restored.stdout)));
+    assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3"; 3], "markers before {target} only");
+    let leader = lab.leader()?;
+    marker(&lab, &leader, 5)?;
+    archive_everything(&lab, &leader)?;
+    lab.pgbackrest(&leader, &["check"])?;
+    let status = lab.pgctl_ok(&["status", "--json"])?.json()?;
+    let timeline = status["members"].as_array().unwrap().iter().find(|m| m["role"] == "leader").unwrap()["timeline"]
+        .as_u64()
+        .unwrap();
+    assert!(timeline >= 3, "a new timeline after backup (1) and switchover (2): {status}");
+
+    // Rollback: the data from before the restore (marker 4, not 5) on a new timeline.
+    lab.pgctl_ok(&["restore", "--rollback", "--yes"])?;
+    assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3,4"; 3]);
+    let leader = lab.leader()?;
+    marker(&lab, &leader, 6)?;
+    archive_everything(&lab, &leader)?;
+
+    // A clone into a second cluster, with its own name and prefix (here on the same hosts, once
+    // the source's containers are gone): it gets the data, archives into its own prefix, and
+    // the source's prefix is byte-identical before and after.
+    let clone = lab.dir.join("clone.toml");
+    std::fs::write(
+        &clone,
+        std::fs::read_to_string(lab.hosts_toml())?
+            .replace("name = \"lab\"", "name = \"clone\"")
+            .replace("s3_prefix = \"lab\"", "s3_prefix = \"clone\""),
+    )?;
+    let clone = clone.to_str().unwrap().to_string();
+    let source_listing = || -> Result<String> {
+        let (code, body) = lab.s3_request("GET", "pgctl-backups?list-type=2&prefix=lab/", true, b"")?;
+        anyhow::ensure!(code == 200 && body.contains("<Key>lab/"), "listing the source prefix: {code} {body}");
+        Ok(body)
+    };
+    let before = source_listing()?;
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--yes"])?;
+    let same_prefix = lab.dir.join("clone-same-prefix.toml");
+    std::fs::write(
+        &same_prefix,
+        std::fs::read_to_string(lab.hosts_toml())?.replace("name = \"lab\"", "name = \"clone\""),
+    )?;
+    let refused = pgctl(&lab.work, &["restore", "--hosts", &lab.hosts_arg(), "--into", same_prefix.to_str().unwrap(), "--yes"]);
+    assert!(
+        !refused.ok && refused.stderr.contains("a prefix of its own"),
+        "a clone onto the source's prefix is refused: {}",
+        refused.stderr
+    );
+    let cloned = pgctl(&lab.work, &["restore", "--hosts", &lab.hosts_arg(), "--into", &clone, "--yes"]);
+    assert!(cloned.ok, "{}", cloned.stderr);
+    assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3,4,6"; 3], "the clone has the source's data");
+    let clone_status = pgctl_ok(&lab.work, &["status", "--hosts", &clone, "--json"])?.json()?;
+    let clone_leader = clone_status["leader"].as_str().context("the clone has a leader")?.to_string();
+    assert_eq!(clone_status["scope"], "clone");
+    marker(&lab, &clone_leader, 100)?;
+    archive_everything(&lab, &clone_leader)?;
+    assert_eq!(source_listing()?, before, "the clone wrote nothing into the source's prefix");
+    let (_, own) = lab.s3_request("GET", "pgctl-backups?list-type=2&prefix=clone/", true, b"")?;
+    assert!(own.contains("<Key>clone/archive/"), "the clone archives into its own prefix: {own}");
+    pgctl_ok(&lab.work, &["remove", "--i-am-aware", "--volumes", "--yes", "--hosts", &clone])?;
+
+    // Every data volume lost (and the DCS with them): `up` refuses to bootstrap an empty
+    // cluster onto the archive; restore to latest brings back every archived row.
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    let refused = lab.pgctl(&["up"]);
+    assert!(!refused.ok && refused.stderr.contains("pgctl restore"), "{}", refused.stderr);
+    lab.pgctl_ok(&["restore", "--yes"])?;
+    assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3,4,6"; 3], "every archived row is back");
+    let leader = lab.leader()?;
+    marker(&lab, &leader, 7).context("the restored cluster accepts writes")?;
+    Ok(())
+}
+
+/// The "time per phase" lines of a restore's output, on one line.
+fn phases_line(stdout: &str) -> String {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("time per phase"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
