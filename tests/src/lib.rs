@@ -250,7 +250,10 @@ impl Lab {
     /// A value from the lab's secrets.toml `[s3]` table.
     pub fn s3_secret(&self, key: &str) -> Result<String> {
         let v: toml::Value = toml::from_str(&std::fs::read_to_string(self.dir.join("secrets.toml"))?)?;
-        v["s3"][key].as_str().map(str::to_string).with_context(|| format!("secrets.toml: s3.{key}"))
+        v["s3"][key]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("secrets.toml: s3.{key}"))
     }
 
     /// The lab's S3 server: its container on the machine's engine and its address.
@@ -260,14 +263,21 @@ impl Lab {
 
     pub fn s3_address(&self) -> Result<String> {
         let v: toml::Value = toml::from_str(&std::fs::read_to_string(self.hosts_toml())?)?;
-        v["backup"]["s3_address"].as_str().map(str::to_string).context("hosts.toml: backup.s3_address")
+        v["backup"]["s3_address"]
+            .as_str()
+            .map(str::to_string)
+            .context("hosts.toml: backup.s3_address")
     }
 
     /// One signed S3 request (curl's SigV4) from this machine with the read-write or the
-    /// read-only key: (HTTP status, body). `path` is `bucket/key`.
+    /// read-only key: (HTTP status, body). `path` is `bucket/key`, or `bucket?query` with the
+    /// query's values already percent-encoded (SigV4 signs them encoded).
     pub fn s3_request(&self, method: &str, path: &str, read_only: bool, body: &[u8]) -> Result<(u16, String)> {
         let (id, secret) = if read_only {
-            (self.s3_secret("readonly_access_key_id")?, self.s3_secret("readonly_secret_access_key")?)
+            (
+                self.s3_secret("readonly_access_key_id")?,
+                self.s3_secret("readonly_secret_access_key")?,
+            )
         } else {
             (self.s3_secret("access_key_id")?, self.s3_secret("secret_access_key")?)
         };
@@ -275,13 +285,16 @@ impl Lab {
         std::fs::write(&body_file, body)?;
         use sha2::Digest;
         let digest = hex(&sha2::Sha256::digest(body));
-        let out = Command::new("curl")
+        let mut curl = Command::new("curl");
+        if !body.is_empty() {
+            curl.args(["--data-binary", &format!("@{}", body_file.display())]);
+        }
+        let out = curl
             .args(["-s", "-w", "\n%{http_code}", "-X", method])
             .args(["--resolve", &format!("s3.lab:443:{}", self.s3_address()?)])
             .args(["--cacert", self.dir.join("ca.pem").to_str().unwrap()])
             .args(["--aws-sigv4", "aws:amz:garage:s3", "--user", &format!("{id}:{secret}")])
             .args(["-H", &format!("x-amz-content-sha256: {digest}")])
-            .args(["--data-binary", &format!("@{}", body_file.display())])
             .arg(format!("https://s3.lab/{path}"))
             .output()
             .context("running curl")?;
@@ -307,6 +320,34 @@ impl Lab {
         Ok(dir)
     }
 
+    /// Every object under `prefix` in the lab's bucket, one `key etag size last-modified` line
+    /// each (ListObjectsV2, all pages), read with the read-only key.
+    pub fn s3_list(&self, prefix: &str) -> Result<Vec<String>> {
+        let field = |xml: &str, tag: &str| -> Option<String> {
+            let start = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+            let end = xml[start..].find(&format!("</{tag}>"))? + start;
+            Some(xml[start..end].to_string())
+        };
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = format!("list-type=2&prefix={}", percent_encode(prefix));
+            if let Some(t) = &token {
+                query = format!("continuation-token={}&{query}", percent_encode(t));
+            }
+            let (code, body) = self.s3_request("GET", &format!("pgctl-backups?{query}"), true, b"")?;
+            anyhow::ensure!(code == 200, "listing {prefix}: {code} {body}");
+            for object in body.split("<Contents>").skip(1) {
+                let get = |tag| field(object, tag).unwrap_or_default();
+                out.push(format!("{} {} {} {}", get("Key"), get("ETag"), get("Size"), get("LastModified")));
+            }
+            token = field(&body, "NextContinuationToken");
+            if token.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
     /// The cluster's leader, as `pgctl status` reports it.
     pub fn leader(&self) -> Result<String> {
         self.pgctl_ok(&["status", "--json"])?.json()?["leader"]
@@ -330,11 +371,29 @@ impl Lab {
 
     /// pgBackRest by hand in the host's Patroni container, as the Compose README shows.
     pub fn pgbackrest(&self, host: &str, args: &[&str]) -> Result<String> {
-        let mut cmd = vec!["exec", "-u", "postgres", "-e", "PGPASSFILE=/etc/pgctl/pgpass", "patroni", "pgbackrest"];
+        let mut cmd = vec![
+            "exec",
+            "-u",
+            "postgres",
+            "-e",
+            "PGPASSFILE=/etc/pgctl/pgpass",
+            "patroni",
+            "pgbackrest",
+        ];
         cmd.extend(["--config=/etc/pgctl/pgbackrest.conf", "--stanza=lab"]);
         cmd.extend_from_slice(args);
         self.docker(host, &cmd)
     }
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters (as SigV4 signs queries).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -29,7 +29,11 @@ fn backups_with_pgbackrest() -> Result<()> {
         std::fs::write(file, good)?;
         assert!(!refused.ok && refused.stderr.contains("is not usable"), "{}", refused.stderr);
         for (h, _) in lab.hosts() {
-            assert_eq!(lab.docker(&h, &["ps", "-aq", "--filter", "name=^patroni$"])?, "", "{h}: Patroni not started");
+            assert_eq!(
+                lab.docker(&h, &["ps", "-aq", "--filter", "name=^patroni$"])?,
+                "",
+                "{h}: Patroni not started"
+            );
         }
     }
     lab.pgctl_ok(&["up"])?;
@@ -67,8 +71,16 @@ fn backups_with_pgbackrest() -> Result<()> {
     // pgbench's 4 tables bring 3 primary keys, besides the catalogs'.
     assert!(v["recovered"]["indexes_checked"].as_u64().unwrap() > 300, "{v}");
     let host = v["host"].as_str().unwrap();
-    assert_eq!(lab.docker(host, &["volume", "ls", "-q", "--filter", "name=pgctl-verify"])?, "", "throwaway volume removed");
-    assert_eq!(lab.docker(host, &["ps", "-aq", "--filter", "name=pgctl-verify"])?, "", "throwaway container removed");
+    assert_eq!(
+        lab.docker(host, &["volume", "ls", "-q", "--filter", "name=pgctl-verify"])?,
+        "",
+        "throwaway volume removed"
+    );
+    assert_eq!(
+        lab.docker(host, &["ps", "-aq", "--filter", "name=pgctl-verify"])?,
+        "",
+        "throwaway container removed"
+    );
     // The key it reads with provably cannot write into the bucket; the read-write one can.
     let (code, body) = lab.s3_request("PUT", "pgctl-backups/lab/pgctl-probe", true, b"probe")?;
     assert_eq!(code, 403, "the read-only key must be refused a write: {body}");
@@ -89,7 +101,9 @@ fn backups_with_pgbackrest() -> Result<()> {
     // S3 away for a minute under load: the archiver fails and status says so; when S3 is back
     // archiving catches up by itself and no WAL is missing.
     let leader = new_leader;
-    let failed_before = lab.pgctl_ok(&["status", "--json"])?.json()?["archiver"]["failed_count"].as_u64().unwrap();
+    let failed_before = lab.pgctl_ok(&["status", "--json"])?.json()?["archiver"]["failed_count"]
+        .as_u64()
+        .unwrap();
     lab.pgbench(&leader, &["-T", "90", "-c", "2"], true)?;
     let network = lab.name.clone();
     docker_local(&["network", "disconnect", &network, &lab.s3_container()])?;
@@ -100,7 +114,10 @@ fn backups_with_pgbackrest() -> Result<()> {
         if s["archiver"]["failed_count"].as_u64().unwrap() > failed_before && run.stdout.contains("FAILING since") {
             break run.stdout;
         }
-        assert!(outage.elapsed() < Duration::from_secs(300), "status never showed the archiver failing: {s}");
+        assert!(
+            outage.elapsed() < Duration::from_secs(300),
+            "status never showed the archiver failing: {s}"
+        );
         std::thread::sleep(Duration::from_secs(5));
     };
     report(&format!(
@@ -118,10 +135,16 @@ fn backups_with_pgbackrest() -> Result<()> {
         if last.as_str() >= segment.as_str() {
             break;
         }
-        assert!(back.elapsed() < Duration::from_secs(300), "archiving did not catch up: last {last}, want {segment}");
+        assert!(
+            back.elapsed() < Duration::from_secs(300),
+            "archiving did not catch up: last {last}, want {segment}"
+        );
         std::thread::sleep(Duration::from_secs(5));
     }
-    report(&format!("S3 outage: archiving caught up {:.0} s after S3 returned", back.elapsed().as_secs_f64()));
+    report(&format!(
+        "S3 outage: archiving caught up {:.0} s after S3 returned",
+        back.elapsed().as_secs_f64()
+    ));
     lab.pgbackrest(&leader, &["check"])?;
     // A replay from the newest backup through every archived segment passes the outage: a
     // missing segment would end recovery before the switch made after it.
@@ -191,8 +214,15 @@ fn backups_with_pgbackrest() -> Result<()> {
         .as_str()
         .unwrap()
         .to_string();
-    let files = lab.pgbackrest(&scheduled_leader, &["repo-ls", "--recurse", &format!("backup/lab/{newest}/pg_data/global")])?;
-    let victim = files.lines().find(|f| f.starts_with("pg_control")).context("pg_control in the backup")?.to_string();
+    let files = lab.pgbackrest(
+        &scheduled_leader,
+        &["repo-ls", "--recurse", &format!("backup/lab/{newest}/pg_data/global")],
+    )?;
+    let victim = files
+        .lines()
+        .find(|f| f.starts_with("pg_control"))
+        .context("pg_control in the backup")?
+        .to_string();
     let object = format!("pgctl-backups/lab/backup/lab/{newest}/pg_data/global/{victim}");
     assert_eq!(lab.s3_request("DELETE", &object, false, b"")?.0, 204, "deleting {object}");
     let damaged = lab.pgctl(&["verify-backup", "--backup", &newest]);

@@ -67,7 +67,10 @@ fn backups_and_restore_with_walg() -> Result<()> {
     assert_eq!(lab.sql(&leader, "SELECT string_agg(id::text, ',' ORDER BY id) FROM marker")?, "1,2");
     lab.pgctl_ok(&["restore", "--rollback", "--yes"])?;
     let leader = lab.leader()?;
-    assert_eq!(lab.sql(&leader, "SELECT string_agg(id::text, ',' ORDER BY id) FROM marker")?, "1,2,3");
+    assert_eq!(
+        lab.sql(&leader, "SELECT string_agg(id::text, ',' ORDER BY id) FROM marker")?,
+        "1,2,3"
+    );
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     Ok(())
 }
