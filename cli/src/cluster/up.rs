@@ -374,7 +374,7 @@ async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<
     let id = out.ok(&format!("reading volume {volume} on {}", engine.host))?.trim().to_string();
     if id == "incomplete" {
         bail!(
-            "{}: data volume {volume} holds a restore that was interrupted; nothing was started. Run the same `pgctl restore` again to retry it (the partial copy is discarded), or remove that volume to start the previous data",
+            "{}: data volume {volume} holds a restore that was interrupted; nothing was started. Run the same `pgctl restore` again to retry it (the partial copy is discarded), or `pgctl restore --rollback` to go back to the previous data",
             engine.host
         );
     }

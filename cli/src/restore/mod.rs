@@ -329,9 +329,12 @@ fn after_failure(cfg: &Config, plan: &Plan, opts: &RestoreOptions, removed: bool
             plan.restore_host
         ));
     }
-    out.push_str(&format!(
-        "\n  Retry:   pgctl restore --hosts {hosts} ... (the same target)\n  Go back: pgctl up --hosts {hosts}   (starts the old data as it was)"
-    ));
+    out.push_str(&format!("\n  Retry:   pgctl restore --hosts {hosts} ... (the same target)"));
+    if opts.keep_old {
+        out.push_str(&format!("\n  Go back: pgctl up --hosts {hosts}   (starts the old data as it was)"));
+    } else {
+        out.push_str("\n  The old data volumes were deleted (--no-keep-old): the backups in S3 are the way back.");
+    }
     out
 }
 
