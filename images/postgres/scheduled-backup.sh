@@ -21,5 +21,6 @@ else
   ok=false
 fi
 end=$(date -u +%s)
-echo "{\"start\":$start,\"end\":$end,\"ok\":$ok,\"host\":\"$(hostname)\"}" >>"$STATUS"
+size=$(du -sb /var/lib/postgresql/data/pgdata 2>/dev/null | cut -f1)
+echo "{\"start\":$start,\"end\":$end,\"ok\":$ok,\"host\":\"$(hostname)\",\"size_bytes\":${size:-null}}" >>"$STATUS"
 echo "pgctl scheduled backup: finished ok=$ok in $((end - start))s" >"$OUT"

@@ -193,6 +193,10 @@ fn backups_with_pgbackrest() -> Result<()> {
     };
     for r in &runs {
         assert_eq!(r["ok"], true, "{r}");
+        assert!(
+            r["size_bytes"].as_u64().unwrap() > 50_000_000,
+            "the size backed up is recorded: {r}"
+        );
         assert_eq!(r["host"], scheduled_leader.as_str(), "only the leader backs up: {r}");
     }
     for pair in runs.windows(2) {

@@ -1,6 +1,7 @@
 //! Point-in-time restore end to end through the pgctl binary on the lab (engine pgBackRest):
-//! the marker test across a backup and a switchover, refused targets leaving the cluster
-//! untouched, `--rollback`, and restore to latest after losing every data volume.
+//! refused targets leaving the cluster untouched, a restore interrupted midway and retried, the
+//! marker test across a backup and a switchover, `--rollback`, a clone into a second cluster,
+//! and restore to latest after losing every data volume.
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
@@ -90,8 +91,25 @@ fn point_in_time_restore() -> Result<()> {
     assert_eq!(patroni_ids(&lab)?, ids, "refused restores leave the containers alone");
     assert_eq!(lab.leader()?, leader, "and the leader");
 
+    // A restore interrupted midway (pgctl and its recovery container killed during the replay,
+    // as when the host dies): `up` refuses the partial volume, and the same restore run again
+    // discards it and picks up cleanly.
+    let host = interrupt_restore(&lab, &target)?;
+    let refused = lab.pgctl(&["up"]);
+    assert!(!refused.ok && refused.stderr.contains("interrupted"), "{}", refused.stderr);
+    assert_eq!(
+        lab.docker(&host, &["ps", "-q", "--filter", "name=^patroni$"])?,
+        "",
+        "nothing started"
+    );
+
     // The marker test: exactly the markers committed before the target, on every member.
     let restored = lab.pgctl_ok(&["restore", "--target-time", &target, "--yes"])?;
+    assert!(
+        restored.stderr.contains("discards the partial volume of an interrupted restore"),
+        "{}",
+        restored.stderr
+    );
     report(&format!("PITR (small database): {}", phases_line(&restored.stdout)));
     assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3"; 3], "markers before {target} only");
     let leader = lab.leader()?;
@@ -184,6 +202,33 @@ fn point_in_time_restore() -> Result<()> {
     let leader = lab.leader()?;
     marker(&lab, &leader, 7).context("the restored cluster accepts writes")?;
     Ok(())
+}
+
+/// Starts `pgctl restore` to `target`, kills it and its recovery container once PostgreSQL
+/// replays WAL; returns the host the restore ran on.
+fn interrupt_restore(lab: &Lab, target: &str) -> Result<String> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(pgctl_bin())
+        .args(["restore", "--target-time", target, "--yes", "--hosts", &lab.hosts_arg()])
+        .current_dir(&lab.work)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stderr = std::io::BufReader::new(child.stderr.take().context("stderr")?);
+    let mut host = None;
+    for line in stderr.lines() {
+        let line = line?;
+        eprintln!("    {line}");
+        if let Some(h) = line.strip_suffix(": PostgreSQL replays WAL from the archive") {
+            host = Some(h.to_string());
+            break;
+        }
+    }
+    child.kill()?;
+    child.wait()?;
+    let host = host.context("the restore never reached its replay phase")?;
+    lab.docker(&host, &["kill", "pgctl-restore-lab"])?;
+    Ok(host)
 }
 
 /// The "time per phase" lines of a restore's output, on one line.

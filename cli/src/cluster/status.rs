@@ -48,6 +48,9 @@ pub struct BackupRun {
     pub end: i64,
     pub ok: bool,
     pub host: String,
+    /// Size of the data directory that was backed up (bytes); absent in older records.
+    #[serde(default)]
+    pub size_bytes: Option<u64>,
 }
 
 /// Scheduled backups seen on the members' data volumes.
@@ -370,8 +373,19 @@ pub fn render_table(s: &ClusterStatus) -> String {
     };
     let archive = match &s.scheduled_backups {
         Some(b) => {
+            let size = b
+                .runs
+                .iter()
+                .rfind(|r| r.ok)
+                .and_then(|r| r.size_bytes)
+                .map(|s| format!(", {:.1} MB of data", s as f64 / 1e6))
+                .unwrap_or_default();
             let last = match b.last_success_age_seconds {
-                Some(age) => format!("last successful scheduled backup {}h{:02}m ago", age / 3600, (age % 3600) / 60),
+                Some(age) => format!(
+                    "last successful scheduled backup {}h{:02}m ago{size}",
+                    age / 3600,
+                    (age % 3600) / 60
+                ),
                 None => "no successful scheduled backup yet".into(),
             };
             let failed = match (b.last_failure_end, b.last_success_end) {
