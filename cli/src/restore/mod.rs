@@ -111,6 +111,8 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
     let mut restore_host = leader.clone();
     let mut previous_leader = leader.clone();
     for e in &members {
+        // The recovery container of a restore whose pgctl died holds its volume: it goes.
+        docker::remove_container(&e.docker, &recover::container_name(cfg, Mode::Restore)).await?;
         let mut present = volumes::list(e, scope).await?;
         if let Some(newest) = present.last() {
             if holds_incomplete_restore(cfg, e, &newest.name).await? {
@@ -221,6 +223,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
             bail!("{e:#}\n{}", after_failure(cfg, &plan, opts, removed.is_ok()));
         }
     };
+    mark_complete(cfg, restore_engine, new_volume).await?;
     phases.sub(&recovered.phases);
     eprintln!(
         "{}: recovered to {} on timeline {} (last transaction replayed: {})",
@@ -428,6 +431,20 @@ pub async fn holds_incomplete_restore(cfg: &Config, engine: &Engine, volume: &st
     )
     .await?;
     Ok(out.ok(&format!("{}: reading volume {volume}", engine.host))?.trim() == "incomplete")
+}
+
+/// Removes the restore-in-progress mark once pgctl has seen the recovery succeed.
+async fn mark_complete(cfg: &Config, engine: &Engine, volume: &str) -> Result<()> {
+    let host_config = bollard::models::HostConfig {
+        binds: Some(vec![format!("{volume}:{}", crate::cluster::spec::DATA_MOUNT)]),
+        network_mode: Some("none".into()),
+        ..Default::default()
+    };
+    let cmd = ["rm", "-f", INCOMPLETE_MARKER];
+    docker::run_once(&engine.docker, &cfg.hosts.cluster.image, &cmd, host_config, Some("root"), &[])
+        .await?
+        .ok(&format!("{}: completing volume {volume}", engine.host))?;
+    Ok(())
 }
 
 /// Room for one more copy of the data on every member's Docker filesystem.

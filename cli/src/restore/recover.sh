@@ -29,7 +29,8 @@ verify | restore)
     say "the volume already holds a data directory: refusing to overwrite it"
     exit 3
   fi
-  # Marks the volume as a restore in progress until it is complete (see INCOMPLETE_MARKER).
+  # Marks the volume as a restore in progress; pgctl removes the mark once it has seen the
+  # recovery succeed (see INCOMPLETE_MARKER), so a run whose pgctl died never counts as done.
   [ "$MODE" = restore ] && touch "$DATA/pgctl-restore-incomplete"
   install -d -o postgres -g postgres -m 0700 "$PGDATA"
   say "phase fetch"
@@ -126,5 +127,4 @@ fi
 summary=$(sql -c "SELECT json_build_object('timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, 'system_id', (SELECT system_identifier::text FROM pg_control_system()), 'lsn', pg_current_wal_lsn()::text, 'last_replayed', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || ' UTC', 'indexes_checked', $indexes)")
 say "phase stop"
 as_pg "$BINDIR/pg_ctl" -D "$PGDATA" -m fast -w -t 300 stop >/dev/null
-rm -f "$DATA/pgctl-restore-incomplete"
 echo "$summary"

@@ -96,6 +96,8 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: RollbackPlan, timeo
     let leader = status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
     stop_members(cfg, engines, leader.as_deref()).await?;
     for h in &plan.hosts {
+        // An interrupted restore's recovery container would hold the volume.
+        crate::docker::remove_container(&by_host(&h.host).docker, &recover::container_name(cfg, Mode::Restore)).await?;
         remove_volume(by_host(&h.host), &h.remove).await?;
     }
     phases.start("promote the previous data onto a new timeline");
