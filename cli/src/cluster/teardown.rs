@@ -11,6 +11,20 @@ use std::collections::HashMap;
 
 /// Stops Patroni on replicas first, then the leader, then the DCS. Containers and volumes stay.
 pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
+    let mut done = stop_patroni(cfg, engines).await?;
+    for name in [ETCD, CONSUL] {
+        for (e, stopped) in engines.iter().zip(join_all(engines.iter().map(|e| stop(e, name))).await) {
+            if stopped? {
+                done.push(format!("{}: stopped {name}", e.host));
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Stops Patroni on the replicas, then on the leader: a leader stopped first would be failed
+/// over to a replica, which then writes a new timeline into the archive as it goes down.
+pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
     let leader = super::status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
     let mut order: Vec<&Engine> = engines.iter().collect();
     order.sort_by_key(|e| Some(&e.host) == leader.as_ref());
@@ -18,13 +32,6 @@ pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
     for e in order {
         if stop(e, PATRONI).await? {
             done.push(format!("{}: stopped {PATRONI}", e.host));
-        }
-    }
-    for name in [ETCD, CONSUL] {
-        for (e, stopped) in engines.iter().zip(join_all(engines.iter().map(|e| stop(e, name))).await) {
-            if stopped? {
-                done.push(format!("{}: stopped {name}", e.host));
-            }
         }
     }
     Ok(done)
@@ -51,11 +58,7 @@ pub async fn remove(cfg: &Config, engines: &[Engine], volumes: bool) -> Result<V
     let mut done = Vec::new();
     let dcs_engine = engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host));
     // Patroni must not rewrite the scope while it is being deleted.
-    for e in engines {
-        if stop(e, PATRONI).await? {
-            done.push(format!("{}: stopped {PATRONI}", e.host));
-        }
-    }
+    done.extend(stop_patroni(cfg, engines).await?);
     if let Some(e) = dcs_engine {
         match crate::dcs::remove_scope(cfg.hosts.cluster.dcs, e, scope).await {
             Ok(()) => done.push(format!("DCS: removed scope `{scope}`")),

@@ -196,7 +196,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     }
 
     phases.start("stop the cluster");
-    stop_members(cfg, engines, plan.previous_leader.as_deref()).await?;
+    stop_members(cfg, engines).await?;
     if let Some((host, volume)) = plan.discard_incomplete.as_deref().and_then(|d| d.split_once(':')) {
         remove_volume(by_host(host), volume).await?;
     }
@@ -364,25 +364,11 @@ async fn archive_current_wal(leader: &Engine) {
 
 /// Stops Patroni on the replicas, then on the leader, and removes the containers (their restart
 /// policy would bring them back; `up` recreates them on the new volumes).
-pub async fn stop_members(cfg: &Config, engines: &[Engine], leader: Option<&str>) -> Result<()> {
-    let mut order: Vec<&Engine> = engines
-        .iter()
-        .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(Role::Patroni)))
-        .collect();
-    order.sort_by_key(|e| Some(e.host.as_str()) == leader);
-    for e in order {
-        if e.docker.inspect_container(PATRONI, None).await.is_err() {
-            continue;
-        }
-        eprintln!("{}: stopping Patroni", e.host);
-        let options = bollard::query_parameters::StopContainerOptions {
-            t: Some(120),
-            ..Default::default()
-        };
-        e.docker
-            .stop_container(PATRONI, Some(options))
-            .await
-            .with_context(|| format!("{}: stopping Patroni", e.host))?;
+pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
+    for line in crate::cluster::teardown::stop_patroni(cfg, engines).await? {
+        eprintln!("{line}");
+    }
+    for e in engines {
         docker::remove_container(&e.docker, PATRONI).await?;
     }
     Ok(())

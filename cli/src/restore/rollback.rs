@@ -6,7 +6,7 @@
 
 use super::recover::{self, Mode, Recovered};
 use super::{remove_volume, start_cluster, stop_members, Phases};
-use crate::cluster::status::{self, ClusterStatus};
+use crate::cluster::status::ClusterStatus;
 use crate::cluster::volumes;
 use crate::config::{Config, Role};
 use crate::docker::Engine;
@@ -93,8 +93,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: RollbackPlan, timeo
     let mut phases = Phases::default();
     let by_host = |h: &str| engines.iter().find(|e| e.host == h).expect("planned hosts are connected");
     phases.start("stop the cluster");
-    let leader = status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
-    stop_members(cfg, engines, leader.as_deref()).await?;
+    stop_members(cfg, engines).await?;
     for h in &plan.hosts {
         // An interrupted restore's recovery container would hold the volume.
         crate::docker::remove_container(&by_host(&h.host).docker, &recover::container_name(cfg, Mode::Restore)).await?;
