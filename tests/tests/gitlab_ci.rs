@@ -1,6 +1,7 @@
 //! The user's pipeline must be valid GitLab CI: parses as YAML, every job's stage is declared,
 //! every `needs`/`extends` names an existing job or template, and the jobs the product
-//! promises (test, image build, registry push, manual deploy and restore) exist.
+//! promises (test, image build, registry push, manual deploy and restore, scheduled backup
+//! verification) exist.
 
 use serde_json::Value;
 
@@ -84,5 +85,10 @@ fn gitlab_ci_has_the_promised_jobs() {
             "{manual} takes hosts.toml from a CI file variable"
         );
     }
+    assert!(script("verify-backup").contains("pgctl verify-backup"));
+    assert!(
+        p["verify-backup"]["rules"].to_string().contains("schedule"),
+        "verify-backup runs from pipeline schedules"
+    );
     assert!(p["variables"]["IMAGE_TAG"].as_str().unwrap().contains("$CI_REGISTRY_IMAGE"));
 }
