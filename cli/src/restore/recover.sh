@@ -112,13 +112,20 @@ sql -c "CHECKPOINT"
 indexes=0
 if [ "$MODE" = verify ]; then
   say "phase dump"
-  as_pg "$BINDIR/pg_dumpall" >/dev/null
+  if ! as_pg "$BINDIR/pg_dumpall" >/dev/null; then
+    say "pg_dumpall FAILED: not every row of the backup can be read"
+    exit 5
+  fi
   say "phase amcheck"
   sql -c "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1" >/tmp/databases
   while read -r db; do
-    sql -d "$db" -c "CREATE EXTENSION IF NOT EXISTS amcheck"
     # heapallindexed: every heap tuple must have its index entry, not only a sane B-tree.
-    n=$(sql -d "$db" -c "SELECT bt_index_check(c.oid, true), c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready" | wc -l)
+    # (Captured whole, never through a pipe: a failing check must fail the verification.)
+    if ! checked=$(sql -d "$db" -c "CREATE EXTENSION IF NOT EXISTS amcheck" -c "SELECT c.relname, bt_index_check(c.oid, true) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence <> 't' AND i.indisvalid AND i.indisready"); then
+      say "amcheck FAILED in database $db: an index does not match its table"
+      exit 5
+    fi
+    n=$(printf '%s\n' "$checked" | grep -c .)
     say "amcheck: $db: $n B-tree indexes intact"
     indexes=$((indexes + n))
   done </tmp/databases
