@@ -303,8 +303,18 @@ impl Lab {
         Ok((code.trim().parse().unwrap_or(0), body.to_string()))
     }
 
+    /// Builds the Debian image as `tag` with supplied binaries (e.g. a consul or wal-g that
+    /// cannot be had here), leaving out `without`.
+    pub fn build_with(&self, binaries: &[(&str, &Path)], without: &str, tag: &str) -> Result<()> {
+        let artifacts = self.artifacts(binaries)?;
+        let args = ["image", "build", "--source", "debian", "--base", "pgctl/debian:bookworm"];
+        let rest = ["--artifacts", artifacts.to_str().unwrap(), "--without", without, "--tag", tag];
+        pgctl_ok(&self.work, &[&args[..], &rest[..]].concat())?;
+        Ok(())
+    }
+
     /// A directory of supplied binaries with the SHA256SUMS `image build --artifacts` checks.
-    pub fn artifacts(&self, binaries: &[(&str, &Path)]) -> Result<PathBuf> {
+    fn artifacts(&self, binaries: &[(&str, &Path)]) -> Result<PathBuf> {
         use sha2::Digest;
         let dir = self.work.join("artifacts");
         std::fs::create_dir_all(&dir)?;

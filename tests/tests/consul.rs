@@ -21,25 +21,8 @@ fn consul_cluster_end_to_end() -> Result<()> {
         return Ok(());
     };
     let lab = Lab::up("pgctl-e2e-consul", "172.30.80.0/24")?;
-    let artifacts = lab.artifacts(&[("consul", consul.as_ref())])?;
     let tag = "pgctl/postgres:15-consul";
-    pgctl_ok(
-        &lab.work,
-        &[
-            "image",
-            "build",
-            "--source",
-            "debian",
-            "--base",
-            "pgctl/debian:bookworm",
-            "--artifacts",
-            artifacts.to_str().unwrap(),
-            "--without",
-            "timescaledb,walg",
-            "--tag",
-            tag,
-        ],
-    )?;
+    lab.build_with(&[("consul", consul.as_ref())], "timescaledb,walg", tag)?;
     let hosts = std::fs::read_to_string(lab.hosts_toml())?
         .replace("dcs = \"etcd\"", "dcs = \"consul\"")
         .replace("\"etcd\", \"patroni\"", "\"consul-server\", \"patroni\"")

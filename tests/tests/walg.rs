@@ -20,25 +20,8 @@ fn backups_and_restore_with_walg() -> Result<()> {
         return Ok(());
     };
     let lab = Lab::up("pgctl-e2e-walg", "172.30.83.0/24")?;
-    let artifacts = lab.artifacts(&[("wal-g", walg.as_ref())])?;
     let tag = "pgctl/postgres:15-walg";
-    pgctl_ok(
-        &lab.work,
-        &[
-            "image",
-            "build",
-            "--source",
-            "debian",
-            "--base",
-            "pgctl/debian:bookworm",
-            "--artifacts",
-            artifacts.to_str().unwrap(),
-            "--without",
-            "timescaledb,consul",
-            "--tag",
-            tag,
-        ],
-    )?;
+    lab.build_with(&[("wal-g", walg.as_ref())], "timescaledb,consul", tag)?;
     let hosts = std::fs::read_to_string(lab.hosts_toml())?
         .replace("backup_engine = \"pgbackrest\"", "backup_engine = \"walg\"")
         .replace("pgctl/postgres:15-debian", tag);

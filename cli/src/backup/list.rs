@@ -2,9 +2,9 @@
 //! itself in a throwaway container on the control node's engine, with the read-only key —
 //! so it works without any running cluster and can never write.
 
-use super::{command, files, Access};
+use super::{command, Access};
 use crate::config::{BackupEngine, Config};
-use crate::docker::{self, FileSpec};
+use crate::docker;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
@@ -97,16 +97,7 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access, 
     } else {
         access
     };
-    let upload: Vec<FileSpec> = files(cfg, access)?
-        .into_iter()
-        .map(|f| FileSpec {
-            path: f.path,
-            contents: f.contents.into_bytes(),
-            mode: 0o600,
-            uid: owner.0,
-            gid: owner.1,
-        })
-        .collect();
+    let upload = super::upload_files(cfg, access, owner)?;
     let archive = format!("archive/{}", cfg.hosts.cluster.name);
     let args: Vec<&str> = match (cfg.hosts.cluster.backup_engine, what) {
         (BackupEngine::Pgbackrest, Read::Backups) => vec!["info", "--output=json"],

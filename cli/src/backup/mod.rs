@@ -126,6 +126,20 @@ pub fn files(cfg: &Config, access: Access) -> Result<Vec<File>> {
     Ok(out)
 }
 
+/// `files` ready to upload into a container of an image whose postgres user is `owner`.
+pub fn upload_files(cfg: &Config, access: Access, owner: (u64, u64)) -> Result<Vec<crate::docker::FileSpec>> {
+    Ok(files(cfg, access)?
+        .into_iter()
+        .map(|f| crate::docker::FileSpec {
+            path: f.path,
+            contents: f.contents.into_bytes(),
+            mode: 0o600,
+            uid: owner.0,
+            gid: owner.1,
+        })
+        .collect())
+}
+
 /// The engine's command line, as run by postgres inside the Patroni container.
 pub fn command(cfg: &Config, args: &[&str]) -> Vec<String> {
     let scope = &cfg.hosts.cluster.name;

@@ -52,7 +52,7 @@ pub async fn verify(cfg: &Config, engines: &[Engine], backup: Option<&str>, on: 
     let volume = format!("pgctl-verify-{}", cfg.hosts.cluster.name);
     // What an interrupted verification left is discarded: it only ever holds a copy.
     docker::remove_container(&engine.docker, &recover::container_name(cfg, Mode::Verify)).await?;
-    remove_volume(engine, &volume).await?;
+    crate::restore::remove_volume(engine, &volume).await?;
     let labels = HashMap::from([("io.pgctl.throwaway".to_string(), "true".to_string())]);
     docker::ensure_volume(&engine.docker, &volume, labels).await?;
     let fetch = Fetch {
@@ -61,7 +61,7 @@ pub async fn verify(cfg: &Config, engines: &[Engine], backup: Option<&str>, on: 
         timeline: "latest",
     };
     let result = recover::run(cfg, cfg, engine, &volume, Mode::Verify, Some(fetch)).await;
-    let removed = remove_volume(engine, &volume).await;
+    let removed = crate::restore::remove_volume(engine, &volume).await;
     let recovered = result.with_context(|| format!("backup {} did NOT verify", chosen.name))?;
     removed?;
     Ok(Verified {
@@ -90,16 +90,4 @@ async fn pick_host<'a>(cfg: &Config, engines: &'a [Engine], on: Option<&str>) ->
         .find(|e| Some(&e.host) != leader.as_ref())
         .or_else(|| engines.iter().find(patroni))
         .context("no reachable host with the patroni role to verify on")
-}
-
-async fn remove_volume(engine: &Engine, name: &str) -> Result<()> {
-    match engine
-        .docker
-        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e) if docker::is_not_found(&e) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("{}: removing the verification volume {name}", engine.host)),
-    }
 }

@@ -66,16 +66,7 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
         bail!("{}: image {image} is missing: deliver it first (`pgctl image push`)", engine.host);
     }
     let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
-    let mut files: Vec<FileSpec> = backup::files(source, Access::ReadOnly)?
-        .into_iter()
-        .map(|f| FileSpec {
-            path: f.path,
-            contents: f.contents.into_bytes(),
-            mode: 0o600,
-            uid: owner.0,
-            gid: owner.1,
-        })
-        .collect();
+    let mut files = backup::upload_files(source, Access::ReadOnly, owner)?;
     files.push(FileSpec::root(SCRIPT_PATH, SCRIPT, 0o755));
 
     let bindir = format!("/usr/lib/postgresql/{}/bin", cfg.hosts.cluster.postgres_major);
