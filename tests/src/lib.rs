@@ -379,6 +379,24 @@ impl Lab {
         self.docker(host, &cmd)
     }
 
+    /// Waits until `host`'s archiver has archived `segment` (or a later one); returns how long.
+    pub fn wait_archived(&self, host: &str, segment: &str, timeout: std::time::Duration) -> Result<std::time::Duration> {
+        let started = std::time::Instant::now();
+        loop {
+            let last = self.sql(host, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")?;
+            if last.as_str() >= segment {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                bail!(
+                    "{host}: {segment} not archived within {}s (last archived: {last})",
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+        }
+    }
+
     /// pgBackRest by hand in the host's Patroni container, as the Compose README shows.
     pub fn pgbackrest(&self, host: &str, args: &[&str]) -> Result<String> {
         let mut cmd = vec![

@@ -129,21 +129,10 @@ fn backups_with_pgbackrest() -> Result<()> {
     docker_local(&["network", "connect", "--ip", &lab.s3_address()?, &network, &lab.s3_container()])?;
     let switched = lab.sql(&leader, "SELECT pg_switch_wal()")?;
     let segment = lab.sql(&leader, &format!("SELECT pg_walfile_name('{switched}')"))?;
-    let back = Instant::now();
-    loop {
-        let last = lab.sql(&leader, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")?;
-        if last.as_str() >= segment.as_str() {
-            break;
-        }
-        assert!(
-            back.elapsed() < Duration::from_secs(300),
-            "archiving did not catch up: last {last}, want {segment}"
-        );
-        std::thread::sleep(Duration::from_secs(5));
-    }
+    let caught_up = lab.wait_archived(&leader, &segment, Duration::from_secs(300))?;
     report(&format!(
         "S3 outage: archiving caught up {:.0} s after S3 returned",
-        back.elapsed().as_secs_f64()
+        caught_up.as_secs_f64()
     ));
     lab.pgbackrest(&leader, &["check"])?;
     // A replay from the newest backup through every archived segment passes the outage: a

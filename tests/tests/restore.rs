@@ -33,17 +33,8 @@ fn patroni_ids(lab: &Lab) -> Result<Vec<String>> {
 /// Waits until the leader has archived the segment holding everything committed so far.
 fn archive_everything(lab: &Lab, leader: &str) -> Result<()> {
     let segment = lab.sql(leader, "SELECT pg_walfile_name(pg_switch_wal())")?;
-    for _ in 0..60 {
-        if lab
-            .sql(leader, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")?
-            .as_str()
-            >= segment.as_str()
-        {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    anyhow::bail!("{segment} was not archived within 2 minutes")
+    lab.wait_archived(leader, &segment, Duration::from_secs(120))?;
+    Ok(())
 }
 
 #[test]
