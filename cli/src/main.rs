@@ -1,23 +1,32 @@
-//! pgctl: highly available PostgreSQL on plain Docker hosts. This file only parses the
-//! command line and reports errors; each capability lives in its own module.
+//! pgctl: highly available PostgreSQL on plain Docker hosts. This file parses the command
+//! line, runs the command and turns its error into a message and an exit code; commands live
+//! in `commands/`, capabilities in their own modules (arrows point down: commands ->
+//! capabilities -> docker/config/render/layout).
 
 mod backup;
-mod cli;
 mod cluster;
+mod commands;
 mod config;
 mod dcs;
 mod docker;
+mod error;
 mod image;
 mod lab;
+mod layout;
+mod member;
+mod output;
+mod recovery;
 mod render;
 mod restore;
+mod verify;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
+    let cli = commands::Cli::parse();
+    output::init(cli.global.output);
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGCTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if args.verbose { "pgctl=debug" } else { "pgctl=warn" }));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if cli.global.verbose { "pgctl=debug" } else { "pgctl=warn" }));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -26,11 +35,12 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(cli::run(args)) {
+    match runtime.block_on(commands::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            let kind = error::kind_of(&e);
+            output::error(&e, kind);
+            std::process::ExitCode::from(kind.code())
         }
     }
 }

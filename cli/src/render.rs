@@ -14,6 +14,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("consul.json.j2", include_str!("../../compose-templates/consul.json.j2")),
     ("pgbackrest.conf.j2", include_str!("../../compose-templates/pgbackrest.conf.j2")),
     ("walg.json.j2", include_str!("../../compose-templates/walg.json.j2")),
+    ("crontab.j2", include_str!("../../compose-templates/crontab.j2")),
     ("postgres/Dockerfile.j2", include_str!("../../images/postgres/Dockerfile.j2")),
     (
         "postgres/Dockerfile.labels.j2",
@@ -24,6 +25,23 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("lab-s3/garage.toml.j2", include_str!("../../images/lab-s3/garage.toml.j2")),
     ("lab-s3/nginx.conf.j2", include_str!("../../images/lab-s3/nginx.conf.j2")),
 ];
+
+/// Scripts pgctl runs in containers (uploaded or passed to an interpreter, never baked into
+/// Rust strings), by name.
+const SCRIPTS: &[(&str, &str)] = &[
+    ("recover.sh", include_str!("../../compose-templates/scripts/recover.sh")),
+    ("patroni-api.py", include_str!("../../compose-templates/scripts/patroni-api.py")),
+    ("port-check.py", include_str!("../../compose-templates/scripts/port-check.py")),
+];
+
+/// The script `name` from compose-templates/scripts.
+pub fn script(name: &str) -> &'static str {
+    SCRIPTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, s)| *s)
+        .unwrap_or_else(|| panic!("no embedded script {name}"))
+}
 
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();

@@ -1,22 +1,66 @@
-//! Backups to S3 behind one interface, two engines (WAL-G, pgBackRest), chosen in hosts.toml.
-//! Each engine renders its own native configuration (a 0600 file in the Patroni container),
-//! and gives the archive/restore commands Patroni sets and the commands pgctl runs.
+//! Backups to S3 behind one interface (`Engine`), with one implementation per engine
+//! (`walg.rs`, `pgbackrest.rs`), chosen once from hosts.toml by `engine()`. Each engine renders
+//! its own native configuration (a 0600 file in the Patroni container) and gives the archive,
+//! restore, backup, retention, listing and fetch commands; this module holds what they share.
 
 pub mod list;
-pub mod verify;
+mod pgbackrest;
+pub mod target;
+mod walg;
 
-use crate::cluster::spec::File;
 use crate::config::{BackupConfig, BackupEngine, Config};
-use crate::render::render;
+use crate::docker::{self, spec::File};
+use crate::{layout, member, output};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use target::Target;
 
-pub const PGBACKREST_CONFIG: &str = "/etc/pgctl/pgbackrest.conf";
-pub const WALG_CONFIG: &str = "/etc/pgctl/walg.json";
-pub const S3_CA: &str = "/etc/pgctl/s3-ca.pem";
-pub const CRONTAB: &str = "/etc/pgctl/crontab";
-/// Outcomes of scheduled backups (JSON lines), on the data volume so they outlive containers.
-pub const SCHEDULED_STATUS: &str = "/var/lib/postgresql/data/pgctl-backups.jsonl";
+/// What differs between WAL-G and pgBackRest. Commands are argument vectors run as postgres in
+/// a container of the cluster's image, with the engine's configuration file in place.
+pub trait Engine: Send + Sync {
+    /// The engine's name for messages.
+    fn name(&self) -> &'static str;
+    /// The engine's configuration file (path, contents) for S3 access `s3`.
+    fn config_file(&self, cfg: &Config, s3: &S3<'_>, keep_full: u32) -> Result<(&'static str, String)>;
+    /// The engine's command line with `args`.
+    fn command(&self, cfg: &Config, args: &[&str]) -> Vec<String>;
+    /// archive_command (with `%p`).
+    fn archive_push(&self, cfg: &Config) -> Vec<String>;
+    /// restore_command (with `%f` and `%p`).
+    fn archive_get(&self, cfg: &Config) -> Vec<String>;
+    /// A full backup of the running leader.
+    fn full_backup(&self, cfg: &Config) -> Vec<String>;
+    /// The scheduled job: a full backup, then retention where the engine does not expire itself.
+    fn scheduled_job(&self, cfg: &Config, keep_full: u32) -> String;
+    /// Keep the newest `keep_full` full backups (and the WAL they need).
+    fn retain(&self, cfg: &Config, keep_full: u32, dry_run: bool) -> Vec<String>;
+    /// What prepares the repository for a new cluster, if anything.
+    fn init_repository(&self, cfg: &Config) -> Option<Vec<String>>;
+    /// The error for a failed `init_repository`, from its output.
+    fn init_failure(&self, cfg: &Config, output: &str) -> anyhow::Error;
+    /// Lists the backups (JSON on stdout).
+    fn list_backups(&self, cfg: &Config) -> Vec<String>;
+    /// Lists the WAL archive with upload times, where that is how the end of it is found.
+    fn list_archive(&self, cfg: &Config) -> Option<Vec<String>>;
+    fn parse_listing(&self, backups: &str, archive: Option<&str>) -> Result<list::Listing>;
+    /// The system identifier whose archive the repository holds, from `list_backups` output.
+    fn system_id(&self, backups: &str) -> Result<Option<String>>;
+    /// Fetches `backup` into the data directory for recovery to `target`; also the recovery
+    /// settings to append when the engine writes none.
+    fn fetch(&self, cfg: &Config, backup: &str, target: &Target, timeline: &str, verify: bool) -> (Vec<String>, Option<String>);
+}
+
+/// The backup engine hosts.toml chooses: the one place the choice is made.
+pub fn engine(cfg: &Config) -> &'static dyn Engine {
+    match cfg.hosts.cluster.backup_engine {
+        BackupEngine::Pgbackrest => &pgbackrest::PgBackRest,
+        BackupEngine::Walg => &walg::WalG,
+    }
+}
+
+fn command_line(base: &[String], args: &[&str]) -> Vec<String> {
+    base.iter().cloned().chain(args.iter().map(|a| a.to_string())).collect()
+}
 
 /// Which S3 key a configuration carries: read-write for the cluster, read-only for anything
 /// that must never write into the cluster's archive (listing, verification, clones).
@@ -26,8 +70,9 @@ pub enum Access {
     ReadOnly,
 }
 
+/// S3 settings as the engines' templates see them.
 #[derive(Debug, Serialize)]
-struct S3<'a> {
+pub struct S3<'a> {
     endpoint: &'a str,
     host: String,
     port: u16,
@@ -51,18 +96,19 @@ fn s3_context<'a>(cfg: &'a Config, b: &'a BackupConfig, access: Access) -> Resul
         None => (hostport.to_string(), if scheme == "https" { 443 } else { 80 }),
     };
     let s = &cfg.secrets.s3;
-    let (key, secret) = match access {
-        Access::ReadWrite => (&s.access_key_id, &s.secret_access_key),
-        Access::ReadOnly => (&s.readonly_access_key_id, &s.readonly_secret_access_key),
+    let (key, secret, key_name, secret_name) = match access {
+        Access::ReadWrite => (&s.access_key_id, &s.secret_access_key, "access_key_id", "secret_access_key"),
+        Access::ReadOnly => (
+            &s.readonly_access_key_id,
+            &s.readonly_secret_access_key,
+            "readonly_access_key_id",
+            "readonly_secret_access_key",
+        ),
     };
     let get = |v: &Option<crate::config::Secret>, name: &str| {
         v.as_ref()
             .map(|s| s.expose().to_string())
             .with_context(|| format!("secrets: s3.{name} is missing"))
-    };
-    let (key_name, secret_name) = match access {
-        Access::ReadWrite => ("access_key_id", "secret_access_key"),
-        Access::ReadOnly => ("readonly_access_key_id", "readonly_secret_access_key"),
     };
     Ok(S3 {
         endpoint: &b.s3_endpoint,
@@ -74,7 +120,7 @@ fn s3_context<'a>(cfg: &'a Config, b: &'a BackupConfig, access: Access) -> Resul
         path_style: b.s3_path_style,
         key: get(key, key_name)?,
         secret: get(secret, secret_name)?,
-        ca_file: b.s3_ca_file.as_ref().map(|_| S3_CA),
+        ca_file: b.s3_ca_file.as_ref().map(|_| layout::S3_CA),
     })
 }
 
@@ -97,62 +143,27 @@ pub fn backup_config(cfg: &Config) -> Option<&BackupConfig> {
     cfg.hosts.backup.as_ref()
 }
 
-/// Files the backup engine needs in the Patroni container (config, CA), all 0600 postgres.
+fn require_backup(cfg: &Config) -> Result<&BackupConfig> {
+    backup_config(cfg).ok_or_else(|| crate::error::usage(format!("{} has no [backup] section", cfg.hosts_path.display())))
+}
+
+/// Files the backup engine needs in a container (config, CA), all 0600 postgres.
 pub fn files(cfg: &Config, access: Access) -> Result<Vec<File>> {
     let Some(b) = backup_config(cfg) else { return Ok(vec![]) };
-    let scope = &cfg.hosts.cluster.name;
     let s3 = s3_context(cfg, b, access)?;
-    let mut out = vec![match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => File {
-            path: PGBACKREST_CONFIG.into(),
-            contents: render("pgbackrest.conf.j2", minijinja::context! { scope, s3, keep_full => b.keep_full })?,
-            postgres_owned: true,
-        },
-        BackupEngine::Walg => File {
-            path: WALG_CONFIG.into(),
-            contents: render("walg.json.j2", minijinja::context! { s3 })?,
-            postgres_owned: true,
-        },
-    }];
+    let (path, contents) = engine(cfg).config_file(cfg, &s3, b.keep_full)?;
+    let mut out = vec![File::new(path, contents, true)];
     if let Some(ca) = &b.s3_ca_file {
         let path = crate::config::resolve(cfg.base_dir(), ca);
         let pem = std::fs::read_to_string(&path).with_context(|| format!("backup.s3_ca_file: reading {}", path.display()))?;
-        out.push(File {
-            path: S3_CA.into(),
-            contents: pem,
-            postgres_owned: true,
-        });
+        out.push(File::new(layout::S3_CA, pem, true));
     }
     Ok(out)
 }
 
 /// `files` ready to upload into a container of an image whose postgres user is `owner`.
-pub fn upload_files(cfg: &Config, access: Access, owner: (u64, u64)) -> Result<Vec<crate::docker::FileSpec>> {
-    Ok(files(cfg, access)?
-        .into_iter()
-        .map(|f| crate::docker::FileSpec {
-            path: f.path,
-            contents: f.contents.into_bytes(),
-            mode: 0o600,
-            uid: owner.0,
-            gid: owner.1,
-        })
-        .collect())
-}
-
-/// The engine's command line, as run by postgres inside the Patroni container.
-pub fn command(cfg: &Config, args: &[&str]) -> Vec<String> {
-    let scope = &cfg.hosts.cluster.name;
-    let mut cmd: Vec<String> = match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => vec![
-            "pgbackrest".into(),
-            format!("--config={PGBACKREST_CONFIG}"),
-            format!("--stanza={scope}"),
-        ],
-        BackupEngine::Walg => vec!["wal-g".into(), "--config".into(), WALG_CONFIG.into()],
-    };
-    cmd.extend(args.iter().map(|a| a.to_string()));
-    cmd
+pub fn upload_files(cfg: &Config, access: Access, owner: (u64, u64)) -> Result<Vec<docker::FileSpec>> {
+    Ok(files(cfg, access)?.iter().map(|f| f.upload(owner)).collect())
 }
 
 /// PostgreSQL settings for continuous archiving (only the leader archives: archive_mode=on).
@@ -160,13 +171,9 @@ pub fn archive_parameters(cfg: &Config) -> Vec<(&'static str, String)> {
     if backup_config(cfg).is_none() {
         return vec![];
     }
-    let push = match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => command(cfg, &["archive-push", "%p"]),
-        BackupEngine::Walg => command(cfg, &["wal-push", "%p"]),
-    };
     vec![
         ("archive_mode", "on".into()),
-        ("archive_command", push.join(" ")),
+        ("archive_command", engine(cfg).archive_push(cfg).join(" ")),
         ("archive_timeout", "60s".into()),
     ]
 }
@@ -174,73 +181,31 @@ pub fn archive_parameters(cfg: &Config) -> Vec<(&'static str, String)> {
 /// restore_command for replicas and recovery.
 pub fn restore_command(cfg: &Config) -> Option<String> {
     backup_config(cfg)?;
-    Some(
-        match cfg.hosts.cluster.backup_engine {
-            BackupEngine::Pgbackrest => command(cfg, &["archive-get", "%f", "\"%p\""]),
-            BackupEngine::Walg => command(cfg, &["wal-fetch", "%f", "%p"]),
-        }
-        .join(" "),
-    )
+    Some(engine(cfg).archive_get(cfg).join(" "))
 }
 
 /// Root's crontab in every Patroni container: the full backup on the schedule from hosts.toml,
-/// run by `pgctl-scheduled-backup`, which acts only on the leader and never twice at once;
-/// retention follows each backup (pgBackRest expires by itself after a backup).
-pub fn crontab(cfg: &Config) -> Option<File> {
-    let b = backup_config(cfg)?;
-    let backup = full_backup_command(cfg).join(" ");
-    let job = match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => backup,
-        BackupEngine::Walg => {
-            let retain = command(cfg, &["delete", "retain", "FULL", &b.keep_full.to_string(), "--confirm"]).join(" ");
-            format!("sh -c '{backup} && {retain}'")
-        }
-    };
-    let contents = format!(
-        "# pgctl: full backup on the leader ({schedule}), from hosts.toml [backup] schedule\nSHELL=/bin/sh\nPATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n{schedule} /usr/local/bin/pgctl-scheduled-backup {job}\n",
-        schedule = b.schedule
-    );
-    Some(File {
-        path: CRONTAB.into(),
-        contents,
-        postgres_owned: false,
-    })
-}
-
-/// The command that takes a full backup on the leader.
-pub fn full_backup_command(cfg: &Config) -> Vec<String> {
-    match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => command(cfg, &["backup", "--type=full"]),
-        BackupEngine::Walg => command(cfg, &["backup-push", crate::cluster::spec::PGDATA]),
-    }
+/// run by `pgctl-scheduled-backup` (images/postgres/scheduled-backup.sh).
+pub fn crontab(cfg: &Config) -> Result<Option<File>> {
+    let Some(b) = backup_config(cfg) else { return Ok(None) };
+    let job = engine(cfg).scheduled_job(cfg, b.keep_full);
+    let contents = crate::render::render("crontab.j2", minijinja::context! { schedule => b.schedule, job })?;
+    Ok(Some(File::new(layout::CRONTAB, contents, false)))
 }
 
 /// Prepares the repository for this cluster; refuses a prefix that holds another database
 /// system's archive (two clusters in one prefix corrupt each other's timelines).
-pub async fn init_repository(cfg: &Config, leader: &crate::docker::Engine) -> Result<()> {
+pub async fn init_repository(cfg: &Config, leader: &docker::Engine) -> Result<()> {
     if backup_config(cfg).is_none() {
         return Ok(());
     }
-    match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => {
-            let cmd = command(cfg, &["stanza-create"]);
-            let out = run(leader, &cmd).await?;
-            if !out.success() {
-                let text = format!("{}{}", out.stdout, out.stderr);
-                if text.contains("do not match") || text.contains("system-id") || text.contains("system identifier") {
-                    bail!(
-                        "S3 prefix `{}` already holds the archive of another database system; refusing to archive this cluster into it (two clusters in one prefix corrupt each other's timelines). Use a prefix of this cluster's own (backup.s3_prefix).\n  pgBackRest said: {}",
-                        backup_config(cfg).map(|b| b.s3_prefix.as_str()).unwrap_or_default(),
-                        last_error(&text)
-                    );
-                }
-                bail!("preparing the backup repository failed: {}", last_error(&text));
-            }
-            Ok(())
-        }
-        // WAL-G needs no repository setup; WALG_PREVENT_WAL_OVERWRITE refuses overwriting.
-        BackupEngine::Walg => Ok(()),
+    let e = engine(cfg);
+    let Some(cmd) = e.init_repository(cfg) else { return Ok(()) };
+    let out = member::as_postgres(leader, &cmd).await?;
+    if !out.success() {
+        return Err(e.init_failure(cfg, &format!("{}{}", out.stdout, out.stderr)));
     }
+    Ok(())
 }
 
 fn last_error(text: &str) -> String {
@@ -252,79 +217,71 @@ fn last_error(text: &str) -> String {
         .to_string()
 }
 
+/// A backup taken by `backup now`.
+#[derive(Debug, Serialize)]
+pub struct Taken {
+    /// The host whose member led and was backed up.
+    pub host: String,
+    pub seconds: f64,
+    /// What the engine printed.
+    #[serde(skip)]
+    pub log: String,
+}
+
 /// `pgctl backup now`: optionally switch WAL, then a full backup on the current leader.
-pub async fn backup_now(cfg: &Config, engines: &[crate::docker::Engine], switch_wal: bool) -> Result<String> {
-    if backup_config(cfg).is_none() {
-        bail!("{} has no [backup] section", cfg.hosts_path.display());
-    }
-    let status = crate::cluster::status::fetch(cfg, engines).await?;
-    let leader = status.leader.context("the cluster has no leader: a backup runs on the leader")?;
-    let engine = engines
-        .iter()
-        .find(|e| e.host == leader)
-        .context("the leader's host is not reachable")?;
+pub async fn backup_now(cfg: &Config, engines: &[docker::Engine], switch_wal: bool) -> Result<Taken> {
+    require_backup(cfg)?;
+    let started = std::time::Instant::now();
+    let leader = member::leader(cfg, engines).await.context("a backup runs on the leader")?;
     if switch_wal {
-        crate::cluster::psql(engine, "SELECT pg_switch_wal()").await?;
+        member::psql(leader, "SELECT pg_switch_wal()").await?;
     }
-    eprintln!("full backup on the leader {leader}...");
-    let out = run(engine, &full_backup_command(cfg)).await?;
+    output::step(format!("full backup with {} on the leader {}...", engine(cfg).name(), leader.host));
+    let out = member::as_postgres(leader, &engine(cfg).full_backup(cfg)).await?;
     if !out.success() {
         bail!(
-            "backup on {leader} failed (exit {}): {}",
+            "backup on {} failed (exit {}): {}",
+            leader.host,
             out.exit_code,
             last_error(&format!("{}{}", out.stdout, out.stderr))
         );
     }
-    Ok(format!("{}{}", out.stdout, out.stderr))
+    Ok(Taken {
+        host: leader.host.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        log: format!("{}{}", out.stdout, out.stderr),
+    })
+}
+
+/// What `backup retain` did (or, with a dry run, would do).
+#[derive(Debug, Serialize)]
+pub struct Retained {
+    pub keep_full: u32,
+    pub dry_run: bool,
+    /// What the engine printed: the backups it deleted or would delete.
+    pub log: String,
 }
 
 /// `pgctl backup retain`: keep the newest `keep_full` full backups (and the WAL they need);
 /// with `dry_run`, only show what would be deleted. Runs on the leader's container.
-pub async fn retain(cfg: &Config, engines: &[crate::docker::Engine], keep_full: u32, dry_run: bool) -> Result<String> {
-    if backup_config(cfg).is_none() {
-        bail!("{} has no [backup] section", cfg.hosts_path.display());
-    }
+pub async fn retain(cfg: &Config, engines: &[docker::Engine], keep_full: u32, dry_run: bool) -> Result<Retained> {
+    require_backup(cfg)?;
     if keep_full == 0 {
-        bail!("--keep-full 0 would delete every backup; keep at least 1 (2 or more recommended)");
+        return Err(crate::error::refused(
+            "--keep-full 0 would delete every backup; keep at least 1 (2 or more recommended)",
+        ));
     }
-    let status = crate::cluster::status::fetch(cfg, engines).await?;
-    let host = status
-        .leader
-        .or_else(|| status.members.first().map(|m| m.name.clone()))
-        .context("no member answers")?;
-    let engine = engines
-        .iter()
-        .find(|e| e.host == host)
-        .context("the leader's host is not reachable")?;
-    let n = keep_full.to_string();
-    let retention = format!("--repo1-retention-full={n}");
-    let mut args: Vec<&str> = match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => vec!["expire", &retention],
-        // Without --confirm WAL-G only prints what it would delete.
-        BackupEngine::Walg => vec!["delete", "retain", "FULL", &n],
-    };
-    match (cfg.hosts.cluster.backup_engine, dry_run) {
-        (BackupEngine::Pgbackrest, true) => args.push("--dry-run"),
-        (BackupEngine::Walg, false) => args.push("--confirm"),
-        _ => {}
-    }
-    let out = run(engine, &command(cfg, &args)).await?;
-    let text = format!("{}{}", out.stdout, out.stderr);
+    let host = member::leader(cfg, engines).await?;
+    let out = member::as_postgres(host, &engine(cfg).retain(cfg, keep_full, dry_run)).await?;
+    let log = format!("{}{}", out.stdout, out.stderr);
     if !out.success() {
-        bail!("retention failed on {host}: {}", last_error(&text));
+        bail!("retention failed on {}: {}", host.host, last_error(&log));
     }
-    Ok(text)
-}
-
-/// Runs a backup-engine command as postgres in `engine`'s Patroni container.
-pub async fn run(engine: &crate::docker::Engine, cmd: &[String]) -> Result<crate::docker::ExecOutput> {
-    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
-    let env = [&format!("PGPASSFILE={}", crate::cluster::spec::PGPASS) as &str];
-    crate::docker::exec_env(&engine.docker, crate::cluster::spec::PATRONI, &cmd, Some("postgres"), &env).await
+    Ok(Retained { keep_full, dry_run, log })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Golden files of both engines' configuration and the archiving Patroni gets.
     use super::*;
     use crate::render::golden;
@@ -349,7 +306,7 @@ address = "10.0.0.1"
 roles = ["etcd", "patroni"]
 "#;
 
-    fn config(engine: &str) -> Config {
+    pub(crate) fn config(engine: &str) -> Config {
         let hosts: crate::config::HostsFile = toml::from_str(&HOSTS.replace("ENGINE", engine)).unwrap();
         let secret = |s: &str| Some(crate::config::Secret(s.into()));
         let mut secrets = crate::config::SecretsFile::default();
@@ -385,21 +342,5 @@ roles = ["etcd", "patroni"]
         assert_eq!(v["WALG_S3_PREFIX"], "s3://pg-backups/main");
         assert_eq!(v["WALG_PREVENT_WAL_OVERWRITE"], "true");
         assert_eq!(v["AWS_S3_FORCE_PATH_STYLE"], "true");
-
-        // Patroni archives with the engine (leader only: archive_mode=on) and restores with it.
-        let yml = crate::cluster::spec::patroni_yml(&pgbackrest, pgbackrest.host("pg1").unwrap()).unwrap();
-        golden("patroni-pgbackrest.yml", &yml);
-        let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
-        assert_eq!(v["postgresql"]["parameters"]["archive_mode"], "on");
-        assert_eq!(
-            v["postgresql"]["parameters"]["archive_command"],
-            "pgbackrest --config=/etc/pgctl/pgbackrest.conf --stanza=main archive-push %p"
-        );
-        assert!(v["postgresql"]["recovery_conf"]["restore_command"]
-            .as_str()
-            .unwrap()
-            .contains("archive-get %f \"%p\""));
-        let walg_yml = crate::cluster::spec::patroni_yml(&walg, walg.host("pg1").unwrap()).unwrap();
-        assert!(walg_yml.contains("wal-g --config /etc/pgctl/walg.json wal-push %p"));
     }
 }

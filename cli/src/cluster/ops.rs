@@ -5,40 +5,11 @@
 
 use super::status::{self, ClusterStatus};
 use crate::config::Config;
-use crate::docker::{exec_env, Engine};
+use crate::docker::Engine;
+use crate::layout::MAX_LAG_BYTES;
+use crate::member;
 use anyhow::{bail, Context, Result};
 use std::time::{Duration, Instant};
-
-const API_CLIENT: &str = r#"
-import base64, json, sys, urllib.request, urllib.error, yaml
-method, path, body = sys.argv[1], sys.argv[2], sys.argv[3]
-with open('/etc/pgctl/patroni.yml') as f:
-    auth = yaml.safe_load(f)['restapi']['authentication']
-token = base64.b64encode(('%s:%s' % (auth['username'], auth['password'])).encode()).decode()
-req = urllib.request.Request('http://127.0.0.1:8008' + path, data=body.encode() if body else None, method=method,
-                             headers={'Authorization': 'Basic ' + token, 'Content-Type': 'application/json'})
-try:
-    with urllib.request.urlopen(req, timeout=120) as r:
-        print(r.status); print(r.read().decode())
-except urllib.error.HTTPError as e:
-    print(e.code); print(e.read().decode())
-"#;
-
-/// Calls Patroni's REST API on `engine`'s member; returns (HTTP status, body).
-pub async fn api(engine: &Engine, method: &str, path: &str, body: &serde_json::Value) -> Result<(u16, String)> {
-    let body = if body.is_null() { String::new() } else { body.to_string() };
-    let out = exec_env(
-        &engine.docker,
-        super::spec::PATRONI,
-        &["python3", "-c", API_CLIENT, method, path, &body],
-        Some("postgres"),
-        &[],
-    )
-    .await?;
-    let text = out.ok(&format!("{method} {path} on {}", engine.host))?;
-    let (code, rest) = text.split_once('\n').unwrap_or((&text, ""));
-    Ok((code.trim().parse().context("HTTP status from Patroni")?, rest.trim().to_string()))
-}
 
 fn engine_of<'a>(engines: &'a [Engine], cfg: &Config, member: &str) -> Result<&'a Engine> {
     // Members are named after their hosts.
@@ -89,7 +60,7 @@ async fn wait_for(
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let table = last.map(|s| status::render_table(&s)).unwrap_or_default();
+    let table = last.map(|s| s.summary()).unwrap_or_default();
     bail!("{what} did not complete within {}s; current state:\n{table}", timeout.as_secs())
 }
 
@@ -123,10 +94,10 @@ pub async fn switchover(cfg: &Config, engines: &[Engine], to: Option<&str>, at: 
     if let Some(at) = at {
         body["scheduled_at"] = at.into();
     }
-    let (code, text) = api(engine_of(engines, cfg, &leader)?, "POST", "/switchover", &body).await?;
+    let (code, text) = member::patroni_api(engine_of(engines, cfg, &leader)?, "POST", "/switchover", &body).await?;
     check(code, &text, "switchover")?;
     if at.is_some() {
-        eprintln!("switchover scheduled: {text}");
+        crate::output::step(format!("switchover scheduled: {text}"));
         return status::fetch(cfg, engines).await;
     }
     let expected = patroni_hosts(cfg).len();
@@ -139,7 +110,7 @@ pub async fn switchover(cfg: &Config, engines: &[Engine], to: Option<&str>, at: 
 /// Manual failover to `to` (works without a healthy leader).
 pub async fn failover(cfg: &Config, engines: &[Engine], to: &str, timeout: Duration) -> Result<ClusterStatus> {
     let target = engine_of(engines, cfg, to)?;
-    let (code, text) = api(target, "POST", "/failover", &serde_json::json!({ "candidate": to })).await?;
+    let (code, text) = member::patroni_api(target, "POST", "/failover", &serde_json::json!({ "candidate": to })).await?;
     check(code, &text, "failover")?;
     wait_for(cfg, engines, timeout, "failover", |s| s.leader.as_deref() == Some(to)).await
 }
@@ -150,7 +121,7 @@ pub async fn reinit(cfg: &Config, engines: &[Engine], member: &str, timeout: Dur
     if before.leader.as_deref() == Some(member) {
         bail!("{member} is the leader: switch over first (`pgctl switchover`), then reinit it");
     }
-    let (code, text) = api(
+    let (code, text) = member::patroni_api(
         engine_of(engines, cfg, member)?,
         "POST",
         "/reinitialize",
@@ -161,7 +132,7 @@ pub async fn reinit(cfg: &Config, engines: &[Engine], member: &str, timeout: Dur
     // The member goes through "creating replica" before it streams again.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let expected = patroni_hosts(cfg).len();
-    wait_for(cfg, engines, timeout, "reinit", |s| s.healthy(expected, 16 * 1024 * 1024).is_ok()).await
+    wait_for(cfg, engines, timeout, "reinit", |s| s.healthy(expected, MAX_LAG_BYTES).is_ok()).await
 }
 
 /// Restarts PostgreSQL on `member` (or every member) through Patroni.
@@ -171,12 +142,12 @@ pub async fn restart(cfg: &Config, engines: &[Engine], member: Option<&str>, tim
         None => patroni_hosts(cfg),
     };
     for m in &members {
-        let (code, text) = api(engine_of(engines, cfg, m)?, "POST", "/restart", &serde_json::json!({})).await?;
+        let (code, text) = member::patroni_api(engine_of(engines, cfg, m)?, "POST", "/restart", &serde_json::json!({})).await?;
         check(code, &text, &format!("restart of {m}"))?;
-        eprintln!("{m}: restarted");
+        crate::output::step(format!("{m}: restarted"));
     }
     let expected = patroni_hosts(cfg).len();
-    wait_for(cfg, engines, timeout, "restart", |s| s.healthy(expected, 16 * 1024 * 1024).is_ok()).await
+    wait_for(cfg, engines, timeout, "restart", |s| s.healthy(expected, MAX_LAG_BYTES).is_ok()).await
 }
 
 /// Maintenance mode on/off: Patroni stops (or resumes) automatic failover.
@@ -188,7 +159,7 @@ pub async fn set_pause(cfg: &Config, engines: &[Engine], paused: bool, timeout: 
         .or(s.members.first().map(|m| m.name.as_str()))
         .context("no member answers")?
         .to_string();
-    let (code, text) = api(
+    let (code, text) = member::patroni_api(
         engine_of(engines, cfg, &any)?,
         "PATCH",
         "/config",

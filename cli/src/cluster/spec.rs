@@ -2,44 +2,14 @@
 //! files, volumes and a hash of everything that defines them. Pure: rendering only, so it is
 //! covered by golden tests; `up` compares these hashes with the running containers' labels.
 
-use crate::config::{Config, Dcs, HostConfig, Role};
+use crate::config::{Config, HostConfig, Role};
+use crate::dcs;
+use crate::docker::spec::{ContainerSpec, File};
+use crate::layout::{DATA_MOUNT, PATRONI, PATRONI_CONFIG, PGPASS};
 use crate::render::render;
 use anyhow::Result;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-
-pub const PATRONI: &str = "patroni";
-pub const ETCD: &str = "etcd";
-pub const CONSUL: &str = "consul";
-pub const PATRONI_CONFIG: &str = "/etc/pgctl/patroni.yml";
-pub const PGPASS: &str = "/etc/pgctl/pgpass";
-pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
-pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
-
-/// One file uploaded into a container before it starts.
-#[derive(Debug, Clone)]
-pub struct File {
-    pub path: String,
-    pub contents: String,
-    /// Owned by postgres (else root); always 0600: these files hold secrets.
-    pub postgres_owned: bool,
-}
-
-/// A container pgctl runs on a host.
-#[derive(Debug, Clone)]
-pub struct ContainerSpec {
-    /// Container name, also its role label: `patroni`, `etcd` or `consul`.
-    pub name: &'static str,
-    pub cmd: Vec<String>,
-    pub volume: String,
-    pub mount: &'static str,
-    pub files: Vec<File>,
-    /// `name:address` entries for the container's /etc/hosts (an S3 endpoint without DNS).
-    pub extra_hosts: Vec<String>,
-    /// Hash of image, command, files, mounts and host entries: a different hash means recreate.
-    pub hash: String,
-}
 
 /// Patroni's PostgreSQL parameters: pgctl's defaults, then hosts.toml's overrides.
 pub fn postgresql_parameters(cfg: &Config) -> BTreeMap<String, toml::Value> {
@@ -75,15 +45,7 @@ fn secrets_ctx(cfg: &Config) -> BTreeMap<&'static str, String> {
         ("replication_password", get(&s.replication_password)),
         ("rewind_password", get(&s.rewind_password)),
         ("rest_api_password", get(&s.rest_api_password)),
-        ("consul_gossip_key", get(&s.consul_gossip_key)),
     ])
-}
-
-fn dcs_name(dcs: Dcs) -> &'static str {
-    match dcs {
-        Dcs::Consul => "consul",
-        Dcs::Etcd => "etcd",
-    }
 }
 
 fn addresses_with(cfg: &Config, role: Role) -> Vec<String> {
@@ -102,7 +64,7 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
         minijinja::context! {
             cluster => minijinja::context! { name => c.name, postgres_major => c.postgres_major },
             member => Member { name: &host.name, address: &host.address },
-            dcs => dcs_name(c.dcs),
+            dcs => dcs::store(cfg).container(),
             etcd_hosts => addresses_with(cfg, Role::Etcd),
             timing => c.patroni,
             parameters => postgresql_parameters(cfg),
@@ -113,69 +75,34 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
     )
 }
 
-pub fn etcd_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
-    let initial_cluster = cfg
-        .hosts
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(Role::Etcd))
-        .map(|h| format!("{}=http://{}:2380", h.name, h.address))
-        .collect::<Vec<_>>()
-        .join(",");
-    render(
-        "etcd.yml.j2",
-        minijinja::context! {
-            cluster => minijinja::context! { name => cfg.hosts.cluster.name },
-            member => Member { name: &host.name, address: &host.address },
-            initial_cluster,
-        },
-    )
-}
+/// Files `pgctl config render --file` shows.
+pub const RENDERABLE: [&str; 3] = ["patroni.yml", "etcd.yml", "consul.json"];
 
-pub fn consul_json(cfg: &Config, host: &HostConfig) -> Result<String> {
-    render(
-        "consul.json.j2",
-        minijinja::context! {
-            datacenter => "dc1",
-            member => Member { name: &host.name, address: &host.address },
-            server => host.has_role(Role::ConsulServer),
-            servers => addresses_with(cfg, Role::ConsulServer),
-            secrets => secrets_ctx(cfg),
-        },
-    )
+/// The file `name` as `up` uploads it to `host`; `None` for a name that is not a file pgctl
+/// renders (the error names the allowed ones).
+pub fn render_file(cfg: &Config, host: &HostConfig, name: &str) -> Result<Option<String>> {
+    let store = dcs::store(cfg);
+    Ok(match name {
+        "patroni.yml" => Some(patroni_yml(cfg, host)?),
+        n if n == store.config_name() => Some(
+            store
+                .config_file(cfg, host)?
+                .ok_or_else(|| crate::error::usage(format!("host {} runs no {}", host.name, store.container())))?,
+        ),
+        "etcd.yml" | "consul.json" => {
+            return Err(crate::error::usage(format!(
+                "--file {name}: this cluster's DCS is {} (dcs in hosts.toml)",
+                store.container()
+            )))
+        }
+        _ => None,
+    })
 }
 
 /// Every container `host` should run, in start order (DCS before Patroni); Patroni mounts
 /// `data_volume` (the host's current generation, see `volumes`).
 pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str, data_volume: &str) -> Result<Vec<ContainerSpec>> {
-    let scope = &cfg.hosts.cluster.name;
-    let mut out = Vec::new();
-    let file = |path: &str, contents: String, postgres_owned: bool| File {
-        path: path.into(),
-        contents,
-        postgres_owned,
-    };
-    match cfg.hosts.cluster.dcs {
-        Dcs::Etcd if host.has_role(Role::Etcd) => out.push(spec(
-            ETCD,
-            &["etcd", "--config-file", "/etc/pgctl/etcd.yml"],
-            format!("{scope}-etcd"),
-            "/var/lib/etcd",
-            vec![file("/etc/pgctl/etcd.yml", etcd_yml(cfg, host)?, false)],
-            image_id,
-            &[],
-        )),
-        Dcs::Consul if host.has_role(Role::ConsulServer) || host.has_role(Role::ConsulClient) => out.push(spec(
-            CONSUL,
-            &["consul", "agent", "-config-file=/etc/pgctl/consul.json"],
-            format!("{scope}-consul"),
-            "/var/lib/consul",
-            vec![file("/etc/pgctl/consul.json", consul_json(cfg, host)?, false)],
-            image_id,
-            &[],
-        )),
-        _ => {}
-    }
+    let mut out: Vec<ContainerSpec> = dcs::store(cfg).container_spec(cfg, host, image_id)?.into_iter().collect();
     if host.has_role(Role::Patroni) {
         let superuser = cfg
             .secrets
@@ -183,22 +110,23 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str, data_volume: 
             .as_ref()
             .map(|s| s.expose().to_string())
             .unwrap_or_default();
-        out.push(spec(
+        let files = [
+            vec![
+                File::new(PATRONI_CONFIG, patroni_yml(cfg, host)?, true),
+                // For pgctl's own psql calls through exec (scram-sha-256 everywhere, no trust).
+                File::new(PGPASS, format!("*:*:*:postgres:{}\n", pgpass_escape(&superuser)), true),
+            ],
+            // The backup engine's configuration: the cluster archives with the read-write key.
+            crate::backup::files(cfg, crate::backup::Access::ReadWrite)?,
+            crate::backup::crontab(cfg)?.into_iter().collect(),
+        ]
+        .concat();
+        out.push(ContainerSpec::new(
             PATRONI,
             &["patroni", PATRONI_CONFIG],
             data_volume.to_string(),
             DATA_MOUNT,
-            [
-                vec![
-                    file(PATRONI_CONFIG, patroni_yml(cfg, host)?, true),
-                    // For pgctl's own psql calls through exec (scram-sha-256 everywhere, no trust).
-                    file(PGPASS, format!("*:*:*:postgres:{}\n", pgpass_escape(&superuser)), true),
-                ],
-                // The backup engine's configuration: the cluster archives with the read-write key.
-                crate::backup::files(cfg, crate::backup::Access::ReadWrite)?,
-                crate::backup::crontab(cfg).into_iter().collect(),
-            ]
-            .concat(),
+            files,
             image_id,
             // Only Patroni's container talks to S3 (archive_command, backups).
             &crate::backup::extra_hosts(cfg),
@@ -211,48 +139,17 @@ fn pgpass_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace(':', "\\:")
 }
 
-fn spec(
-    name: &'static str,
-    cmd: &[&str],
-    volume: String,
-    mount: &'static str,
-    files: Vec<File>,
-    image_id: &str,
-    extra_hosts: &[String],
-) -> ContainerSpec {
-    let mut h = Sha256::new();
-    h.update(image_id.as_bytes());
-    for entry in extra_hosts {
-        h.update(entry.as_bytes());
-        h.update([0]);
-    }
-    for part in cmd {
-        h.update(part.as_bytes());
-        h.update([0]);
-    }
-    h.update(volume.as_bytes());
-    h.update(mount.as_bytes());
-    for f in &files {
-        h.update(f.path.as_bytes());
-        h.update(f.contents.as_bytes());
-    }
-    ContainerSpec {
-        name,
-        cmd: cmd.iter().map(|s| s.to_string()).collect(),
-        volume,
-        mount,
-        files,
-        extra_hosts: extra_hosts.to_vec(),
-        hash: hex::encode(h.finalize())[..16].to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     //! Golden files of every rendered configuration, for both DCS choices. Regenerate with
     //! `UPDATE_GOLDEN=1 cargo test -p pgctl golden` and review the diff.
     use super::*;
+    use crate::layout::{CONSUL, ETCD};
     use crate::render::golden;
+
+    fn dcs_file(cfg: &Config, host: &str) -> String {
+        crate::dcs::store(cfg).config_file(cfg, cfg.host(host).unwrap()).unwrap().unwrap()
+    }
 
     const HOSTS: &str = r#"
 [cluster]
@@ -338,10 +235,10 @@ roles = ["CLIENT"]
             );
         }
         let etcd = config("etcd");
-        golden("etcd-pg1.yml", &etcd_yml(&etcd, etcd.host("pg1").unwrap()).unwrap());
+        golden("etcd-pg1.yml", &dcs_file(&etcd, "pg1"));
         let consul = config("consul");
-        let server = consul_json(&consul, consul.host("pg1").unwrap()).unwrap();
-        let client = consul_json(&consul, consul.host("app1").unwrap()).unwrap();
+        let server = dcs_file(&consul, "pg1");
+        let client = dcs_file(&consul, "app1");
         golden("consul-server-pg1.json", &server);
         golden("consul-client-app1.json", &client);
         let server: serde_json::Value = serde_json::from_str(&server).unwrap();
@@ -375,5 +272,26 @@ roles = ["CLIENT"]
             specs[1].files.iter().all(|f| f.postgres_owned),
             "Patroni's files belong to postgres"
         );
+    }
+
+    #[test]
+    fn patroni_archives_with_the_backup_engine() {
+        let pgbackrest = crate::backup::tests::config("pgbackrest");
+        let walg = crate::backup::tests::config("walg");
+        // Patroni archives with the engine (leader only: archive_mode=on) and restores with it.
+        let yml = crate::cluster::spec::patroni_yml(&pgbackrest, pgbackrest.host("pg1").unwrap()).unwrap();
+        golden("patroni-pgbackrest.yml", &yml);
+        let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
+        assert_eq!(v["postgresql"]["parameters"]["archive_mode"], "on");
+        assert_eq!(
+            v["postgresql"]["parameters"]["archive_command"],
+            "pgbackrest --config=/etc/pgctl/pgbackrest.conf --stanza=main archive-push %p"
+        );
+        assert!(v["postgresql"]["recovery_conf"]["restore_command"]
+            .as_str()
+            .unwrap()
+            .contains("archive-get %f \"%p\""));
+        let walg_yml = crate::cluster::spec::patroni_yml(&walg, walg.host("pg1").unwrap()).unwrap();
+        assert!(walg_yml.contains("wal-g --config /etc/pgctl/walg.json wal-push %p"));
     }
 }

@@ -1,9 +1,10 @@
 //! `pgctl status`: members, roles, timelines, lag, streaming state, DCS health and the image
 //! on each host — gathered through the engines, hosts queried concurrently.
 
-use super::spec::PATRONI;
 use crate::config::Config;
 use crate::docker::Engine;
+use crate::layout::{self, PATRONI};
+use crate::member;
 use anyhow::{bail, Result};
 use futures_util::future::join_all;
 use serde::Serialize;
@@ -75,6 +76,23 @@ pub struct ClusterStatus {
 }
 
 impl ClusterStatus {
+    /// One line per member (for messages): `name role state TL`.
+    pub fn summary(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| {
+                format!(
+                    "  {} {} {} timeline {}",
+                    m.name,
+                    m.role,
+                    m.state,
+                    m.timeline.map(|t| t.to_string()).unwrap_or("?".into())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// `Ok` when there is exactly one leader and `expected - 1` replicas streaming under `max_lag`.
     pub fn healthy(&self, expected: usize, max_lag: u64) -> Result<(), String> {
         let leaders: Vec<_> = self.members.iter().filter(|m| m.role == "leader").collect();
@@ -116,7 +134,7 @@ async fn host_info(engine: &Engine) -> HostInfo {
                 Ok(i) => i
                     .config
                     .and_then(|c| c.labels)
-                    .and_then(|l| l.get("io.pgctl.manifest.postgres").cloned())
+                    .and_then(|l| l.get(&format!("{}postgres", layout::LABEL_MANIFEST_PREFIX)).cloned())
                     .unwrap_or_default(),
                 Err(_) => String::new(),
             };
@@ -152,7 +170,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         .iter()
         .filter(|e| hosts.iter().any(|h| h.host == e.host && h.container == "running"))
     {
-        match super::patroni_get(e, "/cluster").await {
+        match member::patroni_get(e, "/cluster").await {
             Ok(v) => {
                 cluster = Some(v);
                 break;
@@ -187,7 +205,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
             host: host_of(m["host"].as_str().unwrap_or_default()),
             // Patroni 3.0 says "leader"; older releases and the primary's standby say "master".
             role: match m["role"].as_str().unwrap_or_default() {
-                "master" | "primary" | "standby_leader" => "leader".into(),
+                r if member::is_leader_role(r) => "leader".into(),
                 r => r.into(),
             },
             state: m["state"].as_str().unwrap_or_default().into(),
@@ -211,7 +229,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         _ => None,
     };
     if let Some(leader_engine) = leader_engine {
-        if let Ok(rows) = super::psql(
+        if let Ok(rows) = member::psql(
             leader_engine,
             "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
         )
@@ -225,9 +243,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
     }
     let dcs_engine = engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host));
     let dcs = match dcs_engine {
-        Some(e) => crate::dcs::health(cfg.hosts.cluster.dcs, e)
-            .await
-            .unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
+        Some(e) => crate::dcs::health(cfg, e).await.unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
         None => "no DCS host reachable".into(),
     };
     let scheduled_backups = if cfg.hosts.backup.is_some() {
@@ -252,7 +268,7 @@ async fn scheduled_backups(engines: &[Engine], hosts: &[HostInfo]) -> ScheduledB
     let running = engines
         .iter()
         .filter(|e| hosts.iter().any(|h| h.host == e.host && h.container == "running"));
-    let script = format!("cat {} 2>/dev/null || true", crate::backup::SCHEDULED_STATUS);
+    let script = format!("cat {} 2>/dev/null || true", layout::SCHEDULED_BACKUPS);
     let cmd = ["sh", "-c", script.as_str()];
     let reads = running.map(|e| crate::docker::exec(&e.docker, PATRONI, &cmd, None));
     let mut runs: Vec<BackupRun> = join_all(reads)
@@ -278,7 +294,7 @@ async fn scheduled_backups(engines: &[Engine], hosts: &[HostInfo]) -> ScheduledB
 }
 
 async fn archiver(leader: &Engine) -> Result<Archiver> {
-    let row = super::psql(
+    let row = member::psql(
         leader,
         "SELECT archived_count, coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, ''), failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, '') FROM pg_stat_archiver",
     )
@@ -295,116 +311,4 @@ async fn archiver(leader: &Engine) -> Result<Archiver> {
         last_failed_wal: f[4].into(),
         last_failed_time: f[5].into(),
     })
-}
-
-/// A table like `patronictl list`, plus streaming state and image per host.
-pub fn render_table(s: &ClusterStatus) -> String {
-    let mut t = comfy_table::Table::new();
-    t.set_header([
-        "member",
-        "host",
-        "role",
-        "state",
-        "TL",
-        "lag MB",
-        "streaming",
-        "pending restart",
-        "image",
-        "postgres",
-    ]);
-    for m in &s.members {
-        let h = s.hosts.iter().find(|h| h.host == m.host);
-        t.add_row([
-            m.name.clone(),
-            m.host.clone(),
-            m.role.clone(),
-            m.state.clone(),
-            m.timeline.map(|t| t.to_string()).unwrap_or_default(),
-            m.lag_bytes.map(|l| format!("{:.1}", l as f64 / 1_048_576.0)).unwrap_or("?".into()),
-            match m.streaming {
-                Some(true) => "yes".into(),
-                Some(false) => "NO".into(),
-                None => String::new(),
-            },
-            if m.pending_restart { "*".into() } else { String::new() },
-            h.map(|h| h.image.clone()).unwrap_or_default(),
-            h.map(|h| h.postgres.clone()).unwrap_or_default(),
-        ]);
-    }
-    for h in s.hosts.iter().filter(|h| !s.members.iter().any(|m| m.host == h.host)) {
-        t.add_row([
-            String::new(),
-            h.host.clone(),
-            String::new(),
-            format!("container {}", h.container),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            h.image.clone(),
-            h.postgres.clone(),
-        ]);
-    }
-    let archive = match &s.archiver {
-        Some(a) => {
-            let failing = !a.last_failed_time.is_empty() && a.last_failed_time > a.last_archived_time;
-            format!(
-                "\nWAL archiving: {} archived, last {} at {}; {} failure(s){}",
-                a.archived_count,
-                if a.last_archived_wal.is_empty() {
-                    "none"
-                } else {
-                    &a.last_archived_wal
-                },
-                if a.last_archived_time.is_empty() {
-                    "-"
-                } else {
-                    &a.last_archived_time
-                },
-                a.failed_count,
-                if failing {
-                    format!(" — FAILING since {} ({})", a.last_failed_time, a.last_failed_wal)
-                } else {
-                    String::new()
-                }
-            )
-        }
-        None => String::new(),
-    };
-    let archive = match &s.scheduled_backups {
-        Some(b) => {
-            let size = b
-                .runs
-                .iter()
-                .rfind(|r| r.ok)
-                .and_then(|r| r.size_bytes)
-                .map(|s| format!(", {:.1} MB of data", s as f64 / 1e6))
-                .unwrap_or_default();
-            let last = match b.last_success_age_seconds {
-                Some(age) => format!(
-                    "last successful scheduled backup {}h{:02}m ago{size}",
-                    age / 3600,
-                    (age % 3600) / 60
-                ),
-                None => "no successful scheduled backup yet".into(),
-            };
-            let failed = match (b.last_failure_end, b.last_success_end) {
-                (Some(f), s) if s.is_none_or(|s| f > s) => " — the LAST SCHEDULED BACKUP FAILED (see `docker logs patroni` on the leader)",
-                _ => "",
-            };
-            format!("{archive}\nBackups: {last}{failed}")
-        }
-        None => archive,
-    };
-    format!(
-        "cluster {} — leader: {}{}\nDCS: {}{archive}\n{t}",
-        s.scope,
-        s.leader.as_deref().unwrap_or("NONE"),
-        if s.paused {
-            " (maintenance mode: automatic failover is paused)"
-        } else {
-            ""
-        },
-        s.dcs
-    )
 }

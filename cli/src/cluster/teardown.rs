@@ -1,10 +1,9 @@
 //! `pgctl down` (stop containers, keep everything) and `pgctl remove` (containers and the
 //! DCS scope; data volumes only with --volumes).
 
-use super::spec::{CONSUL, ETCD, PATRONI};
-use super::LABEL_CLUSTER;
 use crate::config::Config;
 use crate::docker::{self, Engine};
+use crate::layout::{CONSUL, ETCD, LABEL_CLUSTER, PATRONI};
 use anyhow::Result;
 use futures_util::future::join_all;
 use std::collections::HashMap;
@@ -25,7 +24,7 @@ pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
 /// Stops Patroni on the replicas, then on the leader: a leader stopped first would be failed
 /// over to a replica, which then writes a new timeline into the archive as it goes down.
 pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
-    let leader = super::status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
+    let leader = crate::member::leader(cfg, engines).await.ok().map(|e| e.host.clone());
     let mut order: Vec<&Engine> = engines.iter().collect();
     order.sort_by_key(|e| Some(&e.host) == leader.as_ref());
     let mut done = Vec::new();
@@ -60,11 +59,11 @@ pub async fn remove(cfg: &Config, engines: &[Engine], volumes: bool) -> Result<V
     // Patroni must not rewrite the scope while it is being deleted.
     done.extend(stop_patroni(cfg, engines).await?);
     if let Some(e) = dcs_engine {
-        match crate::dcs::remove_scope(cfg.hosts.cluster.dcs, e, scope).await {
+        match crate::dcs::remove_scope(cfg, e, scope).await {
             Ok(()) => done.push(format!("DCS: removed scope `{scope}`")),
-            Err(err) => eprintln!(
-                "warning: could not remove scope `{scope}` from the DCS ({err:#}); it is gone with the DCS volumes only if --volumes"
-            ),
+            Err(err) => crate::output::warn(format!(
+                "could not remove scope `{scope}` from the DCS ({err:#}); it is gone with the DCS volumes only if --volumes"
+            )),
         }
     }
     let label = format!("{LABEL_CLUSTER}={scope}");

@@ -3,20 +3,17 @@
 //! for one leader and streaming replicas. A second run with nothing changed recreates nothing:
 //! each container carries a hash of what defines it.
 
-use super::spec::{self, ContainerSpec, DATA_MOUNT, PATRONI};
+use super::spec;
 use super::status::{self, ClusterStatus};
-use super::{LABEL_CLUSTER, LABEL_CONFIG_HASH, LABEL_ROLE};
 use crate::config::{Config, HostConfig};
-use crate::dcs;
-use crate::docker::{self, Engine, FileSpec};
+use crate::docker::{self, spec::ContainerSpec, Engine, FileSpec};
+use crate::layout::{self, DATA_MOUNT, LABEL_CLUSTER, LABEL_CONFIG_HASH, LABEL_ROLE, PATRONI};
+use crate::{dcs, member, output};
 use anyhow::{bail, Context, Result};
 use bollard::models::{ContainerCreateBody, HostConfig as DockerHostConfig, RestartPolicy, RestartPolicyNameEnum};
 use futures_util::future::join_all;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// Replication lag (bytes) under which a replica counts as caught up, unless told otherwise.
-pub const MAX_LAG: u64 = 16 * 1024 * 1024;
 
 pub struct UpOptions {
     /// Converge only these hosts (the others must still be reachable: they hold the DCS).
@@ -24,18 +21,35 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Replication lag (bytes) under which a replica counts as caught up.
     pub max_lag: u64,
-    /// Converge Patroni only on these hosts (the DCS everywhere): a restore starts the restored
-    /// leader alone, then the replicas. `Some(vec![])` converges the DCS only.
-    pub patroni_on: Option<Vec<String>>,
 }
 
 impl UpOptions {
-    pub fn new(timeout: Duration, max_lag: u64) -> UpOptions {
+    pub fn new(timeout: Duration) -> UpOptions {
         UpOptions {
             limit: vec![],
             timeout,
-            max_lag,
-            patroni_on: None,
+            max_lag: layout::MAX_LAG_BYTES,
+        }
+    }
+}
+
+/// Which Patroni members a converge starts. A restore starts the DCS alone, then the restored
+/// leader alone, then the rest; `up` starts every member at once.
+#[derive(Debug, Clone)]
+pub enum Members {
+    All,
+    /// The DCS only (no Patroni anywhere).
+    None,
+    /// Patroni on these hosts only (the DCS everywhere).
+    Only(Vec<String>),
+}
+
+impl Members {
+    fn includes(&self, host: &str) -> bool {
+        match self {
+            Members::All => true,
+            Members::None => false,
+            Members::Only(hosts) => hosts.iter().any(|h| h == host),
         }
     }
 }
@@ -59,17 +73,16 @@ struct HostPlan<'a> {
     items: Vec<(ContainerSpec, Action)>,
 }
 
-/// Ports each container listens on with host networking.
-fn ports(name: &str) -> &'static [u16] {
-    match name {
-        spec::ETCD => &[2379, 2380],
-        spec::CONSUL => &[8300, 8301, 8302, 8500, 8600],
-        _ => &[5432, 8008],
-    }
+/// `pgctl up`: converges every member and waits for a healthy cluster.
+pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
+    converge_members(cfg, opts, &Members::All)
+        .await?
+        .context("up converges Patroni on every member")
 }
 
-/// Converges and waits for a healthy cluster; `None` when `opts.patroni_on` left Patroni out.
-pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<Option<ClusterStatus>> {
+/// Converges the DCS and the Patroni `members`, then waits until they are healthy; `None`
+/// when `members` left Patroni out.
+pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members) -> Result<Option<ClusterStatus>> {
     let started = Instant::now();
     let engines = docker::connect_all(cfg).await?;
     let by_host: HashMap<&str, &Engine> = engines.iter().map(|e| (e.host.as_str(), e)).collect();
@@ -96,7 +109,7 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<Option<ClusterStatus>>
     let mut plans = Vec::new();
     let mut problems = Vec::new();
     let checks = targets.iter().map(|h| {
-        let with_patroni = opts.patroni_on.as_ref().is_none_or(|on| on.contains(&h.name));
+        let with_patroni = members.includes(&h.name);
         plan_host(cfg, h, by_host[h.name.as_str()], &image_id, with_patroni)
     });
     for result in join_all(checks).await {
@@ -106,16 +119,18 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<Option<ClusterStatus>>
         }
     }
     if !problems.is_empty() {
-        bail!("pre-flight failed; nothing was changed:\n  {}", problems.join("\n  "));
+        return Err(crate::error::refused(format!(
+            "pre-flight failed; nothing was changed:\n  {}",
+            problems.join("\n  ")
+        )));
     }
 
     // The DCS first, on every host that has a member of it.
-    let dcs_kind = cfg.hosts.cluster.dcs;
     converge(cfg, &plans, owner, |s| s.name != PATRONI, &[]).await?;
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
-    let dcs_state = dcs::wait_healthy(dcs_kind, &dcs_engines, opts.timeout).await?;
-    eprintln!("{dcs_state}");
-    if opts.patroni_on.as_ref().is_some_and(Vec::is_empty) {
+    let dcs_state = dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?;
+    output::step(&dcs_state);
+    if matches!(members, Members::None) {
         return Ok(None);
     }
 
@@ -126,18 +141,18 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<Option<ClusterStatus>>
     }
 
     // Patroni: replicas before the leader when containers must be recreated.
-    let leader = status::fetch(cfg, &engines).await.ok().and_then(|s| s.leader);
+    let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
     converge(cfg, &plans, owner, |s| s.name == PATRONI, &leader.into_iter().collect::<Vec<_>>()).await?;
 
     let status = wait_healthy(cfg, &engines, opts).await?;
     if let Some(leader) = status.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
         crate::backup::init_repository(cfg, leader).await?;
     }
-    eprintln!(
+    output::step(format!(
         "cluster `{}` converged in {:.0}s",
         cfg.hosts.cluster.name,
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(Some(status))
 }
 
@@ -157,7 +172,7 @@ async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig])
         }
     }
     if !missing.is_empty() {
-        eprintln!("delivering {image} to {} host(s) that lack it", missing.len());
+        output::step(format!("delivering {image} to {} host(s) that lack it", missing.len()));
         let outcomes = crate::image::push::push(cfg, image, &missing).await?;
         if let Some(bad) = outcomes.iter().find(|o| o.result == "failed") {
             bail!(
@@ -203,7 +218,7 @@ async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, i
                 }
             }
             Err(e) if docker::is_not_found(&e) => {
-                need_ports.extend_from_slice(ports(s.name));
+                need_ports.extend_from_slice(layout::ports(s.name));
                 Action::Create
             }
             Err(e) => return Err(e).with_context(|| format!("{}: inspecting container {}", host.name, s.name)),
@@ -225,15 +240,14 @@ async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, i
 
 /// Which of `ports` something already listens on, checked from the host's network namespace.
 async fn busy_ports(engine: &Engine, image: &str, ports: &[u16]) -> Result<Vec<u16>> {
-    let list = ports.iter().map(u16::to_string).collect::<Vec<_>>().join(",");
-    let script = format!(
-        "import socket\nfor p in [{list}]:\n    s = socket.socket()\n    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n    try:\n        s.bind(('0.0.0.0', p))\n    except OSError:\n        print(p)\n    finally:\n        s.close()\n"
-    );
+    let mut cmd = vec!["python3".to_string(), "-c".into(), crate::render::script("port-check.py").into()];
+    cmd.extend(ports.iter().map(u16::to_string));
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let host_config = DockerHostConfig {
         network_mode: Some("host".into()),
         ..Default::default()
     };
-    let out = docker::run_once(&engine.docker, image, &["python3", "-c", &script], host_config, None, &[]).await?;
+    let out = docker::run_once(&engine.docker, image, &cmd, host_config, None, &[]).await?;
     let out = out.ok(&format!("port check on {}", engine.host))?;
     Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
@@ -264,10 +278,10 @@ async fn converge(
     }
     rolling.sort_by_key(|(plan, ..)| leader_last.contains(&plan.host.name));
     for (plan, s, action) in rolling {
-        eprintln!(
+        output::step(format!(
             "{}: configuration of `{}` changed: recreating it (data volume kept)",
             plan.host.name, s.name
-        );
+        ));
         apply(cfg, plan, s, action, owner).await?;
         if s.name == PATRONI {
             wait_member_running(plan.engine, Duration::from_secs(180)).await?;
@@ -280,7 +294,7 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
     let docker = &plan.engine.docker;
     let host = &plan.host.name;
     if action == Action::Start {
-        eprintln!("{host}: starting `{}`", s.name);
+        output::step(format!("{host}: starting `{}`", s.name));
         return docker
             .start_container(s.name, None)
             .await
@@ -289,10 +303,10 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
     match action {
         Action::Recreate | Action::RecreateStopped => {
             if action == Action::RecreateStopped {
-                eprintln!(
+                output::step(format!(
                     "{host}: configuration of stopped `{}` changed: recreating it (data volume kept)",
                     s.name
-                );
+                ));
             }
             let options = bollard::query_parameters::StopContainerOptions {
                 t: Some(60),
@@ -301,7 +315,7 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
             docker.stop_container(s.name, Some(options)).await.ok();
             docker::remove_container(docker, s.name).await?;
         }
-        _ => eprintln!("{host}: creating `{}`", s.name),
+        _ => output::step(format!("{host}: creating `{}`", s.name)),
     }
     let scope = &cfg.hosts.cluster.name;
     let labels = HashMap::from([
@@ -332,20 +346,7 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
         ..Default::default()
     };
     docker::create_container(docker, s.name, body).await?;
-    let files: Vec<FileSpec> = s
-        .files
-        .iter()
-        .map(|f| {
-            let (uid, gid) = if f.postgres_owned { owner } else { (0, 0) };
-            FileSpec {
-                path: f.path.clone(),
-                contents: f.contents.clone().into_bytes(),
-                mode: 0o600,
-                uid,
-                gid,
-            }
-        })
-        .collect();
+    let files: Vec<FileSpec> = s.files.iter().map(|f| f.upload(owner)).collect();
     docker::upload(docker, s.name, &files).await?;
     docker
         .start_container(s.name, None)
@@ -363,8 +364,8 @@ async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<
     }
     let script = format!(
         "test -e {marker} && {{ echo incomplete; exit 0; }}; test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
-        marker = crate::restore::INCOMPLETE_MARKER,
-        pgdata = spec::PGDATA
+        marker = layout::INCOMPLETE_MARKER,
+        pgdata = layout::PGDATA
     );
     let host_config = DockerHostConfig {
         binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
@@ -373,10 +374,10 @@ async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<
     let out = docker::run_once(&engine.docker, image, &["sh", "-c", &script], host_config, Some("postgres"), &[]).await?;
     let id = out.ok(&format!("reading volume {volume} on {}", engine.host))?.trim().to_string();
     if id == "incomplete" {
-        bail!(
+        return Err(crate::error::refused(format!(
             "{}: data volume {volume} holds a restore that was interrupted; nothing was started. Run the same `pgctl restore` again to retry it (the partial copy is discarded), or `pgctl restore --rollback` to go back to the previous data",
             engine.host
-        );
+        )));
     }
     Ok((!id.is_empty()).then_some(id))
 }
@@ -417,23 +418,23 @@ async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> Result<NewM
 async fn check_stale_scope(cfg: &Config, new: &NewMembers<'_>, dcs_engines: &[&Engine]) -> Result<()> {
     let scope = &cfg.hosts.cluster.name;
     let Some(engine) = dcs_engines.first() else { return Ok(()) };
-    let Some(initialized) = dcs::initialize_key(cfg.hosts.cluster.dcs, engine, scope).await? else {
+    let Some(initialized) = dcs::initialize_key(cfg, engine, scope).await? else {
         return Ok(());
     };
     for (p, volume, id) in &new.volumes {
         if let Some(id) = id.as_ref().filter(|id| **id != initialized) {
-            bail!(
+            return Err(crate::error::refused(format!(
                 "{}: data volume {volume} holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
                 p.host.name,
                 dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
-            );
+            )));
         }
     }
     if new.whole_cluster && new.volumes.iter().all(|(_, _, id)| id.is_none()) {
-        bail!(
+        return Err(crate::error::refused(format!(
             "the DCS already holds cluster `{scope}` (initialized by system {initialized}) but no host has its data: a previous installation left it behind, and Patroni would log \"waiting for leader to bootstrap\" forever (the Compose README's problem 8.1). Nothing was started. Clear the stale scope with:\n  {}",
             dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
-        );
+        )));
     }
     Ok(())
 }
@@ -453,10 +454,10 @@ async fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, engine: &Engin
         })?;
     let Some(repo) = repo else { return Ok(()) };
     let refuse = |why: String| {
-        anyhow::anyhow!(
+        crate::error::refused(format!(
             "S3 prefix `{}` already holds the WAL archive of database system {repo}, and {why}. Archiving into it would mix two systems' timelines. Patroni was not started. Use a prefix of this cluster's own (backup.s3_prefix), or remove the old archive if it is no longer needed. If this is the same cluster and its data volumes were lost, bring it back from this archive with `pgctl restore`.",
             b.s3_prefix
-        )
+        ))
     };
     if let Some((p, _, Some(id))) = new.volumes.iter().find(|(_, _, id)| id.as_ref().is_some_and(|id| *id != repo)) {
         return Err(refuse(format!("the data volume on {} belongs to system {id}", p.host.name)));
@@ -473,7 +474,7 @@ async fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, engine: &Engin
 async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < timeout {
-        if let Ok(v) = super::patroni_get(engine, "/patroni").await {
+        if let Ok(v) = member::patroni_get(engine, "/patroni").await {
             if v["state"] == "running" {
                 return Ok(());
             }
@@ -508,7 +509,7 @@ pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) ->
                 Ok(()) => return Ok(s),
                 Err(why) => {
                     if why != last {
-                        eprintln!("waiting: {why}");
+                        output::step(format!("waiting: {why}"));
                         last = why;
                     }
                 }

@@ -3,31 +3,14 @@
 //! the one its Patroni container mounts. Rolling a restore back removes the newest generation,
 //! which makes the previous one current again.
 
-use crate::docker::Engine;
+use crate::config::Config;
+use crate::docker::{self, Engine};
+use crate::output;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 
-/// Host whose data was the leader's before a restore (a label on the volume the restore made),
-/// so a rollback starts that host first.
-pub const LABEL_PREVIOUS_LEADER: &str = "io.pgctl.previous-leader";
-
-/// The name of generation `generation` (1 is the original volume, named as it always was).
-pub fn data_volume(scope: &str, generation: u32) -> String {
-    if generation <= 1 {
-        format!("{scope}-pgdata")
-    } else {
-        format!("{scope}-pgdata-g{generation}")
-    }
-}
-
-/// The generation a volume name denotes, if it is one of `scope`'s data volumes.
-pub fn generation_of(scope: &str, name: &str) -> Option<u32> {
-    let rest = name.strip_prefix(scope)?.strip_prefix("-pgdata")?;
-    if rest.is_empty() {
-        return Some(1);
-    }
-    rest.strip_prefix("-g")?.parse().ok().filter(|g| *g >= 2)
-}
+pub use crate::layout::data_volume;
+use crate::layout::{data_volume_generation as generation_of, LABEL_CLUSTER, LABEL_PREVIOUS_LEADER, LABEL_ROLE, PATRONI};
 
 /// A data volume present on a host.
 #[derive(Debug, Clone)]
@@ -71,21 +54,28 @@ pub async fn current(engine: &Engine, scope: &str) -> Result<String> {
         .unwrap_or_else(|| data_volume(scope, 1)))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A data volume of this cluster, labeled as `up` labels it (so `remove --volumes` finds it).
+pub async fn create(cfg: &Config, engine: &Engine, name: &str, previous_leader: Option<&str>) -> Result<()> {
+    let mut labels = HashMap::from([
+        (LABEL_CLUSTER.to_string(), cfg.hosts.cluster.name.clone()),
+        (LABEL_ROLE.to_string(), PATRONI.to_string()),
+    ]);
+    if let Some(l) = previous_leader {
+        labels.insert(LABEL_PREVIOUS_LEADER.to_string(), l.to_string());
+    }
+    docker::ensure_volume(&engine.docker, name, labels).await
+}
 
-    #[test]
-    fn generation_names_round_trip() {
-        assert_eq!(data_volume("lab", 1), "lab-pgdata");
-        assert_eq!(data_volume("lab", 3), "lab-pgdata-g3");
-        for g in 1..5 {
-            assert_eq!(generation_of("lab", &data_volume("lab", g)), Some(g));
-        }
-        // Other clusters' volumes, and names that merely share a prefix, are not ours.
-        assert_eq!(generation_of("lab", "lab2-pgdata"), None);
-        assert_eq!(generation_of("lab", "lab-pgdata-old"), None);
-        assert_eq!(generation_of("lab", "lab-pgdata-g1"), None);
-        assert_eq!(generation_of("lab", "lab-etcd"), None);
+/// Removes a volume; one that is not there is already removed.
+pub async fn remove(engine: &Engine, name: &str) -> Result<()> {
+    output::step(format!("{}: removing volume {name}", engine.host));
+    match engine
+        .docker
+        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if docker::is_not_found(&e) => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("{}: removing volume {name}", engine.host)),
     }
 }

@@ -2,6 +2,7 @@
 //! upload files, exec with exit codes, and move images between engines.
 
 pub mod connect;
+pub mod spec;
 pub mod transfer;
 
 pub use connect::{connect_all, local, Engine};
@@ -15,9 +16,6 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 use std::collections::HashMap;
-
-/// Label on every object the lab creates, so `lab down` finds (and only touches) its own.
-pub const LABEL_LAB: &str = "io.pgctl.lab";
 
 /// A file to put into a container (Docker archive upload, before the container starts).
 pub struct FileSpec {
@@ -161,7 +159,7 @@ impl Throwaway<'_> {
             user: self.user.map(str::to_string),
             env: (!self.env.is_empty()).then(|| self.env.clone()),
             host_config: Some(self.host_config.clone()),
-            labels: Some(HashMap::from([("io.pgctl.throwaway".to_string(), "true".to_string())])),
+            labels: Some(HashMap::from([(crate::layout::LABEL_THROWAWAY.to_string(), "true".to_string())])),
             ..Default::default()
         };
         let options = self.name.as_ref().map(|name| CreateContainerOptions {

@@ -40,7 +40,7 @@ pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, 
     if !is_root() {
         bail!("making the base image {tag} needs root (mmdebstrap/debootstrap create device nodes and set ownership); run as root, or pass --base with an image your engine already has");
     }
-    eprintln!("making base image {tag} from Debian {suite} ({mirror})...");
+    crate::output::step(format!("making base image {tag} from Debian {suite} ({mirror})..."));
     let started = std::time::Instant::now();
     let (mut child, cleanup) = if have("mmdebstrap") {
         let child = Command::new("mmdebstrap")
@@ -109,6 +109,6 @@ pub async fn ensure_base(engine: &Engine, tag: &str, suite: &str, mirror: &str, 
     let id = crate::docker::image_id(&engine.docker, tag)
         .await?
         .context("base image missing after import")?;
-    eprintln!("base image {tag} made in {:.0}s", started.elapsed().as_secs_f64());
+    crate::output::step(format!("base image {tag} made in {:.0}s", started.elapsed().as_secs_f64()));
     Ok(id)
 }

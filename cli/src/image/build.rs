@@ -112,13 +112,13 @@ pub async fn build_postgres(engine: &Engine, plan: &BuildPlan, verbose: bool) ->
     let started = Instant::now();
     let r = &plan.request;
     let ctx = context::postgres_context(plan)?;
-    eprintln!(
+    crate::output::step(format!(
         "building {} from {} (source {:?}, context {} KiB)",
         r.tag,
         r.base,
         r.source,
         ctx.len() / 1024
-    );
+    ));
     let settings = BuildSettings {
         no_cache: r.no_cache,
         http_proxy: r.http_proxy.clone(),
@@ -127,7 +127,7 @@ pub async fn build_postgres(engine: &Engine, plan: &BuildPlan, verbose: bool) ->
     };
     let stage1 = run_build(engine, ctx, "image", &settings).await?;
 
-    let manifest_json = read_file_from_image(engine, &stage1, "/etc/pgctl/manifest.json").await?;
+    let manifest_json = read_file_from_image(engine, &stage1, crate::layout::IMAGE_MANIFEST).await?;
     let manifest: BTreeMap<String, String> =
         serde_json::from_slice(&manifest_json).context("parsing the image's /etc/pgctl/manifest.json")?;
     let mut labels: BTreeMap<String, String> = manifest

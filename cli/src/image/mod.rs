@@ -13,9 +13,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-/// Label marking images built by pgctl; the manifest's keys follow under `io.pgctl.manifest.`.
-pub const LABEL_IMAGE: &str = "io.pgctl.image";
-pub const LABEL_MANIFEST_PREFIX: &str = "io.pgctl.manifest.";
+pub use crate::layout::{LABEL_IMAGE, LABEL_MANIFEST_PREFIX};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,7 +10,7 @@ use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptions;
 use futures_util::future::join_all;
 use futures_util::StreamExt;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -28,7 +28,7 @@ pub struct HostOutcome {
 /// Delivers `image` to `hosts` (all of hosts.toml unless limited).
 pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result<Vec<HostOutcome>> {
     let base = config.base_dir();
-    let progress = MultiProgress::new();
+    let progress = crate::output::multi_progress();
     let (local, local_id) = match config.hosts.cluster.image_delivery {
         ImageDelivery::Stream => {
             let local = docker::local().await?;
@@ -62,7 +62,9 @@ pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result
             bar.finish_and_clear();
             match result {
                 Ok(kind) => {
-                    progress.suspend(|| eprintln!("{:>10}: {kind} ({:.1} MB in {seconds:.1}s)", host.name, bytes as f64 / 1e6));
+                    progress.suspend(|| {
+                        crate::output::step(format!("{:>10}: {kind} ({:.1} MB in {seconds:.1}s)", host.name, bytes as f64 / 1e6))
+                    });
                     HostOutcome {
                         host: host.name.clone(),
                         result: kind.into(),
@@ -72,7 +74,7 @@ pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result
                     }
                 }
                 Err(e) => {
-                    progress.suspend(|| eprintln!("{:>10}: FAILED: {e:#}", host.name));
+                    progress.suspend(|| crate::output::step(format!("{:>10}: FAILED: {e:#}", host.name)));
                     HostOutcome {
                         host: host.name.clone(),
                         result: "failed".into(),
@@ -162,7 +164,7 @@ pub async fn publish(image: &str, target: &str, username: Option<String>, passwo
             tracing::debug!("{status}");
         }
     }
-    eprintln!("pushed {target}");
+    crate::output::step(format!("pushed {target}"));
     Ok(())
 }
 

@@ -22,10 +22,10 @@ async fn ensure(engine: &Engine, repo: &str, files: Vec<crate::docker::FileSpec>
     if image_id(&engine.docker, &tag).await?.is_some() {
         return Ok(tag);
     }
-    eprintln!("building {tag}...");
+    crate::output::step(format!("building {tag}..."));
     let settings = BuildSettings {
         tag: Some(tag.clone()),
-        labels: [(crate::docker::LABEL_LAB.to_string(), "image".to_string())].into(),
+        labels: [(crate::layout::LABEL_LAB.to_string(), "image".to_string())].into(),
         ..Default::default()
     };
     run_build(engine, gzip_tar(&files)?, repo, &settings).await?;

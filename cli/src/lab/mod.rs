@@ -8,7 +8,8 @@ pub mod pki;
 pub mod s3;
 
 use crate::config::init::{write_file, HostsTemplate, InitHost, SecretsTemplate};
-use crate::docker::{self, Engine, FileSpec, LABEL_LAB};
+use crate::docker::{self, Engine, FileSpec};
+use crate::layout::LABEL_LAB;
 use anyhow::{bail, Context, Result};
 use bollard::models::{
     ContainerCreateBody, EndpointIpamConfig, EndpointSettings, HostConfig, Ipam, IpamConfig, NetworkCreateRequest, NetworkingConfig,
@@ -106,7 +107,10 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
         match docker::connect_all(&config).await {
             Ok(engines) => {
                 for e in &engines {
-                    eprintln!("  {}: Docker {} (API {}) at {}", e.host, e.version, e.api_version, e.endpoint);
+                    crate::output::step(format!(
+                        "  {}: Docker {} (API {}) at {}",
+                        e.host, e.version, e.api_version, e.endpoint
+                    ));
                 }
                 last_err = None;
                 break;
@@ -125,8 +129,8 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
         }
         bail!("lab engines did not come up: {e}{logs}");
     }
-    eprintln!("lab `{}` is up: {} hosts, S3 at https://{s3_ip}", spec.name, spec.hosts);
-    eprintln!("  hosts file: {}", spec.dir.join("hosts.toml").display());
+    crate::output::step(format!("lab `{}` is up: {} hosts, S3 at https://{s3_ip}", spec.name, spec.hosts));
+    crate::output::step(format!("  hosts file: {}", spec.dir.join("hosts.toml").display()));
     Ok(())
 }
 
@@ -285,7 +289,9 @@ async fn reuse(local: &Engine, container: &str, ca: &pki::Ca) -> Result<bool> {
     };
     let made_under = info.config.and_then(|c| c.labels).and_then(|l| l.get(LABEL_LAB_CA).cloned());
     if made_under.as_deref() != Some(ca.fingerprint().as_str()) {
-        eprintln!("{container} was made under another lab CA: recreating it (its volume is kept)");
+        crate::output::step(format!(
+            "{container} was made under another lab CA: recreating it (its volume is kept)"
+        ));
         docker::remove_container(&local.docker, container).await?;
         return Ok(false);
     }

@@ -4,27 +4,21 @@
 //! touched (the restore fills a new volume generation, see `cluster::volumes`), so
 //! `pgctl restore --rollback` can put them back.
 
-pub mod recover;
 pub mod rollback;
-pub mod target;
 
 use crate::backup::list::{self, Backup};
-use crate::cluster::spec::PATRONI;
+use crate::backup::target::{self, Target};
 use crate::cluster::status::{self, ClusterStatus};
-use crate::cluster::up::{self, UpOptions};
-use crate::cluster::{volumes, LABEL_CLUSTER, LABEL_ROLE};
+use crate::cluster::up::{self, Members, UpOptions};
+use crate::cluster::volumes;
 use crate::config::{Config, Role};
 use crate::docker::{self, Engine};
+use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI};
+use crate::recovery::{self as recover, Fetch, Mode, Recovered};
+use crate::{member, output};
 use anyhow::{bail, Context, Result};
-use recover::{Fetch, Mode, Recovered};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use target::Target;
-
-/// Written in a data volume while a restore fills it, removed when it is complete: `up` and a
-/// retried restore recognize an interrupted one by it.
-pub const INCOMPLETE_MARKER: &str = "/var/lib/postgresql/data/pgctl-restore-incomplete";
 
 pub struct RestoreOptions {
     pub target: Target,
@@ -118,7 +112,7 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
             if holds_incomplete_restore(cfg, e, &newest.name).await? {
                 // A retry: the partial copy goes; its host and the leader it recorded stay.
                 restore_host = Some(e.host.clone());
-                previous_leader = newest.labels.get(volumes::LABEL_PREVIOUS_LEADER).cloned().or(previous_leader);
+                previous_leader = newest.labels.get(crate::layout::LABEL_PREVIOUS_LEADER).cloned().or(previous_leader);
                 discard_incomplete = Some(format!("{}:{}", e.host, newest.name));
                 present.pop();
             }
@@ -198,19 +192,19 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     phases.start("stop the cluster");
     stop_members(cfg, engines).await?;
     if let Some((host, volume)) = plan.discard_incomplete.as_deref().and_then(|d| d.split_once(':')) {
-        remove_volume(by_host(host), volume).await?;
+        volumes::remove(by_host(host), volume).await?;
     }
     if !opts.keep_old {
         for v in &plan.volumes {
             if let Some(old) = &v.current {
-                remove_volume(by_host(&v.host), old).await?;
+                volumes::remove(by_host(&v.host), old).await?;
             }
         }
     }
 
     phases.start("fetch the backup and replay WAL");
     let new_volume = &plan.volumes.iter().find(|v| v.host == plan.restore_host).expect("planned").new;
-    create_data_volume(cfg, restore_engine, new_volume, plan.previous_leader.as_deref()).await?;
+    volumes::create(cfg, restore_engine, new_volume, plan.previous_leader.as_deref()).await?;
     let fetch = Fetch {
         backup: &plan.backup.name,
         target: &opts.target,
@@ -219,19 +213,19 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     let recovered = match recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch)).await {
         Ok(r) => r,
         Err(e) => {
-            let removed = remove_volume(restore_engine, new_volume).await;
+            let removed = volumes::remove(restore_engine, new_volume).await;
             bail!("{e:#}\n{}", after_failure(cfg, &plan, opts, removed.is_ok()));
         }
     };
     mark_complete(cfg, restore_engine, new_volume).await?;
     phases.sub(&recovered.phases);
-    eprintln!(
+    output::step(format!(
         "{}: recovered to {} on timeline {} (last transaction replayed: {})",
         plan.restore_host,
         recovered.lsn,
         recovered.timeline,
         recovered.last_replayed.as_deref().unwrap_or("none")
-    );
+    ));
 
     let replicas: Vec<(&Engine, &str)> = plan
         .volumes
@@ -289,29 +283,24 @@ pub async fn start_cluster(
     phases: &mut Phases,
 ) -> Result<ClusterStatus> {
     phases.start("clear the DCS scope");
-    let staged = |on: Vec<String>| UpOptions {
-        patroni_on: Some(on),
-        ..UpOptions::new(timeout, up::MAX_LAG)
-    };
-    up::up(cfg, &staged(vec![])).await?;
+    let opts = UpOptions::new(timeout);
+    up::converge_members(cfg, &opts, &Members::None).await?;
     let dcs_engine = engines
         .iter()
         .find(|e| crate::dcs::is_voter(cfg, &e.host))
         .context("no DCS member reachable")?;
-    crate::dcs::remove_scope(cfg.hosts.cluster.dcs, dcs_engine, &cfg.hosts.cluster.name).await?;
+    crate::dcs::remove_scope(cfg, dcs_engine, &cfg.hosts.cluster.name).await?;
 
     // Alone first: members with empty volumes and no leader in the DCS would race it to
     // bootstrap a new, empty cluster.
     phases.start("start the leader");
-    up::up(cfg, &staged(vec![leader_host.to_string()])).await?;
+    up::converge_members(cfg, &opts, &Members::Only(vec![leader_host.to_string()])).await?;
 
     phases.start("rebuild the replicas");
     for (engine, volume) in replicas {
-        create_data_volume(cfg, engine, volume, None).await?;
+        volumes::create(cfg, engine, volume, None).await?;
     }
-    up::up(cfg, &UpOptions::new(timeout, up::MAX_LAG))
-        .await?
-        .context("the cluster after the restore")
+    up::up(cfg, &opts).await.context("the cluster after the restore")
 }
 
 /// What is intact after a failed fetch or recovery, and the ways forward.
@@ -344,29 +333,29 @@ fn after_failure(cfg: &Config, plan: &Plan, opts: &RestoreOptions, removed: bool
 /// Asks the leader to finish its WAL segment and waits (briefly) until it is archived, so a
 /// restore to the latest point loses nothing committed before it began.
 async fn archive_current_wal(leader: &Engine) {
-    let switched = crate::cluster::psql(leader, "SELECT pg_walfile_name(pg_switch_wal())").await;
+    let switched = member::psql(leader, "SELECT pg_walfile_name(pg_switch_wal())").await;
     let Ok(segment) = switched.map(|s| s.trim().to_string()) else {
         return;
     };
     for _ in 0..30 {
-        let archived = crate::cluster::psql(leader, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
+        let archived = member::psql(leader, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
         if archived.is_ok_and(|a| a.trim() >= segment.as_str()) {
-            eprintln!("{}: WAL up to {segment} is archived", leader.host);
+            output::step(format!("{}: WAL up to {segment} is archived", leader.host));
             return;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    eprintln!(
-        "warning: {}: segment {segment} was not archived within 60 s; the restore uses what the archive holds",
+    output::warn(format!(
+        "{}: segment {segment} was not archived within 60 s; the restore uses what the archive holds",
         leader.host
-    );
+    ));
 }
 
 /// Stops Patroni on the replicas, then on the leader, and removes the containers (their restart
 /// policy would bring them back; `up` recreates them on the new volumes).
 pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
     for line in crate::cluster::teardown::stop_patroni(cfg, engines).await? {
-        eprintln!("{line}");
+        output::step(line);
     }
     for e in engines {
         docker::remove_container(&e.docker, PATRONI).await?;
@@ -374,35 +363,10 @@ pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
     Ok(())
 }
 
-/// A data volume of this cluster, labeled as `up` labels it (so `remove --volumes` finds it).
-pub async fn create_data_volume(cfg: &Config, engine: &Engine, name: &str, previous_leader: Option<&str>) -> Result<()> {
-    let mut labels = HashMap::from([
-        (LABEL_CLUSTER.to_string(), cfg.hosts.cluster.name.clone()),
-        (LABEL_ROLE.to_string(), PATRONI.to_string()),
-    ]);
-    if let Some(l) = previous_leader {
-        labels.insert(volumes::LABEL_PREVIOUS_LEADER.to_string(), l.to_string());
-    }
-    docker::ensure_volume(&engine.docker, name, labels).await
-}
-
-pub async fn remove_volume(engine: &Engine, name: &str) -> Result<()> {
-    eprintln!("{}: removing volume {name}", engine.host);
-    match engine
-        .docker
-        .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
-        .await
-    {
-        Ok(()) => Ok(()),
-        Err(e) if docker::is_not_found(&e) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("{}: removing volume {name}", engine.host)),
-    }
-}
-
 /// Whether `volume` holds a restore that was interrupted (its marker is still there).
 pub async fn holds_incomplete_restore(cfg: &Config, engine: &Engine, volume: &str) -> Result<bool> {
     let host_config = bollard::models::HostConfig {
-        binds: Some(vec![format!("{volume}:{}:ro", crate::cluster::spec::DATA_MOUNT)]),
+        binds: Some(vec![format!("{volume}:{}:ro", DATA_MOUNT)]),
         network_mode: Some("none".into()),
         ..Default::default()
     };
@@ -422,7 +386,7 @@ pub async fn holds_incomplete_restore(cfg: &Config, engine: &Engine, volume: &st
 /// Removes the restore-in-progress mark once pgctl has seen the recovery succeed.
 async fn mark_complete(cfg: &Config, engine: &Engine, volume: &str) -> Result<()> {
     let host_config = bollard::models::HostConfig {
-        binds: Some(vec![format!("{volume}:{}", crate::cluster::spec::DATA_MOUNT)]),
+        binds: Some(vec![format!("{volume}:{}", DATA_MOUNT)]),
         network_mode: Some("none".into()),
         ..Default::default()
     };
@@ -474,7 +438,7 @@ pub struct Phases {
 impl Phases {
     pub fn start(&mut self, name: &str) {
         self.close();
-        eprintln!("== {name}");
+        output::step(format!("== {name}"));
         self.current = Some((name.to_string(), Instant::now()));
     }
 

@@ -4,12 +4,12 @@
 //! left a newer timeline in the archive, and a later restore "to latest" must follow this
 //! history, not the abandoned one.
 
-use super::recover::{self, Mode, Recovered};
-use super::{remove_volume, start_cluster, stop_members, Phases};
+use super::{start_cluster, stop_members, Phases};
 use crate::cluster::status::ClusterStatus;
 use crate::cluster::volumes;
 use crate::config::{Config, Role};
 use crate::docker::Engine;
+use crate::recovery::{self as recover, Mode, Recovered};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::time::Duration;
@@ -49,7 +49,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine]) -> Result<RollbackPlan> {
         let [.., previous, newest] = present.as_slice() else {
             continue;
         };
-        if let Some(l) = newest.labels.get(volumes::LABEL_PREVIOUS_LEADER) {
+        if let Some(l) = newest.labels.get(crate::layout::LABEL_PREVIOUS_LEADER) {
             leader_host = Some(l.clone());
         }
         hosts.push(HostRollback {
@@ -97,7 +97,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: RollbackPlan, timeo
     for h in &plan.hosts {
         // An interrupted restore's recovery container would hold the volume.
         crate::docker::remove_container(&by_host(&h.host).docker, &recover::container_name(cfg, Mode::Restore)).await?;
-        remove_volume(by_host(&h.host), &h.remove).await?;
+        volumes::remove(by_host(&h.host), &h.remove).await?;
     }
     phases.start("promote the previous data onto a new timeline");
     let leader_engine = by_host(&plan.leader_host);
@@ -114,7 +114,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: RollbackPlan, timeo
     let mut replicas = Vec::new();
     for h in plan.hosts.iter().filter(|h| h.host != plan.leader_host) {
         if let Some(old) = &h.back_to {
-            remove_volume(by_host(&h.host), old).await?;
+            volumes::remove(by_host(&h.host), old).await?;
             replicas.push((by_host(&h.host), old.as_str()));
         }
     }

@@ -1,6 +1,6 @@
 //! What a restore recovers to, checked against what the repository holds before anything stops.
 
-use crate::backup::list::{Backup, Listing};
+use super::list::{Backup, Listing};
 use anyhow::{bail, Context, Result};
 use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
@@ -41,18 +41,6 @@ impl Target {
     }
 
     /// pgBackRest's restore options for this target (`timeline`: `latest` or a number).
-    pub fn pgbackrest_args(&self, timeline: &str) -> Vec<String> {
-        let promote = "--target-action=promote".to_string();
-        let tl = format!("--target-timeline={timeline}");
-        match self {
-            Target::Latest => vec!["--type=default".into(), tl],
-            Target::Time(t) => vec!["--type=time".into(), format!("--target={}", pg_time(*t)), promote, tl],
-            Target::Lsn(l) => vec!["--type=lsn".into(), format!("--target={l}"), promote, tl],
-            Target::Name(n) => vec!["--type=name".into(), format!("--target={n}"), promote, tl],
-            Target::EndOfBackup => vec!["--type=immediate".into(), promote],
-        }
-    }
-
     /// postgresql.auto.conf lines for engines whose fetch writes no recovery settings (WAL-G).
     pub fn recovery_conf(&self, restore_command: &str, timeline: &str) -> String {
         let mut lines = vec![format!("restore_command = '{}'", restore_command.replace('\'', "''"))];
@@ -235,15 +223,6 @@ mod tests {
         assert!(Target::from_flags(Some("2026-05-17 10:00:00+03"), Some("0/1"), None).is_err());
         assert!(Target::from_flags(None, None, Some("it's")).is_err());
         let t = Target::from_flags(Some("2026-05-17 10:00:00+03"), None, None).unwrap();
-        assert_eq!(
-            t.pgbackrest_args("latest"),
-            vec![
-                "--type=time",
-                "--target=2026-05-17 07:00:00.000000+00",
-                "--target-action=promote",
-                "--target-timeline=latest"
-            ]
-        );
         let conf = t.recovery_conf("wal-g wal-fetch %f %p", "latest");
         assert!(
             conf.contains("recovery_target_time = '2026-05-17 07:00:00.000000+00'") && conf.contains("recovery_target_action = 'promote'")

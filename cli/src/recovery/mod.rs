@@ -3,17 +3,15 @@
 //! data directory is left cleanly shut down (restore, rollback) or checked (verify). The S3 key
 //! is always the read-only one: nothing run here can write into an archive.
 
-use super::target::Target;
+use crate::backup::target::Target;
 use crate::backup::{self, Access};
-use crate::cluster::spec::{DATA_MOUNT, PGDATA};
-use crate::config::{BackupEngine, Config};
+use crate::config::Config;
 use crate::docker::{self, Engine, FileSpec, Throwaway};
+use crate::layout::{self, DATA_MOUNT};
+use crate::output;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
-
-const SCRIPT: &str = include_str!("recover.sh");
-const SCRIPT_PATH: &str = "/usr/local/lib/pgctl/recover.sh";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -67,10 +65,10 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
     }
     let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
     let mut files = backup::upload_files(source, Access::ReadOnly, owner)?;
-    files.push(FileSpec::root(SCRIPT_PATH, SCRIPT, 0o755));
+    files.push(FileSpec::root(layout::RECOVER_SCRIPT, crate::render::script("recover.sh"), 0o755));
 
     let bindir = format!("/usr/lib/postgresql/{}/bin", cfg.hosts.cluster.postgres_major);
-    let mut cmd: Vec<String> = vec!["/bin/sh".into(), SCRIPT_PATH.into(), mode.arg().into(), bindir];
+    let mut cmd: Vec<String> = vec!["/bin/sh".into(), layout::RECOVER_SCRIPT.into(), mode.arg().into(), bindir];
     let mut env = vec![];
     match (mode, &fetch) {
         (Mode::Bump, _) => cmd.push(backup::restore_command(source).context("a rollback needs [backup] (restore_command)")?),
@@ -121,26 +119,7 @@ pub fn container_name(cfg: &Config, mode: Mode) -> String {
 
 /// The engine's fetch command, and recovery settings for engines whose fetch writes none.
 fn fetch_command(cfg: &Config, f: &Fetch<'_>, mode: Mode) -> (Vec<String>, Option<String>) {
-    match cfg.hosts.cluster.backup_engine {
-        BackupEngine::Pgbackrest => {
-            let pg1 = format!("--pg1-path={PGDATA}");
-            let set = format!("--set={}", f.backup);
-            let mut args: Vec<String> = vec!["restore".into(), pg1, set, "--log-level-console=detail".into()];
-            args.extend(f.target.pgbackrest_args(f.timeline));
-            if mode == Mode::Verify {
-                args.push("--archive-mode=off".into());
-            }
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            (backup::command(cfg, &args), None)
-        }
-        BackupEngine::Walg => {
-            let restore = backup::restore_command(cfg).unwrap_or_default();
-            (
-                backup::command(cfg, &["backup-fetch", PGDATA, f.backup]),
-                Some(f.target.recovery_conf(&restore, f.timeline)),
-            )
-        }
-    }
+    backup::engine(cfg).fetch(cfg, f.backup, f.target, f.timeline, mode == Mode::Verify)
 }
 
 /// Progress as it streams: phases (with their wall time), the script's own lines, and the
@@ -163,18 +142,18 @@ impl<'a> Progress<'a> {
     fn line(&mut self, line: &str) {
         if let Some(phase) = line.strip_prefix("pgctl: phase ") {
             self.phases.push((phase.to_string(), Instant::now()));
-            eprintln!("{}: {}", self.host, phase_title(phase));
+            output::step(format!("{}: {}", self.host, phase_title(phase)));
         } else if let Some(text) = line.strip_prefix("pgctl: ") {
-            eprintln!("{}: {text}", self.host);
+            output::step(format!("{}: {text}", self.host));
         } else if line.contains("restore file ") {
             // "restore file /path (8KB, 45.23%) checksum ...": the percentage is of bytes.
             let due = self.last_fetch_line.is_none_or(|t| t.elapsed() > Duration::from_secs(5));
             if let (true, Some(pct)) = (due, fetch_percent(line)) {
-                eprintln!("{}: fetched {pct} of the backup", self.host);
+                output::step(format!("{}: fetched {pct} of the backup", self.host));
                 self.last_fetch_line = Some(Instant::now());
             }
         } else if line.contains("INFO:") || line.contains("ERROR") || line.contains("WARN") {
-            eprintln!("{}:   {}", self.host, line.trim());
+            output::step(format!("{}:   {}", self.host, line.trim()));
         }
     }
 

@@ -3,11 +3,13 @@
 //! recovered and promoted, then read whole (`pg_dumpall > /dev/null`) and checked with amcheck
 //! over every B-tree index of every database. The volume is removed afterwards, pass or fail.
 
+use crate::backup::target::{self, Target};
+use crate::cluster::volumes;
 use crate::config::Config;
 use crate::docker::{self, Engine};
-use crate::restore::recover::{self, Fetch, Mode, Recovered};
-use crate::restore::target::Target;
-use anyhow::{bail, Context, Result};
+use crate::recovery::{self as recover, Fetch, Mode, Recovered};
+use crate::{layout, member, output};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -24,7 +26,7 @@ pub struct Verified {
 
 pub async fn verify(cfg: &Config, engines: &[Engine], backup: Option<&str>, on: Option<&str>, latest: bool) -> Result<Verified> {
     if cfg.hosts.backup.is_none() {
-        bail!("{} has no [backup] section", cfg.hosts_path.display());
+        return Err(crate::error::usage(format!("{} has no [backup] section", cfg.hosts_path.display())));
     }
     let s3_key_id = cfg
         .secrets
@@ -39,21 +41,21 @@ pub async fn verify(cfg: &Config, engines: &[Engine], backup: Option<&str>, on: 
             )
         })?;
     let started = std::time::Instant::now();
-    let listing = super::list::list(cfg).await?;
+    let listing = crate::backup::list::list(cfg).await?;
     let target = if latest { Target::Latest } else { Target::EndOfBackup };
-    let chosen = crate::restore::target::choose_backup(&listing, &Target::Latest, backup)?;
+    let chosen = target::choose_backup(&listing, &Target::Latest, backup)?;
     let engine = pick_host(cfg, engines, on).await?;
-    eprintln!(
+    output::step(format!(
         "verifying backup {} on {} (recovery to {}; read-only S3 key {s3_key_id}; archiving off)",
         chosen.name,
         engine.host,
         target.describe()
-    );
-    let volume = format!("pgctl-verify-{}", cfg.hosts.cluster.name);
+    ));
+    let volume = layout::verify_volume(&cfg.hosts.cluster.name);
     // What an interrupted verification left is discarded: it only ever holds a copy.
     docker::remove_container(&engine.docker, &recover::container_name(cfg, Mode::Verify)).await?;
-    crate::restore::remove_volume(engine, &volume).await?;
-    let labels = HashMap::from([("io.pgctl.throwaway".to_string(), "true".to_string())]);
+    volumes::remove(engine, &volume).await?;
+    let labels = HashMap::from([(layout::LABEL_THROWAWAY.to_string(), "true".to_string())]);
     docker::ensure_volume(&engine.docker, &volume, labels).await?;
     let fetch = Fetch {
         backup: &chosen.name,
@@ -61,7 +63,7 @@ pub async fn verify(cfg: &Config, engines: &[Engine], backup: Option<&str>, on: 
         timeline: "latest",
     };
     let result = recover::run(cfg, cfg, engine, &volume, Mode::Verify, Some(fetch)).await;
-    let removed = crate::restore::remove_volume(engine, &volume).await;
+    let removed = volumes::remove(engine, &volume).await;
     let recovered = result.with_context(|| format!("backup {} did NOT verify", chosen.name))?;
     removed?;
     Ok(Verified {
@@ -82,7 +84,7 @@ async fn pick_host<'a>(cfg: &Config, engines: &'a [Engine], on: Option<&str>) ->
             .find(|e| e.host == name)
             .with_context(|| format!("--on {name}: no such (reachable) host in {}", cfg.hosts_path.display()));
     }
-    let leader = crate::cluster::status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
+    let leader = member::leader(cfg, engines).await.ok().map(|e| e.host.clone());
     let patroni = |e: &&Engine| cfg.host(&e.host).is_some_and(|h| h.has_role(crate::config::Role::Patroni));
     engines
         .iter()

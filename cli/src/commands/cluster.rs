@@ -1,0 +1,171 @@
+//! The cluster's lifecycle and operations: up, status, switchover, failover, reinit, restart,
+//! pause, resume, down, remove.
+
+use super::views::status_text;
+use super::{Ctx, Wait};
+use crate::cluster::{self, status::ClusterStatus};
+use crate::{error, output};
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Converge every host to hosts.toml: DCS, then Patroni; waits until the cluster is healthy. Safe to re-run
+    #[command(long_about = "Converge every host to hosts.toml.\n\n\
+Pre-flight on all hosts first (engines reachable, image present — delivered if missing —, ports free, no foreign containers, no stale DCS state, \
+the S3 repository usable); then the DCS (etcd or Consul), then one Patroni container per `patroni` host (host networking, data on a named volume, \
+configuration and secrets uploaded as 0600 files); then waits for one leader and every replica streaming. A second run with nothing changed \
+recreates nothing.\n\nExamples:\n  pgctl up\n  pgctl up --limit pg4            (a host just added to hosts.toml)\n  pgctl up --image registry/pg:1.2 (deploy exactly this image)")]
+    Up(UpArgs),
+    /// Members, roles, timelines, lag, streaming, DCS health, archiving, backups and image per host
+    Status,
+    /// Planned switchover of the leader role to another member
+    Switchover {
+        /// The member to become leader [default: Patroni picks a healthy replica]
+        #[arg(long)]
+        to: Option<String>,
+        /// Schedule it (ISO 8601 with time zone, e.g. 2026-05-17T03:00+03:00)
+        #[arg(long)]
+        at: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Manual failover to a member (also when there is no healthy leader)
+    Failover {
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Rebuild a replica's data from the leader (for a member that no longer starts)
+    Reinit {
+        member: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Restart PostgreSQL on one member or all, through Patroni
+    Restart {
+        member: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Maintenance mode: stop automatic failover
+    Pause,
+    /// Leave maintenance mode
+    Resume,
+    /// Stop the cluster's containers (replicas first, then the leader, then the DCS); keep all data
+    Down,
+    /// Remove the cluster's containers and its DCS scope; data volumes only with --volumes
+    Remove {
+        /// Required: this destroys the cluster
+        #[arg(long)]
+        i_am_aware: bool,
+        /// Also delete the data volumes (all data is lost)
+        #[arg(long)]
+        volumes: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Converge only these hosts (repeatable); e.g. a node just added to hosts.toml
+    #[arg(long)]
+    limit: Vec<String>,
+    /// Deploy this image instead of cluster.image from hosts.toml (what a pipeline just built)
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// How long to wait for the cluster to become healthy, in seconds
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+}
+
+pub async fn run(command: ClusterCommand, ctx: &Ctx) -> Result<()> {
+    let status = match command {
+        ClusterCommand::Up(a) => {
+            let mut cfg = ctx.load()?;
+            if let Some(image) = a.image {
+                cfg.hosts.cluster.image = image;
+            }
+            let opts = cluster::up::UpOptions {
+                limit: a.limit,
+                ..cluster::up::UpOptions::new(Duration::from_secs(a.timeout))
+            };
+            cluster::up::up(&cfg, &opts).await?
+        }
+        ClusterCommand::Status => {
+            let (cfg, engines) = ctx.connect_available().await?;
+            cluster::status::fetch(&cfg, &engines).await?
+        }
+        ClusterCommand::Switchover { to, at, wait } => {
+            let (cfg, engines) = ctx.connect_available().await?;
+            ctx.confirm(&format!(
+                "switch the leader of `{}` over{}",
+                cfg.hosts.cluster.name,
+                to.as_deref().map(|t| format!(" to {t}")).unwrap_or_default()
+            ))?;
+            cluster::ops::switchover(&cfg, &engines, to.as_deref(), at.as_deref(), wait.duration()).await?
+        }
+        ClusterCommand::Failover { to, wait } => {
+            let (cfg, engines) = ctx.connect_available().await?;
+            ctx.confirm(&format!("fail `{}` over to {to}", cfg.hosts.cluster.name))?;
+            cluster::ops::failover(&cfg, &engines, &to, wait.duration()).await?
+        }
+        ClusterCommand::Reinit { member, wait } => {
+            let (cfg, engines) = ctx.connect_available().await?;
+            ctx.confirm(&format!("delete {member}'s data and copy it again from the leader"))?;
+            cluster::ops::reinit(&cfg, &engines, &member, wait.duration()).await?
+        }
+        ClusterCommand::Restart { member, wait } => {
+            let (cfg, engines) = ctx.connect_available().await?;
+            ctx.confirm(&format!("restart PostgreSQL on {}", member.as_deref().unwrap_or("every member")))?;
+            cluster::ops::restart(&cfg, &engines, member.as_deref(), wait.duration()).await?
+        }
+        ClusterCommand::Pause | ClusterCommand::Resume => {
+            let paused = matches!(command, ClusterCommand::Pause);
+            let (cfg, engines) = ctx.connect_available().await?;
+            cluster::ops::set_pause(&cfg, &engines, paused, Duration::from_secs(60)).await?
+        }
+        ClusterCommand::Down => return down(ctx).await,
+        ClusterCommand::Remove { i_am_aware, volumes } => return remove(ctx, i_am_aware, volumes).await,
+    };
+    print_status(&status)
+}
+
+pub fn print_status(status: &ClusterStatus) -> Result<()> {
+    output::result(status, status_text)
+}
+
+async fn down(ctx: &Ctx) -> Result<()> {
+    let (cfg, engines) = ctx.connect_all().await?;
+    ctx.confirm(&format!(
+        "stop every container of `{}` (data is kept; `pgctl up` starts it again)",
+        cfg.hosts.cluster.name
+    ))?;
+    let stopped = cluster::teardown::down(&cfg, &engines).await?;
+    output::result(&stopped, |lines| lines.join("\n"))
+}
+
+async fn remove(ctx: &Ctx, i_am_aware: bool, volumes: bool) -> Result<()> {
+    let cfg = ctx.load()?;
+    let scope = cfg.hosts.cluster.name.clone();
+    if !i_am_aware {
+        return Err(error::refused(format!(
+            "`pgctl remove` destroys cluster `{scope}` (containers and its DCS scope{}); it only runs with --i-am-aware. To only stop it, use `pgctl down`",
+            if volumes {
+                ", and with --volumes ALL ITS DATA"
+            } else {
+                "; data volumes are kept"
+            }
+        )));
+    }
+    ctx.confirm_typed(
+        &format!("remove cluster `{scope}`{}", if volumes { " AND DELETE ALL ITS DATA" } else { "" }),
+        &scope,
+    )?;
+    let engines = crate::docker::connect_all(&cfg).await?;
+    let removed = cluster::teardown::remove(&cfg, &engines, volumes)
+        .await
+        .with_context(|| format!("removing cluster `{scope}`"))?;
+    output::result(&removed, |lines| lines.join("\n"))
+}

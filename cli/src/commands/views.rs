@@ -1,0 +1,132 @@
+//! Text views shared by several commands (the cluster status table, phase times).
+
+use crate::cluster::status::ClusterStatus;
+use crate::output::{self, size};
+
+/// A table like `patronictl list`, plus streaming state and image per host, then the DCS,
+/// WAL archiving and backups.
+pub fn status_text(s: &ClusterStatus) -> String {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for m in &s.members {
+        let h = s.hosts.iter().find(|h| h.host == m.host);
+        rows.push(vec![
+            m.name.clone(),
+            m.host.clone(),
+            m.role.clone(),
+            m.state.clone(),
+            m.timeline.map(|t| t.to_string()).unwrap_or_default(),
+            m.lag_bytes.map(size).unwrap_or("?".into()),
+            match m.streaming {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => String::new(),
+            },
+            if m.pending_restart { "*".into() } else { String::new() },
+            h.map(|h| h.image.clone()).unwrap_or_default(),
+            h.map(|h| h.postgres.clone()).unwrap_or_default(),
+        ]);
+    }
+    for h in s.hosts.iter().filter(|h| !s.members.iter().any(|m| m.host == h.host)) {
+        rows.push(vec![
+            String::new(),
+            h.host.clone(),
+            String::new(),
+            format!("container {}", h.container),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            h.image.clone(),
+            h.postgres.clone(),
+        ]);
+    }
+    let table = output::table(
+        &[
+            "member",
+            "host",
+            "role",
+            "state",
+            "TL",
+            "lag",
+            "streaming",
+            "pending restart",
+            "image",
+            "postgres",
+        ],
+        rows,
+    );
+    let mut extra = String::new();
+    if let Some(a) = &s.archiver {
+        let failing = !a.last_failed_time.is_empty() && a.last_failed_time > a.last_archived_time;
+        extra.push_str(&format!(
+            "\nWAL archiving: {} archived, last {} at {}; {} failure(s){}",
+            a.archived_count,
+            if a.last_archived_wal.is_empty() {
+                "none"
+            } else {
+                &a.last_archived_wal
+            },
+            if a.last_archived_time.is_empty() {
+                "-"
+            } else {
+                &a.last_archived_time
+            },
+            a.failed_count,
+            if failing {
+                format!(" — FAILING since {} ({})", a.last_failed_time, a.last_failed_wal)
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if let Some(b) = &s.scheduled_backups {
+        let data = b
+            .runs
+            .iter()
+            .rfind(|r| r.ok)
+            .and_then(|r| r.size_bytes)
+            .map(|s| format!(", {} of data", size(s)))
+            .unwrap_or_default();
+        let last = match b.last_success_age_seconds {
+            Some(age) => format!(
+                "last successful scheduled backup {}h{:02}m ago{data}",
+                age / 3600,
+                (age % 3600) / 60
+            ),
+            None => "no successful scheduled backup yet".into(),
+        };
+        let failed = match (b.last_failure_end, b.last_success_end) {
+            (Some(f), s) if s.is_none_or(|s| f > s) => " — the LAST SCHEDULED BACKUP FAILED (see `docker logs patroni` on the leader)",
+            _ => "",
+        };
+        extra.push_str(&format!("\nBackups: {last}{failed}"));
+    }
+    format!(
+        "cluster {} — leader: {}{}\nDCS: {}{extra}\n{table}",
+        s.scope,
+        s.leader.as_deref().unwrap_or("NONE"),
+        if s.paused {
+            " (maintenance mode: automatic failover is paused)"
+        } else {
+            ""
+        },
+        s.dcs
+    )
+}
+
+/// The timeline the leader runs on, for reports.
+pub fn leader_timeline(status: &ClusterStatus) -> String {
+    status
+        .members
+        .iter()
+        .find(|m| m.role == "leader")
+        .and_then(|m| m.timeline)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// An image ID shortened as the docker CLI does.
+pub fn short_id(id: &str) -> &str {
+    let id = id.trim_start_matches("sha256:");
+    &id[..id.len().min(12)]
+}

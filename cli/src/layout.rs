@@ -1,0 +1,100 @@
+//! Every name and path pgctl puts on a host, in one place: containers, volumes, labels,
+//! in-container paths and ports. Other modules ask here instead of spelling them again, so a
+//! rename is one edit and `status`, `down` and `remove` always find what `up` made.
+
+// ---- containers (also their role label) ----
+pub const PATRONI: &str = "patroni";
+pub const ETCD: &str = "etcd";
+pub const CONSUL: &str = "consul";
+
+// ---- labels ----
+pub const LABEL_CLUSTER: &str = "io.pgctl.cluster";
+pub const LABEL_ROLE: &str = "io.pgctl.role";
+pub const LABEL_CONFIG_HASH: &str = "io.pgctl.config-hash";
+/// On a restored data volume: the member that led before the restore.
+pub const LABEL_PREVIOUS_LEADER: &str = "io.pgctl.previous-leader";
+/// On containers and volumes that exist only for one operation (verification, port checks).
+pub const LABEL_THROWAWAY: &str = "io.pgctl.throwaway";
+/// On everything the lab makes.
+pub const LABEL_LAB: &str = "io.pgctl.lab";
+/// Images built by pgctl; the manifest's keys follow under `io.pgctl.manifest.`.
+pub const LABEL_IMAGE: &str = "io.pgctl.image";
+pub const LABEL_MANIFEST_PREFIX: &str = "io.pgctl.manifest.";
+
+// ---- volumes ----
+/// The data volume of generation `generation` (1 is the first; a restore makes the next).
+pub fn data_volume(scope: &str, generation: u32) -> String {
+    if generation <= 1 {
+        format!("{scope}-pgdata")
+    } else {
+        format!("{scope}-pgdata-g{generation}")
+    }
+}
+
+/// The generation a data volume name stands for, if it is one of `scope`'s.
+pub fn data_volume_generation(scope: &str, name: &str) -> Option<u32> {
+    let rest = name.strip_prefix(scope)?.strip_prefix("-pgdata")?;
+    if rest.is_empty() {
+        return Some(1);
+    }
+    rest.strip_prefix("-g")?.parse().ok().filter(|g| *g > 1)
+}
+
+pub fn dcs_volume(scope: &str, container: &str) -> String {
+    format!("{scope}-{container}")
+}
+
+/// The throwaway volume `verify-backup` recovers into.
+pub fn verify_volume(scope: &str) -> String {
+    format!("pgctl-verify-{scope}")
+}
+
+// ---- paths inside the database image ----
+pub const PATRONI_CONFIG: &str = "/etc/pgctl/patroni.yml";
+pub const ETCD_CONFIG: &str = "/etc/pgctl/etcd.yml";
+pub const CONSUL_CONFIG: &str = "/etc/pgctl/consul.json";
+pub const PGPASS: &str = "/etc/pgctl/pgpass";
+pub const PGBACKREST_CONFIG: &str = "/etc/pgctl/pgbackrest.conf";
+pub const WALG_CONFIG: &str = "/etc/pgctl/walg.json";
+pub const S3_CA: &str = "/etc/pgctl/s3-ca.pem";
+pub const CRONTAB: &str = "/etc/pgctl/crontab";
+pub const IMAGE_MANIFEST: &str = "/etc/pgctl/manifest.json";
+/// The recovery script pgctl uploads into its throwaway recovery containers.
+pub const RECOVER_SCRIPT: &str = "/usr/local/lib/pgctl/recover.sh";
+/// The data volume's mount point and the data directory inside it.
+pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+pub const ETCD_DATA: &str = "/var/lib/etcd";
+pub const CONSUL_DATA: &str = "/var/lib/consul";
+pub const PG_SOCKET_DIR: &str = "/var/run/postgresql";
+/// Outcomes of scheduled backups (JSON lines), on the data volume so they outlive containers.
+pub const SCHEDULED_BACKUPS: &str = "/var/lib/postgresql/data/pgctl-backups.jsonl";
+/// Present in a data volume while a restore fills it: such a volume is never started.
+pub const INCOMPLETE_MARKER: &str = "/var/lib/postgresql/data/pgctl-restore-incomplete";
+
+// ---- ports (host networking) ----
+pub const POSTGRES_PORT: u16 = 5432;
+pub const PATRONI_API_PORT: u16 = 8008;
+pub const ETCD_PORTS: [u16; 2] = [2379, 2380];
+/// Consul: server RPC, LAN and WAN gossip, HTTP API, DNS.
+pub const CONSUL_PORTS: [u16; 5] = [8300, 8301, 8302, 8500, 8600];
+
+/// Ports a container listens on with host networking.
+pub fn ports(container: &str) -> &'static [u16] {
+    match container {
+        ETCD => &ETCD_PORTS,
+        CONSUL => &CONSUL_PORTS,
+        _ => &[POSTGRES_PORT, PATRONI_API_PORT],
+    }
+}
+
+/// Patroni's REST API as seen from inside the host.
+pub fn patroni_url(path: &str) -> String {
+    format!("http://127.0.0.1:{PATRONI_API_PORT}{path}")
+}
+
+// ---- PostgreSQL ----
+/// One WAL segment (PostgreSQL's default, which pgctl's images keep).
+pub const WAL_SEGMENT_BYTES: u64 = 16 * 1024 * 1024;
+/// Replication lag under which a replica counts as caught up: one WAL segment.
+pub const MAX_LAG_BYTES: u64 = WAL_SEGMENT_BYTES;

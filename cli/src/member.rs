@@ -1,0 +1,103 @@
+//! One Patroni member, reached through its host's engine (exec in the Patroni container), so
+//! everything here works when only the Docker endpoint is reachable: SQL as the superuser,
+//! Patroni's REST API, commands as postgres, and finding the leader.
+
+use crate::config::Config;
+use crate::docker::{exec_env, Engine, ExecOutput};
+use crate::layout::{self, PATRONI};
+use anyhow::{bail, Context, Result};
+
+/// Runs SQL as the postgres superuser in `engine`'s Patroni container; returns unaligned rows.
+pub async fn psql(engine: &Engine, sql: &str) -> Result<String> {
+    let env = [&format!("PGPASSFILE={}", layout::PGPASS) as &str, "PGCONNECT_TIMEOUT=5"];
+    let cmd = [
+        "psql",
+        "-h",
+        layout::PG_SOCKET_DIR,
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+        "-XAtq",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
+    ];
+    exec_env(&engine.docker, PATRONI, &cmd, Some("postgres"), &env)
+        .await?
+        .ok(&format!("psql on {}", engine.host))
+}
+
+/// Runs `cmd` as postgres in `engine`'s Patroni container (the backup engine, for instance).
+pub async fn as_postgres(engine: &Engine, cmd: &[String]) -> Result<ExecOutput> {
+    let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let env = [&format!("PGPASSFILE={}", layout::PGPASS) as &str];
+    exec_env(&engine.docker, PATRONI, &cmd, Some("postgres"), &env).await
+}
+
+/// A GET on Patroni's REST API from inside the host.
+pub async fn patroni_get(engine: &Engine, path: &str) -> Result<serde_json::Value> {
+    let url = layout::patroni_url(path);
+    let out = exec_env(&engine.docker, PATRONI, &["curl", "-s", "--max-time", "5", &url], None, &[]).await?;
+    let body = out.ok(&format!("GET {path} on {}", engine.host))?;
+    Ok(serde_json::from_str(&body)?)
+}
+
+/// Any call on Patroni's REST API (with its basic auth, read inside the container); returns
+/// (HTTP status, body).
+pub async fn patroni_api(engine: &Engine, method: &str, path: &str, body: &serde_json::Value) -> Result<(u16, String)> {
+    let body = if body.is_null() { String::new() } else { body.to_string() };
+    let script = crate::render::script("patroni-api.py");
+    let out = exec_env(
+        &engine.docker,
+        PATRONI,
+        &["python3", "-c", script, method, path, &body],
+        Some("postgres"),
+        &[],
+    )
+    .await?;
+    let text = out.ok(&format!("{method} {path} on {}", engine.host))?;
+    let (code, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    Ok((code.trim().parse().context("HTTP status from Patroni")?, rest.trim().to_string()))
+}
+
+/// Patroni's role names for the member that holds the leader lock (3.x says "leader", older
+/// releases "master", a standby cluster "standby_leader").
+pub fn is_leader_role(role: &str) -> bool {
+    matches!(role, "leader" | "master" | "primary" | "standby_leader")
+}
+
+/// The engine of the host whose member leads, asked of the first member that answers.
+pub async fn leader<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<&'a Engine> {
+    let mut errors = Vec::new();
+    for e in engines {
+        match patroni_get(e, "/cluster").await {
+            Ok(cluster) => {
+                let leader = cluster["members"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|m| is_leader_role(m["role"].as_str().unwrap_or_default()));
+                let Some(leader) = leader else {
+                    bail!("the cluster has no leader (asked {}'s Patroni)", e.host);
+                };
+                let address = leader["host"].as_str().unwrap_or_default();
+                let name = leader["name"].as_str().unwrap_or_default();
+                let host = cfg
+                    .hosts
+                    .hosts
+                    .iter()
+                    .find(|h| h.address == address || h.name == name)
+                    .map(|h| h.name.as_str())
+                    .unwrap_or(name);
+                return engines
+                    .iter()
+                    .find(|e| e.host == host)
+                    .with_context(|| format!("the leader {name} runs on host {host}, which is not reachable"));
+            }
+            Err(err) => errors.push(format!("{}: {err:#}", e.host)),
+        }
+    }
+    bail!("no Patroni member answers: {}", errors.join("; "))
+}
