@@ -16,6 +16,9 @@ command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 # The e2e tests sign S3 requests with curl (--aws-sigv4) to prove what each key may do.
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# test.sh checks every shell script with shellcheck; demo.sh reads pgctl's JSON with jq.
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v jq >/dev/null 2>&1 || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

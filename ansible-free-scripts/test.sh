@@ -1,14 +1,48 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: installs what it needs, builds, runs unit tests and the
-# end-to-end tests against a lab of simulated hosts, and removes the lab afterwards.
+# The whole test suite, as CI runs it: installs what it needs, checks every shell script
+# (with the shellcheck tool), builds, runs the unit tests, then each test file of tests/ on
+# its own, one after another in a fixed order (the end-to-end ones make their own lab and
+# remove it; one test thread, so one e2e test runs at a time). Closes with each file's wall
+# time and the line `tests: N passed, N failed, N skipped`.
+#
+#   ansible-free-scripts/test.sh [FILTER...]     FILTER goes to every test binary (a test name part)
+#   PGCTL_TEST_FILES="ground cluster" ansible-free-scripts/test.sh    only these files of tests/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ansible-free-scripts/install-deps.sh
 ansible-free-scripts/build-garage.sh
 
+# The tests write their scratch directories and report under target/e2e whatever
+# CARGO_TARGET_DIR is; the binaries are where cargo puts them.
+TARGET=${CARGO_TARGET_DIR:-$PWD/target}
+mkdir -p target/e2e
+log=target/test-output.log
+report=target/e2e/report.txt
+: >"$log"
+rm -f "$report"
+
+# Every shell script: *.sh, and files without an extension whose first line is a sh/bash shebang.
+shell_scripts() {
+  find images ansible-free-scripts compose-templates cli/src .ci -type f 2>/dev/null | sort | while IFS= read -r f; do
+    case ${f##*/} in
+      *.sh) echo "$f" ;;
+      *.*) ;;
+      *) if head -n 1 "$f" | grep -Eq '^#!.*[/ ](ba|da)?sh( |$)'; then echo "$f"; fi ;;
+    esac
+  done
+}
+mapfile -t scripts < <(shell_scripts)
+echo "== shellcheck: ${#scripts[@]} shell scripts =="
+shellcheck_failed=0
+if [ ${#scripts[@]} -eq 0 ] || ! shellcheck "${scripts[@]}"; then
+  shellcheck_failed=1
+else
+  echo "shellcheck: no findings"
+fi
+
 cargo build --workspace --all-targets --quiet
-export PGCTL_BIN="$PWD/target/debug/pgctl"
+export PGCTL_BIN="$TARGET/debug/pgctl"
 export PGCTL_E2E=1
 export PGCTL_GARAGE_BIN=${PGCTL_CACHE:-/var/cache/pgctl}/garage-2.5.0/bin/garage
 # Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.
@@ -20,16 +54,63 @@ cleanup() {
 cleanup
 trap cleanup EXIT
 
-# Each e2e test file makes its own lab; one test thread, so they run one after another.
-rm -f target/e2e/report.txt
-set +e
-cargo test --workspace --all-targets -- --test-threads=1 "$@" 2>&1 | tee target/test-output.log
-status=${PIPESTATUS[0]}
-set -e
+passed=0 failed=0 skipped=0 status=0
+times=()
+# run LABEL CARGO-TEST-ARGS...: one timed `cargo test`, its counts added to the totals. Tests
+# that reported themselves SKIPPED (target/e2e/report.txt) count as skipped, not passed; so do
+# ignored ones. A run that fails without a failed test (a build error, a crash) counts as one
+# failure.
+run() {
+  local label=$1 start=$SECONDS lines skips rc p f i
+  shift
+  lines=$(wc -l <"$log")
+  skips=$(grep -c '^SKIPPED' "$report" 2>/dev/null || true)
+  echo "== $label =="
+  set +e
+  cargo test "$@" 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  set -e
+  read -r p f i < <(tail -n +"$((lines + 1))" "$log" |
+    awk '/^test result:/ { p += $4; f += $6; i += $8 } END { print p + 0, f + 0, i + 0 }')
+  skips=$(($(grep -c '^SKIPPED' "$report" 2>/dev/null || true) - ${skips:-0}))
+  if [ "$rc" -ne 0 ]; then
+    status=1
+    [ "$f" -gt 0 ] || f=1
+  fi
+  p=$((p - skips))
+  i=$((i + skips))
+  passed=$((passed + p)) failed=$((failed + f)) skipped=$((skipped + i))
+  times+=("$(printf '  %-10s %6d s   %d passed, %d failed, %d skipped' "$label" $((SECONDS - start)) "$p" "$f" "$i")")
+}
+
+run unit --workspace --exclude pgctl-tests --all-targets -- "$@"
+
+# The files of tests/ in a fixed order (quick checks first, then the labs); a file listed in
+# tests/Cargo.toml but not here runs last, so none is forgotten.
+order=(gitlab_ci amcheck ground cluster consul backup restore walg)
+declared=$(awk '/^\[\[test\]\]/ { t = 1; next } t && /^name *=/ { gsub(/^name *= *"|".*$/, ""); print; t = 0 }' tests/Cargo.toml)
+for name in $declared; do
+  case " ${order[*]} " in
+    *" $name "*) ;;
+    *) order+=("$name") ;;
+  esac
+done
+if [ -n "${PGCTL_TEST_FILES:-}" ]; then
+  read -r -a order <<<"$PGCTL_TEST_FILES"
+fi
+for name in "${order[@]}"; do
+  run "$name" -p pgctl-tests --test "$name" -- --include-ignored --test-threads=1 "$@"
+done
+
 echo
 echo "== measurements and skipped tests =="
-cat target/e2e/report.txt 2>/dev/null || echo "(none)"
-skipped=$(grep -c '^SKIPPED' target/e2e/report.txt 2>/dev/null || true)
-awk -v skipped="${skipped:-0}" '/^test result:/ { passed += $4; failed += $6 }
-  END { printf "tests: %d passed, %d failed, %d skipped\n", passed - skipped, failed, skipped }' target/test-output.log
+cat "$report" 2>/dev/null || echo "(none)"
+echo
+echo "== wall time per test file =="
+printf '%s\n' "${times[@]}"
+if [ "$shellcheck_failed" -ne 0 ]; then
+  echo "shellcheck: findings above (counted as one failed test)"
+  failed=$((failed + 1)) status=1
+fi
+echo "tests: $passed passed, $failed failed, $skipped skipped"
 exit "$status"

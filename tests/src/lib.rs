@@ -1,21 +1,29 @@
 //! Helpers shared by the end-to-end tests: run the `pgctl` binary as a user would, and check
 //! results independently (the docker CLI against the lab's engines).
+//!
+//! Every test that needs Docker or the lab is `#[ignore = "needs the lab: ..."]`, so a plain
+//! `cargo test` lists it as ignored (never as passed); `ansible-free-scripts/test.sh` runs
+//! them with `--include-ignored` and PGCTL_E2E=1. Each such test calls [`require_e2e`] first.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Whether end-to-end tests run (`ansible-free-scripts/test.sh` sets PGCTL_E2E=1). When not,
-/// each e2e test reports why it is skipped.
-pub fn e2e_enabled(test: &str) -> bool {
-    if std::env::var("PGCTL_E2E").as_deref() == Ok("1") {
-        return true;
-    }
-    skipped(
-        test,
-        "end-to-end tests need root, Docker and the lab; run ansible-free-scripts/test.sh (sets PGCTL_E2E=1)",
+/// Whether the end-to-end tests may run here (`ansible-free-scripts/test.sh` sets PGCTL_E2E=1
+/// after installing what they need).
+pub fn e2e_enabled() -> bool {
+    std::env::var("PGCTL_E2E").as_deref() == Ok("1")
+}
+
+/// First call of every end-to-end test. The tests are `#[ignore]`d, so reaching this means one
+/// was asked for explicitly (`--ignored`, `--include-ignored`); without PGCTL_E2E=1 the test
+/// fails here: it must never count as passed without having run.
+pub fn require_e2e(test: &str) {
+    assert!(
+        e2e_enabled(),
+        "{test}: this end-to-end test was run without PGCTL_E2E=1. It needs root, Docker and the lab: \
+         run ansible-free-scripts/test.sh (which installs what is missing and sets PGCTL_E2E=1)"
     );
-    false
 }
 
 /// Appends a line to target/e2e/report.txt, which test.sh prints after the run (cargo hides
@@ -35,17 +43,49 @@ pub fn skipped(test: &str, why: &str) {
     report(&format!("SKIPPED {test}: {why}"));
 }
 
-/// The pgctl binary under test.
+/// The pgctl binary under test: PGCTL_BIN, else the one cargo built next to this test binary
+/// (`target/debug/deps/NAME-HASH` -> `target/debug/pgctl`, whatever CARGO_TARGET_DIR is).
 pub fn pgctl_bin() -> PathBuf {
     if let Ok(p) = std::env::var("PGCTL_BIN") {
         return p.into();
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pgctl")
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("pgctl")))
+        .filter(|p| p.is_file());
+    beside.unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/pgctl"))
+}
+
+/// pgctl's documented exit codes.
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// The operation was attempted and failed.
+    pub const FAILED: i32 = 1;
+    /// Bad configuration (hosts.toml, secrets.toml) or usage (also clap's usage errors).
+    pub const CONFIG: i32 = 2;
+    /// A host or S3 could not be reached.
+    pub const UNREACHABLE: i32 = 3;
+    /// Refused as unsafe: a safety pin (`remove` without `--i-am-aware`), a pre-flight
+    /// refusal, not confirmed.
+    pub const REFUSED: i32 = 4;
+
+    pub fn meaning(code: i32) -> &'static str {
+        match code {
+            OK => "ok",
+            FAILED => "operation failed",
+            CONFIG => "bad configuration or usage",
+            UNREACHABLE => "a host or S3 unreachable",
+            REFUSED => "refused as unsafe",
+            _ => "undocumented",
+        }
+    }
 }
 
 /// Result of one pgctl run.
 pub struct Run {
     pub ok: bool,
+    /// The exit code; None when pgctl was killed by a signal.
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -54,15 +94,54 @@ impl Run {
     pub fn json(&self) -> Result<serde_json::Value> {
         serde_json::from_str(&self.stdout).with_context(|| format!("stdout is not JSON:\n{}\nstderr:\n{}", self.stdout, self.stderr))
     }
+
+    /// Asserts that pgctl exited with `code` (see [`exit`]); `what` says which run it was.
+    #[track_caller]
+    pub fn assert_code(&self, code: i32, what: &str) {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{what}: exit code {:?}, expected {code} ({}); stderr:\n{}",
+            self.code,
+            exit::meaning(code),
+            self.stderr
+        );
+    }
+
+    /// The error document a failing run prints on stderr with `--output json`,
+    /// `{"error": {"kind": "...", "message": "..."}}`: (kind, message), both non-empty. Other
+    /// lines (progress) may come before it.
+    pub fn error_json(&self) -> Result<(String, String)> {
+        let starts = std::iter::once(0).chain(self.stderr.match_indices("\n{").map(|(i, _)| i + 1));
+        let doc = starts
+            .filter_map(|i| {
+                serde_json::Deserializer::from_str(&self.stderr[i..])
+                    .into_iter::<serde_json::Value>()
+                    .next()?
+                    .ok()
+            })
+            .filter(|v| v.get("error").is_some())
+            .last()
+            .with_context(|| format!("no {{\"error\": ...}} JSON document on stderr:\n{}", self.stderr))?;
+        let field = |name: &str| -> Result<String> {
+            doc["error"][name]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .with_context(|| format!("error.{name} missing or empty in {doc}"))
+        };
+        Ok((field("kind")?, field("message")?))
+    }
 }
 
 fn finish(what: &str, out: Output) -> Run {
     let run = Run {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     };
-    eprintln!("$ {what}\n{}{}", indent(&run.stdout), indent(&run.stderr));
+    eprintln!("$ {what}  (exit {:?})\n{}{}", run.code, indent(&run.stdout), indent(&run.stderr));
     run
 }
 
@@ -139,20 +218,41 @@ pub fn workdir(name: &str) -> PathBuf {
     dir.canonicalize().unwrap()
 }
 
-/// (name, address) of every host in a hosts.toml.
+/// (name, address) of every host in a hosts.toml; an error when there is none, or one lacks
+/// its name or address (a loop over no hosts would assert nothing).
 pub fn hosts_of(hosts_toml: &Path) -> Result<Vec<(String, String)>> {
     let v: toml::Value = toml::from_str(&std::fs::read_to_string(hosts_toml)?)?;
-    Ok(v["host"]
-        .as_array()
-        .context("no hosts")?
+    let hosts = v
+        .get("host")
+        .and_then(toml::Value::as_array)
+        .with_context(|| format!("{}: no [[host]]", hosts_toml.display()))?
         .iter()
         .map(|h| {
-            (
-                h["name"].as_str().unwrap_or_default().to_string(),
-                h["address"].as_str().unwrap_or_default().to_string(),
-            )
+            let get = |key: &str| {
+                h.get(key)
+                    .and_then(toml::Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            };
+            Ok((
+                get("name").with_context(|| format!("{}: a [[host]] without name", hosts_toml.display()))?,
+                get("address").with_context(|| format!("{}: a [[host]] without address", hosts_toml.display()))?,
+            ))
         })
-        .collect())
+        .collect::<Result<Vec<_>>>()?;
+    anyhow::ensure!(!hosts.is_empty(), "{}: no [[host]]", hosts_toml.display());
+    Ok(hosts)
+}
+
+/// `text` with every `(from, to)` replaced; an error when a `from` does not occur, so an edit
+/// of a configuration file can never silently do nothing.
+pub fn edited(text: &str, edits: &[(&str, &str)]) -> Result<String> {
+    let mut out = text.to_string();
+    for (from, to) in edits {
+        anyhow::ensure!(out.contains(from), "`{from}` not found in:\n{out}");
+        out = out.replace(from, to);
+    }
+    Ok(out)
 }
 
 /// A lab of simulated hosts for one test file: brought up with the database image delivered,
@@ -204,13 +304,34 @@ impl Lab {
         Ok(run)
     }
 
-    /// (name, address) of every host.
+    /// Applies `edits` to the lab's hosts.toml (see [`edited`]: each must match).
+    pub fn edit_hosts(&self, edits: &[(&str, &str)]) -> Result<()> {
+        let text = std::fs::read_to_string(self.hosts_toml())?;
+        std::fs::write(self.hosts_toml(), edited(&text, edits)?)?;
+        Ok(())
+    }
+
+    /// (name, address) of every host; never empty.
     pub fn hosts(&self) -> Vec<(String, String)> {
         hosts_of(&self.hosts_toml()).unwrap()
     }
 
+    /// Asserts that no host runs (or has) a Patroni container: a refusal started nothing.
+    #[track_caller]
+    pub fn assert_no_patroni(&self, why: &str) {
+        for (h, _) in self.hosts() {
+            let ids = self.docker(&h, &["ps", "-aq", "--filter", "name=^patroni$"]).unwrap();
+            assert_eq!(ids, "", "{h}: a Patroni container exists: {why}");
+        }
+    }
+
     pub fn address(&self, host: &str) -> String {
-        self.hosts().into_iter().find(|(n, _)| n == host).map(|(_, a)| a).unwrap()
+        let hosts = self.hosts();
+        hosts
+            .iter()
+            .find(|(n, _)| n == host)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("{host} is not in the lab's hosts.toml: {hosts:?}"))
     }
 
     /// The docker CLI on a lab host's engine.
@@ -360,7 +481,7 @@ impl Lab {
 
     /// The cluster's leader, as `pgctl status` reports it.
     pub fn leader(&self) -> Result<String> {
-        self.pgctl_ok(&["status", "--json"])?.json()?["leader"]
+        self.pgctl_ok(&["status", "--output", "json"])?.json()?["leader"]
             .as_str()
             .map(str::to_string)
             .context("no leader")

@@ -11,30 +11,26 @@ use pgctl_tests::*;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[test]
+#[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
 fn backups_with_pgbackrest() -> Result<()> {
-    if !e2e_enabled("backups_with_pgbackrest") {
-        return Ok(());
-    }
+    require_e2e("backups_with_pgbackrest");
     let lab = Lab::up("pgctl-e2e-backup", "172.30.81.0/24")?;
     // Pre-flight: a wrong S3 key, or a bucket that does not exist, stops `up` before Patroni.
     let secrets_path = lab.dir.join("secrets.toml");
     let secrets = std::fs::read_to_string(&secrets_path)?;
     let hosts = std::fs::read_to_string(lab.hosts_toml())?;
-    let wrong_key = secrets.replace(&lab.s3_secret("access_key_id")?, "GK0123456789abcdef01234567");
-    let no_bucket = hosts.replace("s3_bucket = \"pgctl-backups\"", "s3_bucket = \"no-such-bucket\"");
+    let wrong_key = edited(
+        &secrets,
+        &[(lab.s3_secret("access_key_id")?.as_str(), "GK0123456789abcdef01234567")],
+    )?;
+    let no_bucket = edited(&hosts, &[("s3_bucket = \"pgctl-backups\"", "s3_bucket = \"no-such-bucket\"")])?;
     for (file, bad, good) in [(&secrets_path, &wrong_key, &secrets), (&lab.hosts_toml(), &no_bucket, &hosts)] {
-        assert_ne!(bad, good);
         std::fs::write(file, bad)?;
         let refused = lab.pgctl(&["up"]);
         std::fs::write(file, good)?;
-        assert!(!refused.ok && refused.stderr.contains("is not usable"), "{}", refused.stderr);
-        for (h, _) in lab.hosts() {
-            assert_eq!(
-                lab.docker(&h, &["ps", "-aq", "--filter", "name=^patroni$"])?,
-                "",
-                "{h}: Patroni not started"
-            );
-        }
+        assert!(!refused.ok, "up with an unusable S3 must be refused");
+        lab.assert_no_patroni("the S3 pre-flight refused");
+        assert!(refused.stderr.contains("is not usable"), "{}", refused.stderr);
     }
     lab.pgctl_ok(&["up"])?;
     let l = lab.leader()?;
@@ -45,7 +41,7 @@ fn backups_with_pgbackrest() -> Result<()> {
     lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
     let after = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
 
-    let listing = lab.pgctl_ok(&["backup", "list", "--json"])?.json()?;
+    let listing = lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?;
     let backups = listing["backups"].as_array().unwrap();
     assert_eq!(backups.len(), 1, "{listing}");
     let b = &backups[0];
@@ -60,11 +56,11 @@ fn backups_with_pgbackrest() -> Result<()> {
         "WAL segments arrived in S3: {listing}"
     );
     lab.pgbackrest(&l, &["check"])?;
-    let status = lab.pgctl_ok(&["status", "--json"])?.json()?;
+    let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
     assert!(status["archiver"]["archived_count"].as_u64().unwrap() > 0, "{status}");
 
     // verify-backup: restored on a non-leader with the read-only key, read whole, amcheck'd.
-    let v = lab.pgctl_ok(&["verify-backup", "--json"])?.json()?;
+    let v = lab.pgctl_ok(&["verify-backup", "--output", "json"])?.json()?;
     assert_eq!(v["backup"], b["name"], "{v}");
     assert_ne!(v["host"].as_str(), Some(l.as_str()), "not on the leader: {v}");
     assert_eq!(v["s3_key_id"].as_str().unwrap(), lab.s3_secret("readonly_access_key_id")?);
@@ -95,13 +91,13 @@ fn backups_with_pgbackrest() -> Result<()> {
     assert_ne!(new_leader, l);
     lab.pgbackrest(&new_leader, &["check"])?;
     lab.pgctl_ok(&["backup", "now"])?;
-    let listing = lab.pgctl_ok(&["backup", "list", "--json"])?.json()?;
+    let listing = lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?;
     assert_eq!(listing["backups"].as_array().unwrap().len(), 2, "{listing}");
 
     // S3 away for a minute under load: the archiver fails and status says so; when S3 is back
     // archiving catches up by itself and no WAL is missing.
     let leader = new_leader;
-    let failed_before = lab.pgctl_ok(&["status", "--json"])?.json()?["archiver"]["failed_count"]
+    let failed_before = lab.pgctl_ok(&["status", "--output", "json"])?.json()?["archiver"]["failed_count"]
         .as_u64()
         .unwrap();
     lab.pgbench(&leader, &["-T", "90", "-c", "2"], true)?;
@@ -110,7 +106,7 @@ fn backups_with_pgbackrest() -> Result<()> {
     let outage = Instant::now();
     let shown = loop {
         let run = lab.pgctl_ok(&["status"])?;
-        let s = lab.pgctl_ok(&["status", "--json"])?.json()?;
+        let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
         if s["archiver"]["failed_count"].as_u64().unwrap() > failed_before && run.stdout.contains("FAILING since") {
             break run.stdout;
         }
@@ -137,7 +133,7 @@ fn backups_with_pgbackrest() -> Result<()> {
     lab.pgbackrest(&leader, &["check"])?;
     // A replay from the newest backup through every archived segment passes the outage: a
     // missing segment would end recovery before the switch made after it.
-    let v = lab.pgctl_ok(&["verify-backup", "--latest", "--json"])?.json()?;
+    let v = lab.pgctl_ok(&["verify-backup", "--latest", "--output", "json"])?.json()?;
     assert!(
         lsn(v["recovered"]["lsn"].as_str().unwrap()) >= lsn(&switched),
         "replay reached {} but WAL up to {switched} was archived: {v}",
@@ -146,7 +142,7 @@ fn backups_with_pgbackrest() -> Result<()> {
 
     // Retention: a dry run deletes nothing; then exactly the newest one is kept.
     let count = |lab: &Lab| -> Result<usize> {
-        Ok(lab.pgctl_ok(&["backup", "list", "--json"])?.json()?["backups"]
+        Ok(lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?["backups"]
             .as_array()
             .unwrap()
             .len())
@@ -158,18 +154,15 @@ fn backups_with_pgbackrest() -> Result<()> {
 
     // A schedule of every minute, keeping 2: it fires on the leader only, never overlapping,
     // and retention keeps exactly 2. (Changing the schedule recreates members one by one.)
-    let hosts = std::fs::read_to_string(lab.hosts_toml())?;
-    std::fs::write(
-        lab.hosts_toml(),
-        hosts
-            .replace("schedule = \"20 5 * * *\"", "schedule = \"* * * * *\"")
-            .replace("keep_full = 7", "keep_full = 2"),
-    )?;
+    lab.edit_hosts(&[
+        ("schedule = \"20 5 * * *\"", "schedule = \"* * * * *\""),
+        ("keep_full = 7", "keep_full = 2"),
+    ])?;
     lab.pgctl_ok(&["up"])?;
     let scheduled_leader = lab.leader()?;
     let started = std::time::Instant::now();
     let runs = loop {
-        let s = lab.pgctl_ok(&["status", "--json"])?.json()?;
+        let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
         let runs = s["scheduled_backups"]["runs"].as_array().cloned().unwrap_or_default();
         if runs.len() >= 3 {
             break runs;
@@ -192,14 +185,14 @@ fn backups_with_pgbackrest() -> Result<()> {
         assert!(pair[1]["start"].as_i64() >= pair[0]["end"].as_i64(), "never two at once: {pair:?}");
     }
     assert_eq!(count(&lab)?, 2, "retention keeps exactly keep_full");
-    let status = lab.pgctl_ok(&["status", "--json"])?.json()?;
+    let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
     assert!(
         status["scheduled_backups"]["last_success_age_seconds"].as_i64().unwrap() < 120,
         "{status}"
     );
 
     // A damaged backup (one of its files deleted in S3) fails verification, clearly.
-    let newest = lab.pgctl_ok(&["backup", "list", "--json"])?.json()?["backups"]
+    let newest = lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?["backups"]
         .as_array()
         .unwrap()
         .last()
@@ -219,7 +212,7 @@ fn backups_with_pgbackrest() -> Result<()> {
     let object = format!("pgctl-backups/lab/backup/lab/{newest}/pg_data/global/{victim}");
     assert_eq!(lab.s3_request("DELETE", &object, false, b"")?.0, 204, "deleting {object}");
     let damaged = lab.pgctl(&["verify-backup", "--backup", &newest]);
-    assert!(!damaged.ok, "a damaged backup must fail verification");
+    damaged.assert_code(exit::FAILED, "verify-backup of a damaged backup");
     assert!(
         damaged.stderr.contains(&format!("backup {newest} did NOT verify")) && damaged.stderr.contains("missing or damaged"),
         "{}",
@@ -229,21 +222,12 @@ fn backups_with_pgbackrest() -> Result<()> {
     // A second cluster (new system identifier) on the same prefix is refused before it starts.
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     let refused = lab.pgctl(&["up"]);
-    assert!(
-        !refused.ok && refused.stderr.contains("already holds the WAL archive"),
-        "{}",
-        refused.stderr
-    );
-    for (h, _) in lab.hosts() {
-        assert_eq!(
-            lab.docker(&h, &["ps", "-aq", "--filter", "name=^patroni$"])?,
-            "",
-            "{h}: Patroni not started"
-        );
-    }
+    assert!(!refused.ok, "a second cluster on the prefix must be refused");
+    lab.assert_no_patroni("up refused the occupied prefix");
+    assert!(refused.stderr.contains("already holds the WAL archive"), "{}", refused.stderr);
     // The archive of the first cluster is untouched.
     assert_eq!(
-        lab.pgctl_ok(&["backup", "list", "--json"])?.json()?["backups"]
+        lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?["backups"]
             .as_array()
             .unwrap()
             .len(),

@@ -9,10 +9,9 @@ use pgctl_tests::*;
 use std::time::{Duration, Instant};
 
 #[test]
+#[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
 fn consul_cluster_end_to_end() -> Result<()> {
-    if !e2e_enabled("consul_cluster_end_to_end") {
-        return Ok(());
-    }
+    require_e2e("consul_cluster_end_to_end");
     let Some(consul) = std::env::var_os("PGCTL_CONSUL_BIN") else {
         skipped(
             "consul_cluster_end_to_end",
@@ -23,14 +22,20 @@ fn consul_cluster_end_to_end() -> Result<()> {
     let lab = Lab::up("pgctl-e2e-consul", "172.30.80.0/24")?;
     let tag = "pgctl/postgres:15-consul";
     lab.build_with(&[("consul", consul.as_ref())], "timescaledb,walg", tag)?;
-    let hosts = std::fs::read_to_string(lab.hosts_toml())?
-        .replace("dcs = \"etcd\"", "dcs = \"consul\"")
-        .replace("\"etcd\", \"patroni\"", "\"consul-server\", \"patroni\"")
-        .replace("pgctl/postgres:15-debian", tag);
-    std::fs::write(lab.hosts_toml(), hosts)?;
+    lab.edit_hosts(&[
+        ("dcs = \"etcd\"", "dcs = \"consul\""),
+        ("\"etcd\", \"patroni\"", "\"consul-server\", \"patroni\""),
+        ("image = \"pgctl/postgres:15-debian\"", &format!("image = \"{tag}\"")),
+    ])?;
     lab.pgctl_ok(&["up"])?;
-    let status = lab.pgctl_ok(&["status", "--json"])?.json()?;
+    let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
     let leader = status["leader"].as_str().context("a leader")?.to_string();
+    let members = status["members"].as_array().cloned().unwrap_or_default();
+    assert_eq!(members.len(), lab.hosts().len(), "one member per host: {status}");
+    assert!(
+        members.iter().filter(|m| m["role"] != "leader").all(|m| m["streaming"] == true),
+        "every replica streams: {status}"
+    );
     assert!(status["dcs"].as_str().unwrap().contains("leader elected"), "{status}");
     // register_service: the leader is what Consul serves as master.<scope>.service.consul.
     let started = Instant::now();

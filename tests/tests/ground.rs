@@ -1,6 +1,7 @@
 //! End-to-end through the pgctl binary: lab up -> image build --source debian -> image push ->
 //! same image ID on every host -> second push transfers nothing -> a client certificate from
 //! another CA is refused clearly -> an unreachable host is named -> lab down leaves nothing.
+//! Also: a malformed hosts.toml or secrets.toml is bad configuration (exit 2).
 
 use anyhow::Result;
 use pgctl_tests::*;
@@ -11,10 +12,9 @@ const SUBNET: &str = "172.30.78.0/24";
 const IMAGE: &str = "pgctl/postgres:15-debian";
 
 #[test]
+#[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
 fn lab_image_build_and_registry_free_delivery() -> Result<()> {
-    if !e2e_enabled("lab_image_build_and_registry_free_delivery") {
-        return Ok(());
-    }
+    require_e2e("lab_image_build_and_registry_free_delivery");
     let work = workdir("ground");
     let lab_dir = work.join("lab");
     let lab = lab_dir.to_str().unwrap();
@@ -53,11 +53,16 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
         work,
         &["lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3"],
     )?;
-    let status = pgctl_ok(work, &["lab", "status", "--name", LAB, "--dir", lab, "--json"])?.json()?;
+    let status = pgctl_ok(work, &["lab", "status", "--name", LAB, "--dir", lab, "--output", "json"])?.json()?;
     let hosts = status["hosts"].as_array().unwrap();
-    assert_eq!(hosts.len(), 3);
+    assert_eq!(hosts.len(), 3, "{status}");
+    let in_toml = hosts_of(&hosts_toml)?;
     for h in hosts {
         assert_eq!(h["state"], "running", "{h}");
+        assert!(
+            in_toml.iter().any(|(n, a)| h["name"] == n.as_str() && h["address"] == a.as_str()),
+            "lab status and hosts.toml agree on the host's address: {h} vs {in_toml:?}"
+        );
         assert!(
             h["engine"].as_str().unwrap().contains("API 1.41"),
             "engine reachable over mutual TLS: {h}"
@@ -69,9 +74,10 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
         status["s3"]
     );
     pgctl_ok(work, &["check", "--hosts", hosts_arg])?;
+    malformed_configuration_is_exit_2(work, lab_dir)?;
 
     // Build offline from Debian packages; the image records what it contains.
-    let built = pgctl_ok(work, &[BUILD_DEBIAN, &["--hosts", hosts_arg, "--json"]].concat())?.json()?;
+    let built = pgctl_ok(work, &[BUILD_DEBIAN, &["--hosts", hosts_arg, "--output", "json"]].concat())?.json()?;
     assert_eq!(built["tag"], IMAGE);
     let local_id = built["id"].as_str().unwrap().to_string();
     let manifest = &built["manifest"];
@@ -91,15 +97,17 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
         "{{index .Config.Labels \"io.pgctl.manifest.patroni\"}}",
     ])?;
     assert_eq!(labels, manifest["patroni"].as_str().unwrap());
-    let listed = pgctl_ok(work, &["image", "list", "--json"])?.json()?;
+    let listed = pgctl_ok(work, &["image", "list", "--output", "json"])?.json()?;
     assert!(
         listed.as_array().unwrap().iter().any(|i| i["id"] == local_id.as_str()),
         "image list shows the build"
     );
 
     // Deliver without a registry: every host ends with the same image ID.
-    let pushed = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--json"])?.json()?;
-    for o in pushed.as_array().unwrap() {
+    let pushed = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--output", "json"])?.json()?;
+    let pushed = pushed.as_array().unwrap();
+    assert_eq!(pushed.len(), 3, "one outcome per host: {pushed:?}");
+    for o in pushed {
         assert_ne!(o["result"], "failed", "{o}");
     }
     for (name, address) in hosts_of(&hosts_toml)? {
@@ -108,8 +116,10 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
     }
 
     // Second push: nothing transferred.
-    let again = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--json"])?.json()?;
-    for o in again.as_array().unwrap() {
+    let again = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--output", "json"])?.json()?;
+    let again = again.as_array().unwrap();
+    assert_eq!(again.len(), 3, "one outcome per host: {again:?}");
+    for o in again {
         assert_eq!(o["result"], "present", "{o}");
         assert_eq!(o["bytes"], 0, "{o}");
     }
@@ -146,7 +156,16 @@ fn rogue_client_certificate_is_refused(work: &Path, lab_dir: &Path) -> Result<()
     std::fs::copy(lab_dir.join("ca.pem"), work.join("ca.pem"))?;
     let run = pgctl(work, &["image", "push", "--hosts", rogue_toml.to_str().unwrap()]);
     assert!(!run.ok, "a rogue client certificate must not be accepted");
-    for (name, _) in hosts_of(&rogue_toml)? {
+    let rogue_hosts = hosts_of(&rogue_toml)?;
+    assert_eq!(rogue_hosts.len(), 3, "{rogue_hosts:?}");
+    assert!(
+        std::fs::read_to_string(&rogue_toml)?
+            .matches(&format!("tls_dir = \"{}\"", rogue.display()))
+            .count()
+            == 3,
+        "every host uses the rogue certificate"
+    );
+    for (name, _) in rogue_hosts {
         let line = run.stderr.lines().find(|l| l.contains(&format!("{name}:"))).unwrap_or_default();
         assert!(line.contains("TLS refused"), "{name}: clear TLS error expected, got: {line}");
     }
@@ -171,16 +190,65 @@ fn with_tls_dir(hosts: &str, dir: &str) -> String {
 fn unreachable_host_is_named(work: &Path, lab_dir: &Path) -> Result<()> {
     let hosts_toml = lab_dir.join("hosts.toml");
     docker_local(&["stop", "-t", "2", &format!("{LAB}-host2")])?;
-    let run = pgctl(work, &["image", "push", "--hosts", hosts_toml.to_str().unwrap(), "--json"]);
+    let run = pgctl(
+        work,
+        &["image", "push", "--hosts", hosts_toml.to_str().unwrap(), "--output", "json"],
+    );
     docker_local(&["start", &format!("{LAB}-host2")])?;
     assert!(!run.ok, "push must fail when a host is down");
     let outcomes = run.json()?;
-    let host2 = outcomes.as_array().unwrap().iter().find(|o| o["host"] == "host2").unwrap();
+    let outcomes = outcomes.as_array().unwrap();
+    assert_eq!(outcomes.len(), 3, "one outcome per host: {outcomes:?}");
+    let host2 = outcomes.iter().find(|o| o["host"] == "host2").unwrap();
     assert_eq!(host2["result"], "failed");
     let error = host2["error"].as_str().unwrap();
-    assert!(error.contains("tcp://172.30.78.12:2376"), "names the endpoint: {error}");
+    let address = hosts_of(&hosts_toml)?.into_iter().find(|(n, _)| n == "host2").unwrap().1;
+    assert!(error.contains(&format!("tcp://{address}:2376")), "names the endpoint: {error}");
     // The other hosts were still served (one failure does not stop the others).
-    assert!(outcomes.as_array().unwrap().iter().filter(|o| o["result"] == "present").count() == 2);
+    assert_eq!(outcomes.iter().filter(|o| o["result"] == "present").count(), 2, "{outcomes:?}");
     assert!(run.stderr.contains("not delivered to 1 of 3 host(s): host2"), "{}", run.stderr);
+    Ok(())
+}
+
+/// A hosts.toml that is not TOML, one with a value that is not allowed, and a secrets.toml that
+/// is not TOML: `check` says which file is wrong and exits 2 (bad configuration), and so does
+/// a command that would touch hosts (`up`), before touching any.
+fn malformed_configuration_is_exit_2(work: &Path, lab_dir: &Path) -> Result<()> {
+    let hosts = std::fs::read_to_string(lab_dir.join("hosts.toml"))?;
+    // Beside the lab's hosts.toml, so its relative paths (certificates, secrets.toml) resolve.
+    let not_toml = lab_dir.join("hosts-not-toml.toml");
+    std::fs::write(&not_toml, format!("{hosts}\n[[host]\nname = \"broken\"\n"))?;
+    let bad_value = lab_dir.join("hosts-bad-value.toml");
+    std::fs::write(&bad_value, edited(&hosts, &[("dcs = \"etcd\"", "dcs = \"zookeeper\"")])?)?;
+    for file in [&not_toml, &bad_value] {
+        let path = file.to_str().unwrap();
+        for command in [&["check"][..], &["up"][..]] {
+            let run = pgctl(work, &[command, &["--hosts", path]].concat());
+            run.assert_code(exit::CONFIG, &format!("{} with {path}", command[0]));
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(run.stderr.contains(name), "the error names the file {name}: {}", run.stderr);
+        }
+    }
+    let secrets = work.join("secrets-not-toml.toml");
+    std::fs::write(&secrets, "superuser_password = \"unterminated\n")?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600))?;
+    let hosts_arg = lab_dir.join("hosts.toml");
+    let run = pgctl(
+        work,
+        &[
+            "check",
+            "--hosts",
+            hosts_arg.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+        ],
+    );
+    run.assert_code(exit::CONFIG, "check with a secrets.toml that is not TOML");
+    assert!(
+        run.stderr.contains("secrets-not-toml.toml"),
+        "the error names the secrets file: {}",
+        run.stderr
+    );
     Ok(())
 }

@@ -8,10 +8,9 @@ use pgctl_tests::*;
 use std::time::Duration;
 
 #[test]
+#[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
 fn backups_and_restore_with_walg() -> Result<()> {
-    if !e2e_enabled("backups_and_restore_with_walg") {
-        return Ok(());
-    }
+    require_e2e("backups_and_restore_with_walg");
     let Some(walg) = std::env::var_os("PGCTL_WALG_BIN") else {
         skipped(
             "backups_and_restore_with_walg",
@@ -22,20 +21,20 @@ fn backups_and_restore_with_walg() -> Result<()> {
     let lab = Lab::up("pgctl-e2e-walg", "172.30.83.0/24")?;
     let tag = "pgctl/postgres:15-walg";
     lab.build_with(&[("wal-g", walg.as_ref())], "timescaledb,consul", tag)?;
-    let hosts = std::fs::read_to_string(lab.hosts_toml())?
-        .replace("backup_engine = \"pgbackrest\"", "backup_engine = \"walg\"")
-        .replace("pgctl/postgres:15-debian", tag);
-    std::fs::write(lab.hosts_toml(), hosts)?;
+    lab.edit_hosts(&[
+        ("backup_engine = \"pgbackrest\"", "backup_engine = \"walg\""),
+        ("image = \"pgctl/postgres:15-debian\"", &format!("image = \"{tag}\"")),
+    ])?;
     lab.pgctl_ok(&["up"])?;
     let leader = lab.leader()?;
     lab.sql(&leader, "CREATE TABLE marker(id int PRIMARY KEY)")?;
     lab.sql(&leader, "INSERT INTO marker VALUES (1)")?;
     lab.pgbench(&leader, &["-i", "-s", "2"], false)?;
     lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
-    let listing = lab.pgctl_ok(&["backup", "list", "--json"])?.json()?;
+    let listing = lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?;
     assert_eq!(listing["backups"].as_array().map(Vec::len), Some(1), "{listing}");
 
-    let v = lab.pgctl_ok(&["verify-backup", "--json"])?.json()?;
+    let v = lab.pgctl_ok(&["verify-backup", "--output", "json"])?.json()?;
     assert!(v["recovered"]["indexes_checked"].as_u64().unwrap() > 0, "{v}");
 
     lab.sql(&leader, "INSERT INTO marker VALUES (2)")?;
