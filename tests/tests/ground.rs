@@ -46,12 +46,12 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
 
     pgctl_ok(
         work,
-        &["lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3"],
+        &["lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--count", "3"],
     )?;
     // Re-running completes nothing new and succeeds (idempotent).
     pgctl_ok(
         work,
-        &["lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--hosts", "3"],
+        &["lab", "up", "--name", LAB, "--dir", lab, "--subnet", SUBNET, "--count", "3"],
     )?;
     let status = pgctl_ok(work, &["lab", "status", "--name", LAB, "--dir", lab, "--output", "json"])?.json()?;
     let hosts = status["hosts"].as_array().unwrap();
