@@ -1,6 +1,11 @@
 //! Validation of 5-field cron expressions (minute hour day-of-month month day-of-week),
 //! the syntax cron(8) accepts in a crontab, so a schedule in hosts.toml fails in `pgctl check`
 //! rather than silently never firing inside a container.
+//!
+//! Why not a cron crate (croner, cron): they accept more than Debian's cron(8) does (seconds
+//! fields, `L`, `W`, `#`, `?`), and a schedule one of them accepts but cron(8) does not would
+//! pass `pgctl check` and then never run. What matters is exactly cron(8)'s grammar, which is
+//! small; this module checks that and nothing else.
 
 const FIELDS: [(&str, u32, u32); 5] = [
     ("minute", 0, 59),
