@@ -9,6 +9,11 @@ use anyhow::{bail, Context, Result};
 
 /// Runs SQL as the postgres superuser in `engine`'s Patroni container; returns unaligned rows.
 pub async fn psql(engine: &Engine, sql: &str) -> Result<String> {
+    psql_in(engine, "postgres", sql).await
+}
+
+/// `psql` in database `db`.
+pub async fn psql_in(engine: &Engine, db: &str, sql: &str) -> Result<String> {
     let env = [&format!("PGPASSFILE={}", layout::PGPASS) as &str, "PGCONNECT_TIMEOUT=5"];
     let cmd = [
         "psql",
@@ -17,7 +22,7 @@ pub async fn psql(engine: &Engine, sql: &str) -> Result<String> {
         "-U",
         "postgres",
         "-d",
-        "postgres",
+        db,
         "-XAtq",
         "-v",
         "ON_ERROR_STOP=1",

@@ -2,6 +2,7 @@
 //! reinit, restart, pause, resume) and take it down (`down`, `remove`). Everything goes
 //! through the hosts' Docker engines; Patroni and PostgreSQL are reached by exec (`member`).
 
+pub mod extensions;
 pub mod ops;
 pub mod spec;
 pub mod status;

@@ -9,7 +9,24 @@ use crate::layout::{DATA_MOUNT, PATRONI, PATRONI_CONFIG, PGPASS};
 use crate::render::render;
 use anyhow::Result;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+/// What the cluster's image holds that changes the configuration, from its manifest.
+#[derive(Debug, Clone, Default)]
+pub struct ImageFacts {
+    pub id: String,
+    /// The image has TimescaleDB: it must be preloaded.
+    pub timescaledb: bool,
+}
+
+impl ImageFacts {
+    pub fn from_manifest(id: &str, manifest: &HashMap<String, String>) -> ImageFacts {
+        ImageFacts {
+            id: id.to_string(),
+            timescaledb: manifest.get("timescaledb").is_some_and(|v| !v.is_empty()),
+        }
+    }
+}
 
 /// Patroni's PostgreSQL parameters: pgctl's defaults, then hosts.toml's overrides.
 pub fn postgresql_parameters(cfg: &Config) -> BTreeMap<String, toml::Value> {
@@ -27,6 +44,27 @@ pub fn postgresql_parameters(cfg: &Config) -> BTreeMap<String, toml::Value> {
     .collect();
     for (k, v) in &cfg.hosts.cluster.postgresql_parameters {
         p.insert(k.clone(), v.clone());
+    }
+    p
+}
+
+/// Parameters in each member's own patroni.yml (they win over the DCS's): what the image
+/// needs to start at all. TimescaleDB must be preloaded, so it joins whatever
+/// shared_preload_libraries hosts.toml sets; its telemetry is off.
+pub fn local_parameters(cfg: &Config, image: &ImageFacts) -> BTreeMap<String, toml::Value> {
+    let mut p = BTreeMap::new();
+    if image.timescaledb {
+        let configured = cfg
+            .hosts
+            .cluster
+            .postgresql_parameters
+            .get("shared_preload_libraries")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let mut libraries: Vec<&str> = vec!["timescaledb"];
+        libraries.extend(configured.split(',').map(str::trim).filter(|l| !l.is_empty() && *l != "timescaledb"));
+        p.insert("shared_preload_libraries".into(), toml::Value::from(libraries.join(",")));
+        p.insert("timescaledb.telemetry_level".into(), toml::Value::from("off"));
     }
     p
 }
@@ -57,7 +95,7 @@ fn addresses_with(cfg: &Config, role: Role) -> Vec<String> {
         .collect()
 }
 
-pub fn patroni_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
+pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Result<String> {
     let c = &cfg.hosts.cluster;
     render(
         "patroni.yml.j2",
@@ -68,6 +106,7 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig) -> Result<String> {
             etcd_hosts => addresses_with(cfg, Role::Etcd),
             timing => c.patroni,
             parameters => postgresql_parameters(cfg),
+            local_parameters => local_parameters(cfg, image),
             secrets => secrets_ctx(cfg),
             archive => crate::backup::archive_parameters(cfg),
             restore_command => crate::backup::restore_command(cfg),
@@ -80,10 +119,10 @@ pub const RENDERABLE: [&str; 3] = ["patroni.yml", "etcd.yml", "consul.json"];
 
 /// The file `name` as `up` uploads it to `host`; `None` for a name that is not a file pgctl
 /// renders (the error names the allowed ones).
-pub fn render_file(cfg: &Config, host: &HostConfig, name: &str) -> Result<Option<String>> {
+pub fn render_file(cfg: &Config, host: &HostConfig, image: &ImageFacts, name: &str) -> Result<Option<String>> {
     let store = dcs::store(cfg);
     Ok(match name {
-        "patroni.yml" => Some(patroni_yml(cfg, host)?),
+        "patroni.yml" => Some(patroni_yml(cfg, host, image)?),
         n if n == store.config_name() => Some(
             store
                 .config_file(cfg, host)?
@@ -101,7 +140,8 @@ pub fn render_file(cfg: &Config, host: &HostConfig, name: &str) -> Result<Option
 
 /// Every container `host` should run, in start order (DCS before Patroni); Patroni mounts
 /// `data_volume` (the host's current generation, see `volumes`).
-pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str, data_volume: &str) -> Result<Vec<ContainerSpec>> {
+pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volume: &str) -> Result<Vec<ContainerSpec>> {
+    let image_id = image.id.as_str();
     let mut out: Vec<ContainerSpec> = dcs::store(cfg).container_spec(cfg, host, image_id)?.into_iter().collect();
     if host.has_role(Role::Patroni) {
         let superuser = cfg
@@ -112,7 +152,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str, data_volume: 
             .unwrap_or_default();
         let files = [
             vec![
-                File::new(PATRONI_CONFIG, patroni_yml(cfg, host)?, true),
+                File::new(PATRONI_CONFIG, patroni_yml(cfg, host, image)?, true),
                 // For pgctl's own psql calls through exec (scram-sha-256 everywhere, no trust).
                 File::new(PGPASS, format!("*:*:*:postgres:{}\n", pgpass_escape(&superuser)), true),
             ],
@@ -146,6 +186,13 @@ mod tests {
     use super::*;
     use crate::layout::{CONSUL, ETCD};
     use crate::render::golden;
+
+    fn facts(id: &str) -> ImageFacts {
+        ImageFacts {
+            id: id.into(),
+            timescaledb: false,
+        }
+    }
 
     fn dcs_file(cfg: &Config, host: &str) -> String {
         crate::dcs::store(cfg).config_file(cfg, cfg.host(host).unwrap()).unwrap().unwrap()
@@ -219,7 +266,7 @@ roles = ["CLIENT"]
         for dcs in ["etcd", "consul"] {
             let cfg = config(dcs);
             let pg1 = cfg.host("pg1").unwrap();
-            let patroni = patroni_yml(&cfg, pg1).unwrap();
+            let patroni = patroni_yml(&cfg, pg1, &ImageFacts::default()).unwrap();
             golden(&format!("patroni-{dcs}.yml"), &patroni);
             // It is YAML, and secrets with quotes or colons survive quoting.
             let v: serde_json::Value = serde_saphyr::from_str(&patroni).unwrap();
@@ -252,17 +299,17 @@ roles = ["CLIENT"]
     #[test]
     fn containers_per_role_and_stable_hash() {
         let cfg = config("etcd");
-        let specs = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc", "main-pgdata").unwrap();
+        let specs = containers(&cfg, cfg.host("pg1").unwrap(), &facts("sha256:abc"), "main-pgdata").unwrap();
         assert_eq!(specs.iter().map(|s| s.name).collect::<Vec<_>>(), vec![ETCD, PATRONI]);
-        let again = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc", "main-pgdata").unwrap();
+        let again = containers(&cfg, cfg.host("pg1").unwrap(), &facts("sha256:abc"), "main-pgdata").unwrap();
         assert_eq!(specs[1].hash, again[1].hash, "same input, same hash");
-        let other_image = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:def", "main-pgdata").unwrap();
+        let other_image = containers(&cfg, cfg.host("pg1").unwrap(), &facts("sha256:def"), "main-pgdata").unwrap();
         assert_ne!(specs[1].hash, other_image[1].hash, "a new image recreates");
-        let restored = containers(&cfg, cfg.host("pg1").unwrap(), "sha256:abc", "main-pgdata-g2").unwrap();
+        let restored = containers(&cfg, cfg.host("pg1").unwrap(), &facts("sha256:abc"), "main-pgdata-g2").unwrap();
         assert_eq!(restored[1].volume, "main-pgdata-g2");
         assert_ne!(specs[1].hash, restored[1].hash, "a new data volume generation recreates");
         let consul = config("consul");
-        let app = containers(&consul, consul.host("app1").unwrap(), "sha256:abc", "main-pgdata").unwrap();
+        let app = containers(&consul, consul.host("app1").unwrap(), &facts("sha256:abc"), "main-pgdata").unwrap();
         assert_eq!(
             app.iter().map(|s| s.name).collect::<Vec<_>>(),
             vec![CONSUL],
@@ -279,7 +326,7 @@ roles = ["CLIENT"]
         let pgbackrest = crate::backup::tests::config("pgbackrest");
         let walg = crate::backup::tests::config("walg");
         // Patroni archives with the engine (leader only: archive_mode=on) and restores with it.
-        let yml = crate::cluster::spec::patroni_yml(&pgbackrest, pgbackrest.host("pg1").unwrap()).unwrap();
+        let yml = crate::cluster::spec::patroni_yml(&pgbackrest, pgbackrest.host("pg1").unwrap(), &ImageFacts::default()).unwrap();
         golden("patroni-pgbackrest.yml", &yml);
         let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
         assert_eq!(v["postgresql"]["parameters"]["archive_mode"], "on");
@@ -291,7 +338,33 @@ roles = ["CLIENT"]
             .as_str()
             .unwrap()
             .contains("archive-get %f \"%p\""));
-        let walg_yml = crate::cluster::spec::patroni_yml(&walg, walg.host("pg1").unwrap()).unwrap();
+        let walg_yml = crate::cluster::spec::patroni_yml(&walg, walg.host("pg1").unwrap(), &ImageFacts::default()).unwrap();
         assert!(walg_yml.contains("wal-g --config /etc/pgctl/walg.json wal-push %p"));
+    }
+
+    #[test]
+    fn timescaledb_is_preloaded_when_the_image_has_it() {
+        let mut cfg = config("etcd");
+        cfg.hosts
+            .cluster
+            .postgresql_parameters
+            .insert("shared_preload_libraries".into(), toml::Value::from("pg_stat_statements"));
+        let pg1 = cfg.host("pg1").unwrap();
+        let with: HashMap<String, String> = [("timescaledb".to_string(), "2.17.2".to_string())].into();
+        let yml = patroni_yml(&cfg, pg1, &ImageFacts::from_manifest("sha256:abc", &with)).unwrap();
+        golden("patroni-timescaledb.yml", &yml);
+        let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
+        assert_eq!(
+            v["postgresql"]["parameters"]["shared_preload_libraries"],
+            "timescaledb,pg_stat_statements",
+            "TimescaleDB first, the configured libraries kept"
+        );
+        assert_eq!(v["postgresql"]["parameters"]["timescaledb.telemetry_level"], "off");
+        // Without TimescaleDB in the image nothing is preloaded locally.
+        let without = ImageFacts::from_manifest("sha256:abc", &[("timescaledb".to_string(), String::new())].into());
+        let yml = patroni_yml(&cfg, pg1, &without).unwrap();
+        let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
+        assert!(v["postgresql"]["parameters"]["shared_preload_libraries"].is_null(), "{yml}");
+        assert!(!yml.contains("timescaledb"), "{yml}");
     }
 }

@@ -100,6 +100,8 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
 
     let image_id = ensure_image(cfg, &engines, &targets).await?;
     let manifest = crate::image::manifest(&engines[0], &cfg.hosts.cluster.image).await?;
+    let image = spec::ImageFacts::from_manifest(&image_id, &manifest);
+    super::extensions::check_image(cfg, &image)?;
     let owner = crate::image::postgres_owner(&manifest, &cfg.hosts.cluster.image)?;
     if cfg.hosts.cluster.dcs == crate::config::Dcs::Consul && manifest.get("consul").is_none_or(String::is_empty) {
         bail!("dcs = \"consul\" but image {} was built without Consul: rebuild it with Consul (source pgdg, or --artifacts with a consul binary), or use dcs = \"etcd\"", cfg.hosts.cluster.image);
@@ -110,7 +112,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let mut problems = Vec::new();
     let checks = targets.iter().map(|h| {
         let with_patroni = members.includes(&h.name);
-        plan_host(cfg, h, by_host[h.name.as_str()], &image_id, with_patroni)
+        plan_host(cfg, h, by_host[h.name.as_str()], &image, with_patroni)
     });
     for result in join_all(checks).await {
         match result {
@@ -147,6 +149,9 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let status = wait_healthy(cfg, &engines, opts).await?;
     if let Some(leader) = status.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
         crate::backup::init_repository(cfg, leader).await?;
+        for line in super::extensions::ensure(cfg, leader).await? {
+            output::step(line);
+        }
     }
     output::step(format!(
         "cluster `{}` converged in {:.0}s",
@@ -190,10 +195,10 @@ async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig])
     seen.with_context(|| format!("no host has image {image}"))
 }
 
-async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, image_id: &str, with_patroni: bool) -> Result<HostPlan<'a>> {
+async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, image: &spec::ImageFacts, with_patroni: bool) -> Result<HostPlan<'a>> {
     let scope = &cfg.hosts.cluster.name;
     let data_volume = super::volumes::current(engine, scope).await?;
-    let mut specs = spec::containers(cfg, host, image_id, &data_volume)?;
+    let mut specs = spec::containers(cfg, host, image, &data_volume)?;
     specs.retain(|s| with_patroni || s.name != PATRONI);
     let mut items = Vec::new();
     let mut need_ports = Vec::new();

@@ -169,7 +169,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backup(c) => backup::run(c, &ctx).await,
         Command::VerifyBackup(a) => verify::run(a, &ctx).await,
         Command::Restore(a) => restore::run(a, &ctx).await,
-        Command::Config(c) => config::run(c, &ctx),
+        Command::Config(c) => config::run(c, &ctx).await,
         Command::Image(c) => image::run(c, &ctx).await,
         Command::Lab(c) => lab::run(c, &ctx).await,
         Command::Completions(a) => completions::completions(a),

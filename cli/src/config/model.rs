@@ -36,6 +36,10 @@ pub struct ClusterConfig {
     /// PostgreSQL parameters merged over pgctl's defaults (Patroni's bootstrap DCS section).
     #[serde(default)]
     pub postgresql_parameters: BTreeMap<String, toml::Value>,
+    /// Extensions `up` creates (idempotently) per database, e.g. `app = ["postgis", "timescaledb"]`;
+    /// a database listed here that does not exist is created.
+    #[serde(default)]
+    pub extensions: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

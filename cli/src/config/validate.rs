@@ -33,6 +33,20 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
         );
     }
     timing(&c.patroni, &mut err);
+    for (db, extensions) in &c.extensions {
+        if !is_sql_identifier(db) {
+            err(
+                format!("cluster.extensions.{db}"),
+                format!("`{db}` is not a plain database name: use lowercase letters, digits and '_'"),
+            );
+        }
+        for e in extensions.iter().filter(|e| !is_sql_identifier(e)) {
+            err(
+                format!("cluster.extensions.{db}"),
+                format!("`{e}` is not an extension name: use lowercase letters, digits and '_' (e.g. postgis, timescaledb)"),
+            );
+        }
+    }
     if c.image_delivery == ImageDelivery::Registry && cfg.registry.is_none() {
         err(
             "cluster.image_delivery".into(),
@@ -340,6 +354,14 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
         ));
     }
     out
+}
+
+/// A name pgctl may put into SQL unquoted-safe: lowercase letters, digits, '_', not a digit first.
+pub fn is_sql_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 /// RFC 1123 label: what Consul DNS and container names accept.
