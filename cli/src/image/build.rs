@@ -112,6 +112,7 @@ pub async fn build_postgres(engine: &Engine, plan: &BuildPlan, verbose: bool) ->
     let started = Instant::now();
     let r = &plan.request;
     let ctx = context::postgres_context(plan)?;
+    super::base::warn_if_stale(engine, &r.base).await;
     crate::output::step(format!(
         "building {} from {} (source {:?}, context {} KiB)",
         r.tag,

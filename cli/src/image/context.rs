@@ -10,6 +10,7 @@ use std::io::Write;
 const ENTRYPOINT: &[u8] = include_bytes!("../../../images/postgres/entrypoint.sh");
 const HEALTHCHECK: &[u8] = include_bytes!("../../../images/postgres/healthcheck.sh");
 const CHECK_AND_MANIFEST: &[u8] = include_bytes!("../../../images/postgres/check-and-manifest.sh");
+const APT_SOURCES: &[u8] = include_bytes!("../../../images/postgres/apt-sources.sh");
 const SCHEDULED_BACKUP: &[u8] = include_bytes!("../../../images/postgres/scheduled-backup.sh");
 
 /// A file for a build context, owned by root.
@@ -38,6 +39,7 @@ pub fn dockerfile(plan: &BuildPlan) -> Result<String> {
         "postgres/Dockerfile.j2",
         minijinja::context! {
             base => r.base,
+            security_mirror => super::base::DEFAULT_SECURITY_MIRROR,
             source => r.source,
             pg_major => r.pg_major,
             ca_cert => r.ca_cert.is_some(),
@@ -58,6 +60,7 @@ pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
         file("pgctl/entrypoint.sh", ENTRYPOINT, 0o755),
         file("pgctl/healthcheck.sh", HEALTHCHECK, 0o755),
         file("pgctl/check-and-manifest.sh", CHECK_AND_MANIFEST, 0o755),
+        file("pgctl/apt-sources.sh", APT_SOURCES, 0o755),
         file("pgctl/scheduled-backup.sh", SCHEDULED_BACKUP, 0o755),
     ];
     if let Some(ca) = &plan.request.ca_cert {
@@ -70,4 +73,42 @@ pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
         files.push(file(&format!("pgctl/artifacts/{name}"), bytes, 0o755));
     }
     gzip_tar(&files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{plan, BuildRequest, Component, Source};
+
+    fn rendered(source: Source, without: &[Component]) -> String {
+        let p = plan(BuildRequest {
+            source,
+            pg_major: 15,
+            base: "pgctl/debian:bookworm".into(),
+            tag: "t".into(),
+            artifacts: None,
+            without: without.iter().copied().collect(),
+            ca_cert: None,
+            http_proxy: None,
+            no_cache: false,
+            walg_version: "v3.0.5".into(),
+            walg_sha256: Some("ab".repeat(32)),
+        })
+        .unwrap();
+        super::dockerfile(&p).unwrap()
+    }
+
+    #[test]
+    fn updates_and_security_before_any_apt_get() {
+        let all = [Component::Timescaledb, Component::Walg, Component::Consul];
+        for d in [rendered(Source::Debian, &all), rendered(Source::Pgdg, &[])] {
+            let sources = d
+                .find("RUN /opt/pgctl/apt-sources.sh http://deb.debian.org/debian-security")
+                .unwrap();
+            assert!(sources < d.find("apt-get update").unwrap(), "{d}");
+            assert!(d.contains("apt-get upgrade -y"), "{d}");
+            // Scripts come after the package layers, so changing one keeps those cached.
+            assert!(d.find("COPY pgctl/entrypoint.sh").unwrap() > d.find("postgresql-15-postgis-3").unwrap());
+            assert!(!d.contains("COPY pgctl/ "), "{d}");
+        }
+    }
 }
