@@ -11,10 +11,14 @@ set -euo pipefail
 # tags and pseudo-versions (v1.1.2-0.<commit time>-<commit>) can come from the module proxy.
 # The proxy this project reaches serves v0.2.19, v0.2.20 and v1.1.1 of this module and refuses
 # commit and branch queries, so v1.1.1 is the newest WAL-G it can build. v1.1.1 backs up with
-# pg_start_backup(), which PostgreSQL 15 removed: wal-push/wal-fetch work on every version,
-# backup-push only up to PostgreSQL 14. Set WALG_VERSION (and WALG_SUM, its go.sum hash) to a
-# pseudo-version of a v3 release commit once one is resolvable.
+# pg_start_backup()/pg_stop_backup(), which PostgreSQL 15 renamed to pg_backup_start() and
+# pg_backup_stop() (same non-exclusive semantics): patch_walg_pg15 below adds the two renamed
+# calls for PostgreSQL 15 and later, pgctl's only change to WAL-G. Set WALG_VERSION (and
+# WALG_SUM, its go.sum hash) to a pseudo-version of a v3 release commit once one is resolvable;
+# the patch is then skipped (v2 and later call the new functions themselves).
 WALG_VERSION=${WALG_VERSION:-v1.1.1}
+# Bumped whenever the patch changes, so a cached binary built without it is rebuilt.
+WALG_PATCH=pgctl-pg15-1
 WALG_SUM=${WALG_SUM:-h1:KN5d8sntzELd/JyG2aGcC/Nmb8PvKSjmfiV3BSktF1Y=}
 # Consul: the licence changed from MPL-2.0 to BUSL-1.1 in August 2023 (1.17 onwards), and the
 # 1.16 branch followed: 1.16.3 still ships MPL-2.0, 1.16.5 and 1.16.6 ship BUSL-1.1 (1.16.4 is
@@ -41,6 +45,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 WALG_ROOT=$CACHE/wal-g-$WALG_VERSION
+[ "$WALG_VERSION" != v1.1.1 ] || WALG_ROOT=$CACHE/wal-g-$WALG_VERSION-$WALG_PATCH
 CONSUL_ROOT=$CACHE/consul-$CONSUL_VERSION
 
 command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
@@ -134,6 +139,7 @@ build_walg() {
   echo "building wal-g $WALG_VERSION from the Go module proxy (first run only)..."
   fetch_module github.com/wal-g/wal-g "$WALG_VERSION" "$WALG_SUM"
   copy_module "$MOD_DIR" "$src"
+  [ "$WALG_VERSION" != v1.1.1 ] || patch_walg_pg15 "$src/internal/databases/postgres/queryRunner.go"
   ver=github.com/wal-g/wal-g/cmd/pg
   (
     cd "$src"
@@ -144,7 +150,7 @@ build_walg() {
     CGO_ENABLED=1 go build -trimpath -buildvcs=false -tags "$WALG_TAGS" -o "$src/wal-g.out" \
       -ldflags "-s -w -linkmode external \
         -extldflags '-static -lbrotlienc -lbrotlidec -lbrotlicommon -lm' \
-        -X $ver.walgVersion=$WALG_VERSION -X $ver.gitRevision=${MOD_COMMIT:-$WALG_VERSION} \
+        -X $ver.walgVersion=$WALG_VERSION${WALG_ROOT##*"$WALG_VERSION"} -X $ver.gitRevision=${MOD_COMMIT:-$WALG_VERSION} \
         -X $ver.buildDate=$MOD_TIME" \
       ./main/pg
   )
@@ -153,6 +159,26 @@ build_walg() {
   license_of "$src" >"$WALG_ROOT/LICENSE-ID"
   mv -f "$src/wal-g.out" "$bin"
   echo "wal-g $WALG_VERSION: built in $(($(date +%s) - start))s -> $bin"
+}
+
+# PostgreSQL 15 renamed the backup functions (pg_start_backup -> pg_backup_start, whose
+# exclusive argument is gone; pg_stop_backup -> pg_backup_stop). Adds a PostgreSQL 15 case to
+# WAL-G v1.1.1's start and stop queries; fails if the source is not what the sed expects.
+patch_walg_pg15() {
+  local f=$1
+  # $1 is the SQL parameter in Go source, not a shell expansion.
+  # shellcheck disable=SC2016
+  sed -i \
+    -e '/BuildStartBackup() (string, error)/,/^}/ s/^\tcase queryRunner.Version >= 100000:$/\tcase queryRunner.Version >= 150000:\n\t\treturn "SELECT case when pg_is_in_recovery()" +\n\t\t\t" then '"''"' else (pg_walfile_name_offset(lsn)).file_name end, lsn::text, pg_is_in_recovery()" +\n\t\t\t" FROM pg_backup_start($1, true) lsn", nil\n&/' \
+    -e 's/^\t\treturn "SELECT labelfile, spcmapfile, lsn FROM pg_stop_backup(false)", nil$/\t\tif queryRunner.Version >= 150000 {\n\t\t\treturn "SELECT labelfile, spcmapfile, lsn FROM pg_backup_stop(false)", nil\n\t\t}\n&/' \
+    "$f"
+  # shellcheck disable=SC2016
+  if [ "$(grep -c 'pg_backup_start(\$1, true) lsn\|FROM pg_backup_stop(false)' "$f")" != 2 ]; then
+    echo "patching wal-g for PostgreSQL 15 failed: $f is not WAL-G v1.1.1's" >&2
+    return 1
+  fi
+  gofmt -l "$f" >/dev/null
+  echo "wal-g: patched for PostgreSQL 15's pg_backup_start/pg_backup_stop"
 }
 
 # Proves libsodium is compiled in: a WAL file pushed with WALG_LIBSODIUM_KEY comes back intact
@@ -215,9 +241,6 @@ build_consul() {
 
 build_walg
 build_consul
-if [ "$WALG_VERSION" = v1.1.1 ]; then
-  echo "WARNING: wal-g v1.1.1 uses pg_start_backup(): backup-push fails on PostgreSQL 15 and later" >&2
-fi
 
 # The artifacts directory: our files replaced, other listed artifacts (e.g. timescaledb*.deb)
 # keep their SHA256SUMS lines.

@@ -33,7 +33,7 @@ $B/pg_ctl -D $D -w stop >/dev/null
 fn verify(work: &std::path::Path, damage: bool) -> Result<(i32, String, String)> {
     let fetch = work.join(if damage { "fetch-damaged.sh" } else { "fetch.sh" });
     std::fs::write(&fetch, fetch_script(damage))?;
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cli/src/restore/recover.sh");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../compose-templates/scripts/recover.sh");
     let out = std::process::Command::new("docker")
         .args(["run", "--rm", "--entrypoint", "/bin/sh"])
         .args(["-v", &format!("{}:/recover.sh:ro", script.canonicalize()?.display())])

@@ -199,15 +199,15 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
     // 6. Refusals: unreachable host, stale scope, busy port — each changes nothing.
     unreachable_host_changes_nothing(&lab)?;
     stale_scope_is_explained(&lab)?;
-    busy_port_is_named(&lab)?;
-
-    // remove --i-am-aware --volumes leaves nothing of the cluster behind; without the pin it
-    // is refused (exit 4) and removes nothing.
+    // Without the pin, remove is refused (exit 4) and removes nothing of the running cluster.
     let before = container_ids(&lab)?;
     let refused = lab.pgctl(&["remove"]);
     refused.assert_code(exit::REFUSED, "remove without --i-am-aware");
     assert_eq!(container_ids(&lab)?, before, "a refused remove removed containers");
     assert!(refused.stderr.contains("--i-am-aware"), "names the pin: {}", refused.stderr);
+    busy_port_is_named(&lab)?;
+
+    // remove --i-am-aware --volumes leaves nothing of the cluster behind.
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     for (h, _) in lab.hosts() {
         assert_eq!(
