@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 
 ansible-free-scripts/install-deps.sh
 ansible-free-scripts/build-garage.sh
+# WAL-G and Consul from the Go module proxy (cached after the first run): their e2e tests run.
+ansible-free-scripts/build-go-tools.sh
 
 # The tests write their scratch directories and report under target/e2e whatever
 # CARGO_TARGET_DIR is; the binaries are where cargo puts them.
@@ -45,6 +47,8 @@ cargo build --workspace --all-targets --quiet
 export PGCTL_BIN="$TARGET/debug/pgctl"
 export PGCTL_E2E=1
 export PGCTL_GARAGE_BIN=${PGCTL_CACHE:-/var/cache/pgctl}/garage-2.5.0/bin/garage
+export PGCTL_WALG_BIN=${PGCTL_WALG_BIN:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts/wal-g}
+export PGCTL_CONSUL_BIN=${PGCTL_CONSUL_BIN:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts/consul}
 # Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.
 cleanup() {
   for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup pgctl-e2e-restore:pgctl-e2e-restore pgctl-e2e-walg:pgctl-e2e-walg; do
@@ -87,7 +91,7 @@ run unit --workspace --exclude pgctl-tests --all-targets -- "$@"
 
 # The files of tests/ in a fixed order (quick checks first, then the labs); a file listed in
 # tests/Cargo.toml but not here runs last, so none is forgotten.
-order=(gitlab_ci amcheck ground cluster consul backup restore walg)
+order=(gitlab_ci amcheck image ground cluster consul walg backup restore)
 declared=$(awk '/^\[\[test\]\]/ { t = 1; next } t && /^name *=/ { gsub(/^name *= *"|".*$/, ""); print; t = 0 }' tests/Cargo.toml)
 for name in $declared; do
   case " ${order[*]} " in

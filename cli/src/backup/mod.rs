@@ -83,6 +83,8 @@ pub struct S3<'a> {
     key: String,
     secret: String,
     ca_file: Option<&'static str>,
+    /// Client-side encryption key, when secrets have one.
+    encryption_key: Option<String>,
 }
 
 fn s3_context<'a>(cfg: &'a Config, b: &'a BackupConfig, access: Access) -> Result<S3<'a>> {
@@ -121,6 +123,7 @@ fn s3_context<'a>(cfg: &'a Config, b: &'a BackupConfig, access: Access) -> Resul
         key: get(key, key_name)?,
         secret: get(secret, secret_name)?,
         ca_file: b.s3_ca_file.as_ref().map(|_| layout::S3_CA),
+        encryption_key: cfg.secrets.backup_encryption_key.as_ref().map(|k| k.expose().to_string()),
     })
 }
 
@@ -342,5 +345,17 @@ roles = ["etcd", "patroni"]
         assert_eq!(v["WALG_S3_PREFIX"], "s3://pg-backups/main");
         assert_eq!(v["WALG_PREVENT_WAL_OVERWRITE"], "true");
         assert_eq!(v["AWS_S3_FORCE_PATH_STYLE"], "true");
+        assert!(v["WALG_LIBSODIUM_KEY"].is_null(), "no key in secrets, no encryption");
+
+        // With a key in secrets, both engines encrypt client-side.
+        for (engine, expect) in [("walg", "\"WALG_LIBSODIUM_KEY\": \"k"), ("pgbackrest", "repo1-cipher-pass=k")] {
+            let mut cfg = config(engine);
+            cfg.secrets.backup_encryption_key = Some(crate::config::Secret("k".repeat(32)));
+            let f = files(&cfg, Access::ReadOnly).unwrap();
+            assert!(f[0].contents.contains(expect), "{engine}: {}", f[0].contents);
+        }
+        let mut cfg = config("pgbackrest");
+        cfg.secrets.backup_encryption_key = Some(crate::config::Secret("k".repeat(32)));
+        assert!(files(&cfg, Access::ReadWrite).unwrap()[0].contents.contains("repo1-cipher-type=aes-256-cbc\n"));
     }
 }

@@ -228,6 +228,10 @@ pub struct SecretsFile {
     /// Consul gossip encryption key: 32 random bytes, base64 (as `consul keygen`).
     #[serde(default)]
     pub consul_gossip_key: Option<Secret>,
+    /// Client-side encryption of backups and archived WAL (WAL-G's libsodium key, pgBackRest's
+    /// repository cipher); at least 25 characters. Without it backups reach S3 unencrypted.
+    #[serde(default)]
+    pub backup_encryption_key: Option<Secret>,
     #[serde(default)]
     pub s3: S3Secrets,
     #[serde(default)]

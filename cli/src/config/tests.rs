@@ -46,6 +46,7 @@ replication_password = "b"
 rewind_password = "c"
 rest_api_password = "d"
 consul_gossip_key = "VGhpcyBpcyAzMiBieXRlcyBsb25nIGtleSBmb3IgdGU="
+backup_encryption_key = "0123456789abcdefghijklmnopqrstuv"
 [s3]
 access_key_id = "k"
 secret_access_key = "s"

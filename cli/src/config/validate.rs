@@ -346,6 +346,22 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
             ));
         }
     }
+    if let Some(k) = s.backup_encryption_key.as_ref().filter(|k| !k.0.is_empty()) {
+        // WAL-G's libsodium crypter refuses shorter keys.
+        if k.expose().len() < 25 {
+            out.push((
+                Error,
+                "backup_encryption_key".into(),
+                "too short: the backup encryption key needs at least 25 characters",
+            ));
+        }
+    } else if hosts.backup.is_some() {
+        out.push((
+            Warning,
+            "backup_encryption_key".into(),
+            "none: backups and WAL go to S3 unencrypted (anyone who can read the bucket reads the data); `pgctl init` generates one",
+        ));
+    }
     if hosts.backup.is_some() && !(set(&s.s3.readonly_access_key_id) && set(&s.s3.readonly_secret_access_key)) {
         out.push((
             Warning,

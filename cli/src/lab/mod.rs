@@ -178,6 +178,7 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
             rewind_password: get(&s.rewind_password),
             rest_api_password: get(&s.rest_api_password),
             consul_gossip_key: get(&s.consul_gossip_key),
+            backup_encryption_key: get(&s.backup_encryption_key),
             s3_access_key_id: get(&s.s3.access_key_id),
             s3_secret_access_key: get(&s.s3.secret_access_key),
             s3_readonly_access_key_id: get(&s.s3.readonly_access_key_id),
