@@ -248,7 +248,7 @@ mkdir -p "$OUT"
 install -m 0755 "$WALG_ROOT/bin/wal-g" "$OUT/wal-g"
 install -m 0755 "$CONSUL_ROOT/bin/consul" "$OUT/consul"
 {
-  echo "wal-g ${WALG_VERSION#v} $(cat "$WALG_ROOT/LICENSE-ID")"
+  echo "wal-g ${WALG_VERSION#v}${WALG_ROOT##*"$WALG_VERSION"} $(cat "$WALG_ROOT/LICENSE-ID")"
   echo "consul ${CONSUL_VERSION#v} $(cat "$CONSUL_ROOT/LICENSE-ID")"
 } >"$OUT/VERSIONS"
 (

@@ -356,6 +356,8 @@ roles = ["etcd", "patroni"]
         }
         let mut cfg = config("pgbackrest");
         cfg.secrets.backup_encryption_key = Some(crate::config::Secret("k".repeat(32)));
-        assert!(files(&cfg, Access::ReadWrite).unwrap()[0].contents.contains("repo1-cipher-type=aes-256-cbc\n"));
+        assert!(files(&cfg, Access::ReadWrite).unwrap()[0]
+            .contents
+            .contains("repo1-cipher-type=aes-256-cbc\n"));
     }
 }

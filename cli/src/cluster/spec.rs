@@ -62,7 +62,12 @@ pub fn local_parameters(cfg: &Config, image: &ImageFacts) -> BTreeMap<String, to
             .and_then(|v| v.as_str())
             .unwrap_or_default();
         let mut libraries: Vec<&str> = vec!["timescaledb"];
-        libraries.extend(configured.split(',').map(str::trim).filter(|l| !l.is_empty() && *l != "timescaledb"));
+        libraries.extend(
+            configured
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && *l != "timescaledb"),
+        );
         p.insert("shared_preload_libraries".into(), toml::Value::from(libraries.join(",")));
         p.insert("timescaledb.telemetry_level".into(), toml::Value::from("off"));
     }
@@ -355,8 +360,7 @@ roles = ["CLIENT"]
         golden("patroni-timescaledb.yml", &yml);
         let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
         assert_eq!(
-            v["postgresql"]["parameters"]["shared_preload_libraries"],
-            "timescaledb,pg_stat_statements",
+            v["postgresql"]["parameters"]["shared_preload_libraries"], "timescaledb,pg_stat_statements",
             "TimescaleDB first, the configured libraries kept"
         );
         assert_eq!(v["postgresql"]["parameters"]["timescaledb.telemetry_level"], "off");

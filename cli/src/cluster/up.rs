@@ -195,7 +195,13 @@ async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig])
     seen.with_context(|| format!("no host has image {image}"))
 }
 
-async fn plan_host<'a>(cfg: &Config, host: &'a HostConfig, engine: &'a Engine, image: &spec::ImageFacts, with_patroni: bool) -> Result<HostPlan<'a>> {
+async fn plan_host<'a>(
+    cfg: &Config,
+    host: &'a HostConfig,
+    engine: &'a Engine,
+    image: &spec::ImageFacts,
+    with_patroni: bool,
+) -> Result<HostPlan<'a>> {
     let scope = &cfg.hosts.cluster.name;
     let data_volume = super::volumes::current(engine, scope).await?;
     let mut specs = spec::containers(cfg, host, image, &data_volume)?;

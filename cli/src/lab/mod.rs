@@ -217,6 +217,7 @@ fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> 
         ttl: 20,
         loop_wait: 5,
         retry_timeout: 5,
+        synchronous_mode: true,
         s3_endpoint: format!("https://{}", s3::HOST_NAME),
         s3_bucket: s3::BUCKET.into(),
         s3_region: s3::REGION.into(),
