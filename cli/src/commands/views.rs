@@ -58,8 +58,17 @@ pub fn status_text(s: &ClusterStatus) -> String {
     let mut extra = String::new();
     if let Some(a) = &s.archiver {
         let failing = !a.last_failed_time.is_empty() && a.last_failed_time > a.last_archived_time;
+        // Failures before the last success are history (e.g. the first pushes of a fresh
+        // cluster before its repository existed): only failures since then are news.
+        let failures = if failing {
+            format!("{} failure(s)", a.failed_count)
+        } else if a.failed_count > 0 {
+            format!("no failure since the last success ({} earlier)", a.failed_count)
+        } else {
+            "no failure".to_string()
+        };
         extra.push_str(&format!(
-            "\nWAL archiving: {} archived, last {} at {}; {} failure(s){}",
+            "\nWAL archiving: {} archived, last {} at {}; {failures}{}",
             a.archived_count,
             if a.last_archived_wal.is_empty() {
                 "none"
@@ -71,7 +80,6 @@ pub fn status_text(s: &ClusterStatus) -> String {
             } else {
                 &a.last_archived_time
             },
-            a.failed_count,
             if failing {
                 format!(" — FAILING since {} ({})", a.last_failed_time, a.last_failed_wal)
             } else {
@@ -129,4 +137,43 @@ pub fn leader_timeline(status: &ClusterStatus) -> String {
 pub fn short_id(id: &str) -> &str {
     let id = id.trim_start_matches("sha256:");
     &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::status::Archiver;
+
+    fn status(archiver: Archiver) -> ClusterStatus {
+        ClusterStatus {
+            scope: "main".into(),
+            leader: None,
+            paused: false,
+            members: vec![],
+            hosts: vec![],
+            dcs: "etcd: 3 member(s) healthy".into(),
+            archiver: Some(archiver),
+            scheduled_backups: None,
+        }
+    }
+
+    fn archiver(last_archived: &str, last_failed: &str, failed: u64) -> Archiver {
+        Archiver {
+            archived_count: 10,
+            last_archived_wal: "000000010000000000000009".into(),
+            last_archived_time: last_archived.into(),
+            failed_count: failed,
+            last_failed_wal: "000000010000000000000001".into(),
+            last_failed_time: last_failed.into(),
+        }
+    }
+
+    #[test]
+    fn archiving_failures_before_the_last_success_are_history() {
+        let old = status_text(&status(archiver("2026-12-04 10:05:00+00", "2026-12-04 10:00:00+00", 6)));
+        assert!(old.contains("no failure since the last success (6 earlier)"), "{old}");
+        assert!(!old.contains("FAILING"), "{old}");
+        let now = status_text(&status(archiver("2026-12-04 10:05:00+00", "2026-12-04 10:06:00+00", 7)));
+        assert!(now.contains("7 failure(s) — FAILING since 2026-12-04 10:06:00+00"), "{now}");
+    }
 }
