@@ -191,6 +191,28 @@ pub fn docker_on(lab_dir: &Path, host: &str, address: &str, args: &[&str]) -> Re
 }
 
 /// The docker CLI against the local engine.
+/// `docker exec` arguments that run `sql` with psql as postgres in a host's Patroni container.
+fn psql_exec(sql: &str) -> [&str; 16] {
+    [
+        "exec",
+        "-u",
+        "postgres",
+        "-e",
+        "PGPASSFILE=/etc/pgctl/pgpass",
+        "-e",
+        "PGCONNECT_TIMEOUT=3",
+        "patroni",
+        "psql",
+        "-h",
+        "/var/run/postgresql",
+        "-U",
+        "postgres",
+        "-XAtq",
+        "-c",
+        sql,
+    ]
+}
+
 pub fn docker_local(args: &[&str]) -> Result<String> {
     let out = Command::new("docker").args(args).output()?;
     if !out.status.success() {
@@ -344,29 +366,7 @@ impl Lab {
     /// engine socket: works while the host is cut off the lab network (a partition).
     pub fn sql_inside(&self, host: &str, sql: &str) -> Result<String> {
         let container = self.container(host);
-        docker_local(&[
-            "exec",
-            &container,
-            "docker",
-            "exec",
-            "-u",
-            "postgres",
-            "-e",
-            "PGPASSFILE=/etc/pgctl/pgpass",
-            "-e",
-            "PGCONNECT_TIMEOUT=3",
-            "patroni",
-            "psql",
-            "-h",
-            "/var/run/postgresql",
-            "-U",
-            "postgres",
-            "-XAtq",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
+        docker_local(&[&["exec", container.as_str(), "docker"][..], &psql_exec(sql)[..]].concat())
     }
 
     /// Cuts the leader's host off the lab network while a client keeps writing one row at a
@@ -426,26 +426,7 @@ impl Lab {
 
     /// SQL as postgres in the host's Patroni container (independent of pgctl).
     pub fn sql(&self, host: &str, sql: &str) -> Result<String> {
-        self.docker(
-            host,
-            &[
-                "exec",
-                "-u",
-                "postgres",
-                "-e",
-                "PGPASSFILE=/etc/pgctl/pgpass",
-                "-e",
-                "PGCONNECT_TIMEOUT=3",
-                "patroni",
-                "psql",
-                "-h",
-                "/var/run/postgresql",
-                "-U",
-                "postgres",
-                "-XAtqc",
-                sql,
-            ],
-        )
+        self.docker(host, &psql_exec(sql))
     }
 
     /// The lab host's container on the machine's engine (stopping it is losing the host).

@@ -91,15 +91,6 @@ fn secrets_ctx(cfg: &Config) -> BTreeMap<&'static str, String> {
     ])
 }
 
-fn addresses_with(cfg: &Config, role: Role) -> Vec<String> {
-    cfg.hosts
-        .hosts
-        .iter()
-        .filter(|h| h.has_role(role))
-        .map(|h| h.address.clone())
-        .collect()
-}
-
 pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Result<String> {
     let c = &cfg.hosts.cluster;
     render(
@@ -108,7 +99,7 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Resul
             cluster => minijinja::context! { name => c.name, postgres_major => c.postgres_major },
             member => Member { name: &host.name, address: &host.address },
             dcs => dcs::store(cfg).container(),
-            etcd_hosts => addresses_with(cfg, Role::Etcd),
+            etcd_hosts => dcs::addresses_with(cfg, Role::Etcd),
             timing => c.patroni,
             parameters => postgresql_parameters(cfg),
             local_parameters => local_parameters(cfg, image),

@@ -94,7 +94,8 @@ struct Member<'a> {
     address: &'a str,
 }
 
-fn addresses_with(cfg: &Config, role: Role) -> Vec<String> {
+/// The addresses of the hosts with `role`.
+pub fn addresses_with(cfg: &Config, role: Role) -> Vec<String> {
     cfg.hosts
         .hosts
         .iter()
