@@ -15,6 +15,7 @@ use crate::config::{Config, Role};
 use crate::docker::{self, Engine};
 use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI};
 use crate::recovery::{self as recover, Fetch, Mode, Recovered};
+use crate::error::{Classify, Kind};
 use crate::{member, output};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -73,7 +74,7 @@ pub struct Report {
 pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &RestoreOptions) -> Result<Plan> {
     let clone_of = is_clone(source, cfg).then(|| source.hosts.cluster.name.clone());
     if clone_of.is_some() {
-        check_clone(source, cfg)?;
+        check_clone(source, cfg).kind(Kind::Refused)?;
     }
     if source.hosts.backup.is_none() {
         bail!(
@@ -84,7 +85,9 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
     let listing = list::list(source)
         .await
         .context("pre-flight: reading the backup repository (read-only key)")?;
-    let backup = target::choose_backup(&listing, &opts.target, opts.backup.as_deref())?.clone();
+    let backup = target::choose_backup(&listing, &opts.target, opts.backup.as_deref())
+        .kind(Kind::Refused)?
+        .clone();
     let scope = &cfg.hosts.cluster.name;
     let members: Vec<&Engine> = engines
         .iter()
@@ -92,11 +95,11 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
         .collect();
     for e in &members {
         if docker::image_id(&e.docker, &cfg.hosts.cluster.image).await?.is_none() {
-            bail!(
+            return Err(crate::error::refused(format!(
                 "pre-flight: {} lacks image {}: deliver it first (`pgctl image push`)",
                 e.host,
                 cfg.hosts.cluster.image
-            );
+            )));
         }
     }
     let leader = status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
@@ -420,10 +423,10 @@ async fn check_free_space(cfg: &Config, members: &[&Engine], size: u64) -> Resul
         }
     }
     if !short.is_empty() {
-        bail!(
+        return Err(crate::error::refused(format!(
             "pre-flight: not enough free space for a second copy of the data (the old one is kept for --rollback):\n  {}\n  Free space, or pass --no-keep-old to delete the old data volumes once the cluster is stopped (no rollback then).",
             short.join("\n  ")
-        );
+        )));
     }
     Ok(())
 }
