@@ -91,7 +91,7 @@ run unit --workspace --exclude pgctl-tests --all-targets -- "$@"
 
 # The files of tests/ in a fixed order (quick checks first, then the labs); a file listed in
 # tests/Cargo.toml but not here runs last, so none is forgotten.
-order=(gitlab_ci amcheck image ground cluster consul walg backup restore)
+order=(gitlab_ci amcheck image ground cluster consul walg backup restore timescaledb)
 declared=$(awk '/^\[\[test\]\]/ { t = 1; next } t && /^name *=/ { gsub(/^name *= *"|".*$/, ""); print; t = 0 }' tests/Cargo.toml)
 for name in $declared; do
   case " ${order[*]} " in
