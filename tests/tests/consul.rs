@@ -60,6 +60,19 @@ fn consul_cluster_end_to_end() -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
     }
 
+    // Gossip is encrypted with the key from secrets: an agent without it cannot join, and the
+    // same agent with the key can (so the check can tell the two apart).
+    let key = lab.secret("consul_gossip_key")?;
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    assert!(
+        !rogue_agent_joins(&lab, tag, &leader, wrong)?,
+        "an agent with a wrong gossip key joined"
+    );
+    assert!(
+        rogue_agent_joins(&lab, tag, &leader, &key)?,
+        "an agent with the cluster's gossip key did not join"
+    );
+
     // With the defaults `pgctl init` writes (synchronous_mode on), a leader cut off by a
     // network partition loses no acknowledged commit; it rejoins as a replica.
     let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
@@ -103,4 +116,54 @@ fn consul_cluster_end_to_end() -> Result<()> {
     }
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     Ok(())
+}
+
+/// Starts a Consul client agent named `rogue` on `host` (its own ports, beside the cluster's
+/// agent) with gossip key `key`, and reports whether the servers list it as alive within 20 s.
+/// The agent is removed afterwards.
+fn rogue_agent_joins(lab: &Lab, image: &str, host: &str, key: &str) -> Result<bool> {
+    let servers: Vec<String> = lab.hosts().into_iter().map(|(_, a)| a).collect();
+    let hcl = format!("ports {{ serf_lan = 18301, http = 18500, dns = -1, grpc = -1 }} retry_join = {servers:?} encrypt = \"{key}\"");
+    let _ = lab.docker(host, &["rm", "-f", "rogue"]);
+    lab.docker(
+        host,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "rogue",
+            "--network",
+            "host",
+            "--entrypoint",
+            "consul",
+            image,
+            "agent",
+            "-node",
+            "rogue",
+            "-data-dir",
+            "/tmp/rogue",
+            "-bind",
+            &lab.address(host),
+            "-client",
+            "127.0.0.1",
+            "-hcl",
+            &hcl,
+        ],
+    )?;
+    let started = Instant::now();
+    let mut joined = false;
+    while started.elapsed() < Duration::from_secs(20) {
+        let members = lab.docker(host, &["exec", "consul", "consul", "members"])?;
+        if members.lines().any(|l| l.starts_with("rogue ") && l.contains(" alive ")) {
+            joined = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    lab.docker(host, &["rm", "-f", "rogue"])?;
+    if joined {
+        // A clean cluster view for what follows: the servers forget the agent.
+        let _ = lab.docker(host, &["exec", "consul", "consul", "force-leave", "-prune", "rogue"]);
+    }
+    Ok(joined)
 }

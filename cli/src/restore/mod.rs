@@ -13,9 +13,9 @@ use crate::cluster::up::{self, Members, UpOptions};
 use crate::cluster::volumes;
 use crate::config::{Config, Role};
 use crate::docker::{self, Engine};
+use crate::error::{Classify, Kind};
 use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI};
 use crate::recovery::{self as recover, Fetch, Mode, Recovered};
-use crate::error::{Classify, Kind};
 use crate::{member, output};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -97,8 +97,7 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
         if docker::image_id(&e.docker, &cfg.hosts.cluster.image).await?.is_none() {
             return Err(crate::error::refused(format!(
                 "pre-flight: {} lacks image {}: deliver it first (`pgctl image push`)",
-                e.host,
-                cfg.hosts.cluster.image
+                e.host, cfg.hosts.cluster.image
             )));
         }
     }
