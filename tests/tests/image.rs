@@ -75,7 +75,7 @@ fn image_ships_the_newest_postgresql_and_records_it() -> Result<()> {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let work = workdir("pgctl-e2e-image");
     pgctl_ok(&work, &["image", "base"])?;
-    let run = pgctl_ok(&work, &[BUILD_DEBIAN, &["--tag", IMAGE, "--json"]].concat())?;
+    let run = pgctl_ok(&work, &[BUILD_DEBIAN, &["--tag", IMAGE, "--output", "json"]].concat())?;
     let built = run.json()?;
     report(&format!(
         "image: {IMAGE} built in {:.0}s, {:.0} MB",
@@ -125,7 +125,7 @@ fn image_ships_the_newest_postgresql_and_records_it() -> Result<()> {
     ));
 
     // `pgctl image list` shows it.
-    let listed = pgctl_ok(&work, &["image", "list", "--json"])?.json()?;
+    let listed = pgctl_ok(&work, &["image", "list", "--output", "json"])?.json()?;
     let id = built["id"].as_str().unwrap();
     let entry = listed
         .as_array()
