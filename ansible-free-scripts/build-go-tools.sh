@@ -11,14 +11,15 @@ set -euo pipefail
 # tags and pseudo-versions (v1.1.2-0.<commit time>-<commit>) can come from the module proxy.
 # The proxy this project reaches serves v0.2.19, v0.2.20 and v1.1.1 of this module and refuses
 # commit and branch queries, so v1.1.1 is the newest WAL-G it can build. v1.1.1 backs up with
-# pg_start_backup()/pg_stop_backup(), which PostgreSQL 15 renamed to pg_backup_start() and
-# pg_backup_stop() (same non-exclusive semantics): patch_walg_pg15 below adds the two renamed
+# pg_start_backup()/pg_stop_backup(), which PostgreSQL 15 replaced by pg_backup_start() and
+# pg_backup_stop() (non-exclusive only; the stop's one argument is wait_for_archive, which the
+# old two-argument call left at its default, true): patch_walg_pg15 below adds the two
 # calls for PostgreSQL 15 and later, pgctl's only change to WAL-G. Set WALG_VERSION (and
 # WALG_SUM, its go.sum hash) to a pseudo-version of a v3 release commit once one is resolvable;
 # the patch is then skipped (v2 and later call the new functions themselves).
 WALG_VERSION=${WALG_VERSION:-v1.1.1}
 # Bumped whenever the patch changes, so a cached binary built without it is rebuilt.
-WALG_PATCH=pgctl-pg15-1
+WALG_PATCH=pgctl-pg15-2
 WALG_SUM=${WALG_SUM:-h1:KN5d8sntzELd/JyG2aGcC/Nmb8PvKSjmfiV3BSktF1Y=}
 # Consul: the licence changed from MPL-2.0 to BUSL-1.1 in August 2023 (1.17 onwards), and the
 # 1.16 branch followed: 1.16.3 still ships MPL-2.0, 1.16.5 and 1.16.6 ship BUSL-1.1 (1.16.4 is
@@ -170,14 +171,17 @@ patch_walg_pg15() {
   # shellcheck disable=SC2016
   sed -i \
     -e '/BuildStartBackup() (string, error)/,/^}/ s/^\tcase queryRunner.Version >= 100000:$/\tcase queryRunner.Version >= 150000:\n\t\treturn "SELECT case when pg_is_in_recovery()" +\n\t\t\t" then '"''"' else (pg_walfile_name_offset(lsn)).file_name end, lsn::text, pg_is_in_recovery()" +\n\t\t\t" FROM pg_backup_start($1, true) lsn", nil\n&/' \
-    -e 's/^\t\treturn "SELECT labelfile, spcmapfile, lsn FROM pg_stop_backup(false)", nil$/\t\tif queryRunner.Version >= 150000 {\n\t\t\treturn "SELECT labelfile, spcmapfile, lsn FROM pg_backup_stop(false)", nil\n\t\t}\n&/' \
+    -e 's/^\t\treturn "SELECT labelfile, spcmapfile, lsn FROM pg_stop_backup(false)", nil$/\t\tif queryRunner.Version >= 150000 {\n\t\t\treturn "SELECT labelfile, spcmapfile, lsn FROM pg_backup_stop(true)", nil\n\t\t}\n&/' \
     "$f"
   # shellcheck disable=SC2016
-  if [ "$(grep -c 'pg_backup_start(\$1, true) lsn\|FROM pg_backup_stop(false)' "$f")" != 2 ]; then
+  if [ "$(grep -c 'pg_backup_start(\$1, true) lsn\|FROM pg_backup_stop(true)' "$f")" != 2 ]; then
     echo "patching wal-g for PostgreSQL 15 failed: $f is not WAL-G v1.1.1's" >&2
     return 1
   fi
-  gofmt -l "$f" >/dev/null
+  if [ -n "$(gofmt -l "$f")" ]; then
+    echo "patching wal-g for PostgreSQL 15 left $f unformatted (the sed is off)" >&2
+    return 1
+  fi
   echo "wal-g: patched for PostgreSQL 15's pg_backup_start/pg_backup_stop"
 }
 

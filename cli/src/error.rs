@@ -1,6 +1,6 @@
 //! What kind of failure ended a command, and the exit code that tells a script. Modules keep
 //! returning `anyhow` errors; the few that mean something to a caller carry a `Kind`, either as
-//! their own type (configuration, unreachable hosts) or tagged with `Classify::kind`.
+//! their own type (configuration, unreachable hosts: recognised in `main`) or tagged here.
 
 use serde::Serialize;
 use std::fmt;
@@ -79,17 +79,16 @@ impl<T, E: Into<anyhow::Error>> Classify<T> for Result<T, E> {
     }
 }
 
-/// The kind of `err`: the outermost tag or typed error in its chain decides.
-pub fn kind_of(err: &anyhow::Error) -> Kind {
+/// The kind of `err`: the outermost tag in its chain decides; `typed` recognises the typed
+/// errors of modules above this one (configuration, unreachable hosts), which `main` passes in
+/// so that this module depends on none of them.
+pub fn kind_of(err: &anyhow::Error, typed: impl Fn(&(dyn std::error::Error + 'static)) -> Option<Kind>) -> Kind {
     for cause in err.chain() {
         if let Some(t) = cause.downcast_ref::<Tagged>() {
             return t.kind;
         }
-        if cause.is::<crate::config::ConfigError>() {
-            return Kind::Config;
-        }
-        if cause.is::<crate::docker::connect::UnreachableHosts>() {
-            return Kind::Unreachable;
+        if let Some(kind) = typed(cause) {
+            return kind;
         }
     }
     Kind::Failed
@@ -104,12 +103,13 @@ mod tests {
     fn kinds_survive_context() {
         let e: anyhow::Result<()> = Err(refused("remove needs --i-am-aware"));
         let e = e.context("removing cluster main").unwrap_err();
-        assert_eq!(kind_of(&e), Kind::Refused);
+        let none = |_: &(dyn std::error::Error + 'static)| None;
+        assert_eq!(kind_of(&e, none), Kind::Refused);
         assert_eq!(format!("{e:#}"), "removing cluster main: remove needs --i-am-aware");
         let plain = anyhow::anyhow!("boom");
-        assert_eq!(kind_of(&plain), Kind::Failed);
+        assert_eq!(kind_of(&plain, none), Kind::Failed);
         let io: Result<(), std::io::Error> = Err(std::io::Error::other("no route"));
-        assert_eq!(kind_of(&io.kind(Kind::Unreachable).unwrap_err()), Kind::Unreachable);
+        assert_eq!(kind_of(&io.kind(Kind::Unreachable).unwrap_err(), none), Kind::Unreachable);
         assert_eq!(
             [Kind::Failed, Kind::Config, Kind::Unreachable, Kind::Refused].map(Kind::code),
             [1, 2, 3, 4]

@@ -24,7 +24,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = commands::Cli::parse();
-    output::init(cli.global.output);
+    output::init(cli.global.format());
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGCTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(if cli.global.verbose { "pgctl=debug" } else { "pgctl=warn" }));
     tracing_subscriber::fmt()
@@ -38,9 +38,20 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let kind = error::kind_of(&e);
+            let kind = error::kind_of(&e, typed_kind);
             output::error(&e, kind);
             std::process::ExitCode::from(kind.code())
         }
+    }
+}
+
+/// The exit-code kind of the typed errors modules return.
+fn typed_kind(cause: &(dyn std::error::Error + 'static)) -> Option<error::Kind> {
+    if cause.is::<config::ConfigError>() {
+        Some(error::Kind::Config)
+    } else if cause.is::<docker::connect::UnreachableHosts>() {
+        Some(error::Kind::Unreachable)
+    } else {
+        None
     }
 }

@@ -73,36 +73,39 @@ pub fn is_leader_role(role: &str) -> bool {
     matches!(role, "leader" | "master" | "primary" | "standby_leader")
 }
 
-/// The engine of the host whose member leads, asked of the first member that answers.
+/// The engine of the host whose member leads, as Patroni reports it. A member that answers
+/// but sees no leader (mid-failover, or cut off from the DCS) does not end the search.
 pub async fn leader<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<&'a Engine> {
     let mut errors = Vec::new();
     for e in engines {
-        match patroni_get(e, "/cluster").await {
-            Ok(cluster) => {
-                let leader = cluster["members"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|m| is_leader_role(m["role"].as_str().unwrap_or_default()));
-                let Some(leader) = leader else {
-                    bail!("the cluster has no leader (asked {}'s Patroni)", e.host);
-                };
-                let address = leader["host"].as_str().unwrap_or_default();
-                let name = leader["name"].as_str().unwrap_or_default();
-                let host = cfg
-                    .hosts
-                    .hosts
-                    .iter()
-                    .find(|h| h.address == address || h.name == name)
-                    .map(|h| h.name.as_str())
-                    .unwrap_or(name);
-                return engines
-                    .iter()
-                    .find(|e| e.host == host)
-                    .with_context(|| format!("the leader {name} runs on host {host}, which is not reachable"));
+        let cluster = match patroni_get(e, "/cluster").await {
+            Ok(c) => c,
+            Err(err) => {
+                errors.push(format!("{}: {err:#}", e.host));
+                continue;
             }
-            Err(err) => errors.push(format!("{}: {err:#}", e.host)),
-        }
+        };
+        let leader = cluster["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| is_leader_role(m["role"].as_str().unwrap_or_default()));
+        let Some(leader) = leader else {
+            errors.push(format!("{}: its Patroni sees no leader", e.host));
+            continue;
+        };
+        // Members are named after their hosts; the address is the fallback.
+        let name = leader["name"].as_str().unwrap_or_default();
+        let address = leader["host"].as_str().unwrap_or_default();
+        let host = cfg
+            .host(name)
+            .or_else(|| cfg.hosts.hosts.iter().find(|h| h.address == address))
+            .map(|h| h.name.as_str())
+            .unwrap_or(name);
+        return engines
+            .iter()
+            .find(|e| e.host == host)
+            .with_context(|| format!("the leader {name} runs on host {host}, which is not reachable"));
     }
-    bail!("no Patroni member answers: {}", errors.join("; "))
+    bail!("the cluster has no leader that a member can see: {}", errors.join("; "))
 }

@@ -82,7 +82,7 @@ async fn pick_host<'a>(cfg: &Config, engines: &'a [Engine], on: Option<&str>) ->
         return engines
             .iter()
             .find(|e| e.host == name)
-            .with_context(|| format!("--on {name}: no such (reachable) host in {}", cfg.hosts_path.display()));
+            .ok_or_else(|| crate::error::usage(format!("--on {name}: no such (reachable) host in {}", cfg.hosts_path.display())));
     }
     let leader = member::leader(cfg, engines).await.ok().map(|e| e.host.clone());
     let patroni = |e: &&Engine| cfg.host(&e.host).is_some_and(|h| h.has_role(crate::config::Role::Patroni));

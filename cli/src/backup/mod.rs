@@ -37,7 +37,9 @@ pub trait Engine: Send + Sync {
     /// What prepares the repository for a new cluster, if anything.
     fn init_repository(&self, cfg: &Config) -> Option<Vec<String>>;
     /// The error for a failed `init_repository`, from its output.
-    fn init_failure(&self, cfg: &Config, output: &str) -> anyhow::Error;
+    fn init_failure(&self, _cfg: &Config, output: &str) -> anyhow::Error {
+        anyhow::anyhow!("preparing the backup repository failed: {}", last_error(output))
+    }
     /// Lists the backups (JSON on stdout).
     fn list_backups(&self, cfg: &Config) -> Vec<String>;
     /// Lists the WAL archive with upload times, where that is how the end of it is found.
@@ -274,7 +276,11 @@ pub async fn retain(cfg: &Config, engines: &[docker::Engine], keep_full: u32, dr
             "--keep-full 0 would delete every backup; keep at least 1 (2 or more recommended)",
         ));
     }
-    let host = member::leader(cfg, engines).await?;
+    // On the leader, or on any member when there is none: retention only talks to S3.
+    let host = match member::leader(cfg, engines).await {
+        Ok(leader) => leader,
+        Err(_) => engines.first().context("no member answers")?,
+    };
     let out = member::as_postgres(host, &engine(cfg).retain(cfg, keep_full, dry_run)).await?;
     let log = format!("{}{}", out.stdout, out.stderr);
     if !out.success() {

@@ -40,7 +40,6 @@ impl Target {
         }
     }
 
-    /// pgBackRest's restore options for this target (`timeline`: `latest` or a number).
     /// postgresql.auto.conf lines for engines whose fetch writes no recovery settings (WAL-G).
     pub fn recovery_conf(&self, restore_command: &str, timeline: &str) -> String {
         let mut lines = vec![format!("restore_command = '{}'", restore_command.replace('\'', "''"))];

@@ -57,10 +57,6 @@ impl Engine for WalG {
         None
     }
 
-    fn init_failure(&self, _cfg: &Config, text: &str) -> anyhow::Error {
-        anyhow::anyhow!("preparing the backup repository failed: {}", super::last_error(text))
-    }
-
     fn list_backups(&self, cfg: &Config) -> Vec<String> {
         self.command(cfg, &["backup-list", "--detail", "--json"])
     }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 fn engine_of<'a>(engines: &'a [Engine], cfg: &Config, member: &str) -> Result<&'a Engine> {
     // Members are named after their hosts.
     if cfg.host(member).is_none() {
-        bail!(
+        return Err(crate::error::usage(format!(
             "no member `{member}`: members are the hosts with role patroni ({})",
             patroni_hosts(cfg).join(", ")
-        );
+        )));
     }
     engines
         .iter()
@@ -72,7 +72,9 @@ pub async fn switchover(cfg: &Config, engines: &[Engine], to: Option<&str>, at: 
         .clone()
         .context("the cluster has no leader: use `pgctl failover --to MEMBER`")?;
     if to == Some(leader.as_str()) {
-        bail!("{leader} is already the leader");
+        return Err(crate::error::refused(format!(
+            "{leader} is already the leader; nothing was changed"
+        )));
     }
     if let Some(t) = to {
         engine_of(engines, cfg, t)?;
@@ -84,7 +86,7 @@ pub async fn switchover(cfg: &Config, engines: &[Engine], to: Option<&str>, at: 
             .map(|m| m.name.as_str())
             .collect();
         if cfg.hosts.cluster.patroni.synchronous_mode && !sync.contains(&t) {
-            bail!("synchronous_mode is on: a switchover can only go to the synchronous standby ({}), which has every acknowledged commit; {t} is not it", sync.join(", "));
+            return Err(crate::error::refused(format!("synchronous_mode is on: a switchover can only go to the synchronous standby ({}), which has every acknowledged commit; {t} is not it", sync.join(", "))));
         }
     }
     let mut body = serde_json::json!({ "leader": leader });
@@ -119,7 +121,9 @@ pub async fn failover(cfg: &Config, engines: &[Engine], to: &str, timeout: Durat
 pub async fn reinit(cfg: &Config, engines: &[Engine], member: &str, timeout: Duration) -> Result<ClusterStatus> {
     let before = status::fetch(cfg, engines).await?;
     if before.leader.as_deref() == Some(member) {
-        bail!("{member} is the leader: switch over first (`pgctl switchover`), then reinit it");
+        return Err(crate::error::refused(format!(
+            "{member} is the leader: switch over first (`pgctl switchover`), then reinit it"
+        )));
     }
     let (code, text) = member::patroni_api(
         engine_of(engines, cfg, member)?,

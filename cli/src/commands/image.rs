@@ -105,7 +105,7 @@ async fn build(a: BuildArgs, ctx: &Ctx) -> Result<()> {
     let hosts = &ctx.global.hosts;
     let tag = match a.tag {
         Some(t) => t,
-        None if hosts.exists() => config::load(hosts, None)?.hosts.cluster.image,
+        None if hosts.exists() => config::load(hosts, ctx.global.secrets.as_deref())?.hosts.cluster.image,
         None => format!("pgctl/postgres:{}", a.pg_major),
     };
     let plan = image::plan(image::BuildRequest {

@@ -57,7 +57,20 @@ pub struct LabArgs {
     dir: PathBuf,
 }
 
-pub async fn run(command: LabCommand, _: &Ctx) -> Result<()> {
+pub async fn run(command: LabCommand, ctx: &Ctx) -> Result<()> {
+    // `lab up --hosts N` was the number of hosts before --hosts became the global hosts file.
+    if ctx
+        .global
+        .hosts
+        .to_str()
+        .is_some_and(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(crate::error::usage(format!(
+            "--hosts {} names a hosts file; the number of lab hosts is `--count {}`",
+            ctx.global.hosts.display(),
+            ctx.global.hosts.display()
+        )));
+    }
     match command {
         LabCommand::Up {
             lab: l,

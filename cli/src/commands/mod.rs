@@ -56,6 +56,20 @@ pub struct Global {
     /// More log output (or set PGCTL_LOG=pgctl=debug)
     #[arg(long, short = 'v', global = true)]
     pub verbose: bool,
+    /// Same as --output json (kept for scripts written before --output)
+    #[arg(long, global = true, hide = true)]
+    pub json: bool,
+}
+
+impl Global {
+    /// The result format: --output, or json when the old --json flag is given.
+    pub fn format(&self) -> Format {
+        if self.json {
+            Format::Json
+        } else {
+            self.output
+        }
+    }
 }
 
 #[derive(Subcommand)]

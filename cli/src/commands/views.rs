@@ -1,4 +1,4 @@
-//! Text views shared by several commands (the cluster status table, phase times).
+//! Text views shared by several commands (the cluster status table, the leader's timeline).
 
 use crate::cluster::status::ClusterStatus;
 use crate::output::{self, size};

@@ -359,7 +359,7 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
         out.push((
             Warning,
             "backup_encryption_key".into(),
-            "none: backups and WAL go to S3 unencrypted (anyone who can read the bucket reads the data); `pgctl init` generates one",
+            "none: backups and WAL go to S3 unencrypted (anyone who can read the bucket reads the data); `pgctl init` generates one. Set it only for a new, empty prefix: a repository written unencrypted cannot be read with a key",
         ));
     }
     if hosts.backup.is_some() && !(set(&s.s3.readonly_access_key_id) && set(&s.s3.readonly_secret_access_key)) {

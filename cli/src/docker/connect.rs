@@ -129,7 +129,10 @@ pub async fn local() -> anyhow::Result<Engine> {
     let endpoint = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
     let docker = client(&endpoint, None, API_TIMEOUT_SECS).map_err(|e| anyhow::anyhow!("local Docker engine at {endpoint}: {e}"))?;
     open(docker, "local", &endpoint).await.map_err(|e| {
-        anyhow::anyhow!("local Docker engine at {endpoint} is not reachable: {e}\n  Start it (e.g. `systemctl start docker`, or `ansible-free-scripts/install-docker.sh`)")
+        crate::error::tagged(
+            crate::error::Kind::Unreachable,
+            format!("local Docker engine at {endpoint} is not reachable: {e}\n  Start it (e.g. `systemctl start docker`, or `ansible-free-scripts/install-deps.sh`)"),
+        )
     })
 }
 

@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use bollard::query_parameters::BuildImageOptions;
 use futures_util::StreamExt;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::time::Instant;
 
 /// A built and tagged image.
@@ -58,7 +57,6 @@ pub async fn run_build(engine: &Engine, context_tar: Vec<u8>, what: &str, s: &Bu
     let mut step = String::new();
     let mut tail: Vec<String> = Vec::new();
     let mut id = None;
-    let mut stderr = std::io::stderr();
     while let Some(msg) = stream.next().await {
         let info = match msg {
             Ok(info) => info,
@@ -74,7 +72,7 @@ pub async fn run_build(engine: &Engine, context_tar: Vec<u8>, what: &str, s: &Bu
                     step = line.to_string();
                     tail.clear();
                     if !s.verbose {
-                        let _ = writeln!(stderr, "  [{what}] {line}");
+                        crate::output::step(format!("  [{what}] {line}"));
                     }
                 } else {
                     tail.push(line.to_string());
@@ -83,7 +81,7 @@ pub async fn run_build(engine: &Engine, context_tar: Vec<u8>, what: &str, s: &Bu
                     }
                 }
                 if s.verbose {
-                    let _ = writeln!(stderr, "  [{what}] {line}");
+                    crate::output::step(format!("  [{what}] {line}"));
                 }
             }
         }

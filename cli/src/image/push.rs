@@ -63,7 +63,12 @@ pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result
             match result {
                 Ok(kind) => {
                     progress.suspend(|| {
-                        crate::output::step(format!("{:>10}: {kind} ({:.1} MB in {seconds:.1}s)", host.name, bytes as f64 / 1e6))
+                        crate::output::step(format!(
+                            "{:>10}: {kind} ({} in {})",
+                            host.name,
+                            crate::output::size(bytes),
+                            crate::output::seconds(seconds)
+                        ))
                     });
                     HostOutcome {
                         host: host.name.clone(),
@@ -164,7 +169,6 @@ pub async fn publish(image: &str, target: &str, username: Option<String>, passwo
             tracing::debug!("{status}");
         }
     }
-    crate::output::step(format!("pushed {target}"));
     Ok(())
 }
 

@@ -77,10 +77,10 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
         check_clone(source, cfg).kind(Kind::Refused)?;
     }
     if source.hosts.backup.is_none() {
-        bail!(
+        return Err(crate::error::usage(format!(
             "{} has no [backup] section: there is no archive to restore from",
             source.hosts_path.display()
-        );
+        )));
     }
     let listing = list::list(source)
         .await
