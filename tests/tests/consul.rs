@@ -60,6 +60,45 @@ fn consul_cluster_end_to_end() -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
     }
 
+    // DNS through a host's local agent (port 8600): master.lab.service.consul is the leader,
+    // before a switchover and, within seconds, after it.
+    let other = lab
+        .hosts()
+        .into_iter()
+        .map(|(h, _)| h)
+        .find(|h| *h != leader)
+        .context("a second host")?;
+    wait_for_dns(
+        &lab,
+        &other,
+        "master.lab.service.consul",
+        &lab.address(&leader),
+        Duration::from_secs(60),
+    )?;
+    lab.pgctl_ok(&["switchover", "--yes"])?;
+    let switched = Instant::now();
+    let new_leader = lab.leader()?;
+    assert_ne!(new_leader, leader, "the switchover moved the leader");
+    wait_for_dns(
+        &lab,
+        &other,
+        "master.lab.service.consul",
+        &lab.address(&new_leader),
+        Duration::from_secs(60),
+    )?;
+    report(&format!(
+        "MEASURED: switchover -> master.lab.service.consul answers the new leader after {:.1}s (consul DNS, service_ttl 5s)",
+        switched.elapsed().as_secs_f64()
+    ));
+    wait_for_dns(
+        &lab,
+        &other,
+        "replica.lab.service.consul",
+        &lab.address(&leader),
+        Duration::from_secs(60),
+    )?;
+    let leader = new_leader;
+
     // Gossip is encrypted with the key from secrets: an agent without it cannot join, and the
     // same agent with the key can (so the check can tell the two apart).
     let key = lab.secret("consul_gossip_key")?;
@@ -168,4 +207,47 @@ fn rogue_agent_joins(lab: &Lab, image: &str, host: &str, node: &str, key: &str) 
         let _ = lab.docker(host, &["exec", "consul", "consul", "force-leave", "-prune", node]);
     }
     Ok((joined, log))
+}
+
+/// A-record addresses of `name` from `host`'s Consul agent (DNS on 127.0.0.1:8600), with a
+/// minimal DNS client in the image's Python (the image has no dig).
+fn resolve(lab: &Lab, host: &str, name: &str) -> Result<Vec<String>> {
+    const CLIENT: &str = r#"
+import socket, struct, sys
+name = sys.argv[1]
+q = struct.pack(">HHHHHH", 7, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, ("127.0.0.1", 8600))
+r = s.recv(4096)
+answers = struct.unpack(">H", r[6:8])[0]
+i = len(q)
+for _ in range(answers):
+    if r[i] & 0xC0 == 0xC0:
+        i += 2
+    else:
+        while r[i]:
+            i += r[i] + 1
+        i += 1
+    rtype, _, _, size = struct.unpack(">HHIH", r[i:i + 10])
+    i += 10
+    if rtype == 1:
+        print(socket.inet_ntoa(r[i:i + size]))
+    i += size
+"#;
+    let out = lab.docker(host, &["exec", "consul", "python3", "-c", CLIENT, name])?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+fn wait_for_dns(lab: &Lab, host: &str, name: &str, address: &str, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let answers = resolve(lab, host, name).unwrap_or_default();
+        if answers.iter().any(|a| a == address) && (!name.starts_with("master.") || answers.len() == 1) {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < timeout, "{name} from {host} answers {answers:?}, not {address}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
