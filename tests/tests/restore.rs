@@ -159,8 +159,10 @@ fn point_in_time_restore() -> Result<()> {
         );
         Ok(objects)
     };
-    let before = source_listing()?;
     lab.pgctl_ok(&["remove", "--i-am-aware", "--yes"])?;
+    // Taken once the source is stopped: its leader's shutdown switches and archives a last
+    // segment, which is the source's own doing, not the clone's.
+    let before = source_listing()?;
     let same_prefix = lab.dir.join("clone-same-prefix.toml");
     std::fs::write(
         &same_prefix,
