@@ -36,6 +36,11 @@ pub trait Engine: Send + Sync {
     fn retain(&self, cfg: &Config, keep_full: u32, dry_run: bool) -> Vec<String>;
     /// What prepares the repository for a new cluster, if anything.
     fn init_repository(&self, cfg: &Config) -> Option<Vec<String>>;
+    /// Whether a failed `init_repository` only met another command of the engine holding the
+    /// repository's lock (a scheduled backup running right then): the repository exists.
+    fn init_busy(&self, _output: &str) -> bool {
+        false
+    }
     /// The error for a failed `init_repository`, from its output.
     fn init_failure(&self, _cfg: &Config, output: &str) -> anyhow::Error {
         anyhow::anyhow!("preparing the backup repository failed: {}", last_error(output))
@@ -207,8 +212,17 @@ pub async fn init_repository(cfg: &Config, leader: &docker::Engine) -> Result<()
     let e = engine(cfg);
     let Some(cmd) = e.init_repository(cfg) else { return Ok(()) };
     let out = member::as_postgres(leader, &cmd).await?;
+    let text = format!("{}{}", out.stdout, out.stderr);
     if !out.success() {
-        return Err(e.init_failure(cfg, &format!("{}{}", out.stdout, out.stderr)));
+        if e.init_busy(&text) {
+            output::step(format!(
+                "{}: a {} command holds the repository's lock (a scheduled backup): the repository exists",
+                leader.host,
+                e.name()
+            ));
+            return Ok(());
+        }
+        return Err(e.init_failure(cfg, &text));
     }
     Ok(())
 }

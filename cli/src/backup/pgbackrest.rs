@@ -58,6 +58,12 @@ impl Engine for PgBackRest {
         Some(self.command(cfg, &["stanza-create"]))
     }
 
+    // [050] is pgBackRest's lock error: a backup (or expire) of this stanza is running, so the
+    // stanza exists and belongs to this cluster (stanza-create would have had nothing to do).
+    fn init_busy(&self, output: &str) -> bool {
+        output.contains("ERROR: [050]") && output.contains("unable to acquire lock")
+    }
+
     fn init_failure(&self, cfg: &Config, text: &str) -> anyhow::Error {
         if text.contains("do not match") || text.contains("system-id") || text.contains("system identifier") {
             return crate::error::refused(format!(
@@ -192,6 +198,13 @@ fn newest_segment_time(text: &str) -> Result<Option<i64>> {
 mod tests {
     use crate::backup::target::Target;
     use crate::backup::Engine;
+
+    #[test]
+    fn a_running_backup_is_not_a_failed_stanza_create() {
+        let busy = "ERROR: [050]: unable to acquire lock on file '/tmp/pgbackrest/lab-backup.lock': Resource temporarily unavailable";
+        assert!(super::PgBackRest.init_busy(busy));
+        assert!(!super::PgBackRest.init_busy("ERROR: [028]: backup and archive info files exist but do not match the database"));
+    }
 
     #[test]
     fn fetch_to_a_time() {
