@@ -1,8 +1,8 @@
-//! Consul as the DCS, end to end: runs only when a Consul binary is supplied
-//! (PGCTL_CONSUL_BIN=/path/to/consul), because Consul cannot be obtained on this workplace's
-//! machines (not in Debian, not on PyPI, no internet). Otherwise it reports itself skipped.
-//! Its configuration is covered without the binary by golden tests and by Patroni's own
-//! validator (tests/cluster.rs).
+//! Consul as the DCS, end to end, on the lab exactly as `pgctl lab up` makes it by default:
+//! Consul + WAL-G, three database hosts running Consul servers and one application host
+//! (app1) running only a Consul client agent. Runs when the lab's default stack is Consul
+//! (ansible-free-scripts/build-go-tools.sh built it into the artifacts directory); otherwise
+//! it reports itself skipped.
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
@@ -12,22 +12,27 @@ use std::time::{Duration, Instant};
 #[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
 fn consul_cluster_end_to_end() -> Result<()> {
     require_e2e("consul_cluster_end_to_end");
-    let Some(consul) = std::env::var_os("PGCTL_CONSUL_BIN") else {
+    let lab = Lab::up_default("pgctl-e2e-consul", "172.30.80.0/24")?;
+    if lab.stack() != ("consul".to_string(), "walg".to_string()) {
         skipped(
             "consul_cluster_end_to_end",
-            "no Consul binary here (set PGCTL_CONSUL_BIN=/path/to/consul to run it)",
+            &format!(
+                "the lab's default stack is {:?}: no consul and wal-g in {} (ansible-free-scripts/build-go-tools.sh builds them)",
+                lab.stack(),
+                artifacts_dir().display()
+            ),
         );
         return Ok(());
-    };
-    let lab = Lab::up("pgctl-e2e-consul", "172.30.80.0/24")?;
-    let tag = "pgctl/postgres:15-consul";
-    lab.build_with(&[("consul", consul.as_ref())], "timescaledb,walg", tag)?;
-    lab.edit_hosts(&[
-        ("dcs = \"etcd\"", "dcs = \"consul\""),
-        ("\"etcd\", \"patroni\"", "\"consul-server\", \"patroni\""),
-        ("image = \"pgctl/postgres:15-debian\"", &format!("image = \"{tag}\"")),
-    ])?;
+    }
+    let (app, _) = lab.app_hosts().into_iter().next().context("the default lab has an application host")?;
     lab.pgctl_ok(&["up"])?;
+    // The application host runs the Consul client agent and nothing of the database.
+    assert_eq!(lab.docker(&app, &["ps", "--format", "{{.Names}}"])?, "consul", "{app} runs only Consul");
+    let members = lab.docker(&lab.hosts()[0].0, &["exec", "consul", "consul", "members"])?;
+    assert!(
+        members.lines().any(|l| l.starts_with(&app) && l.contains("alive") && l.contains("client")),
+        "{app} joined as a client: {members}"
+    );
     let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
     let leader = status["leader"].as_str().context("a leader")?.to_string();
     let members = status["members"].as_array().cloned().unwrap_or_default();
@@ -60,14 +65,9 @@ fn consul_cluster_end_to_end() -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
     }
 
-    // DNS through a host's local agent (port 8600): master.lab.service.consul is the leader,
-    // before a switchover and, within seconds, after it.
-    let other = lab
-        .hosts()
-        .into_iter()
-        .map(|(h, _)| h)
-        .find(|h| *h != leader)
-        .context("a second host")?;
+    // DNS through the application host's local agent (port 8600), as clients resolve it:
+    // master.lab.service.consul is the leader, before a switchover and, within seconds, after.
+    let other = app;
     wait_for_dns(
         &lab,
         &other,

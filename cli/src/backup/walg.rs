@@ -69,9 +69,17 @@ impl Engine for WalG {
         parse_backup_list(backups)
     }
 
-    // WAL-G keeps no system identifier in a listing; its WALG_PREVENT_WAL_OVERWRITE guards.
-    fn system_id(&self, _backups: &str) -> Result<Option<String>> {
-        Ok(None)
+    // The newest backup's system identifier (backup-list --detail has it from the sentinel).
+    // A prefix holding WAL but no backup yet names no system: WALG_PREVENT_WAL_OVERWRITE is
+    // then the only guard (a colliding segment is refused, not overwritten).
+    fn system_id(&self, backups: &str) -> Result<Option<String>> {
+        let v: serde_json::Value = serde_json::from_str(backups).context("wal-g backup-list output")?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| Some((b["finish_time"].as_str()?, b["system_identifier"].as_u64()?)))
+            .max()
+            .map(|(_, id)| id.to_string()))
     }
 
     fn fetch(&self, cfg: &Config, backup: &str, target: &Target, timeline: &str, _verify: bool) -> (Vec<String>, Option<String>) {
@@ -106,7 +114,8 @@ fn parse_backup_list(text: &str) -> Result<super::list::Listing> {
             },
             start: time(&b["start_time"]),
             stop: time(&b["finish_time"]),
-            size_bytes: b["compressed_size"].as_u64().unwrap_or_default(),
+            // The database's size, as pgBackRest reports it (what was backed up, not stored).
+            size_bytes: b["uncompressed_size"].as_u64().unwrap_or_default(),
             wal_start: b["wal_file_name"].as_str().unwrap_or_default().into(),
             wal_stop: String::new(),
         })
@@ -125,9 +134,13 @@ mod tests {
     #[test]
     fn parses_walg_backup_list() {
         let text = r#"[{"backup_name":"base_000000010000000000000004","start_time":"2026-11-21T21:00:00Z","finish_time":"2026-11-21T21:00:09Z",
-            "wal_file_name":"000000010000000000000004","compressed_size":1234,"is_permanent":false}]"#;
+            "wal_file_name":"000000010000000000000004","compressed_size":1234,"uncompressed_size":56789,"is_permanent":false,
+            "system_identifier":7441234567890123456}]"#;
         let l = super::parse_backup_list(text).unwrap();
-        assert_eq!(l.backups[0].size_bytes, 1234);
+        assert_eq!(l.backups[0].size_bytes, 56789);
         assert_eq!(l.backups[0].stop - l.backups[0].start, 9);
+        use crate::backup::Engine;
+        assert_eq!(super::WalG.system_id(text).unwrap().as_deref(), Some("7441234567890123456"));
+        assert_eq!(super::WalG.system_id("[]").unwrap(), None);
     }
 }

@@ -10,16 +10,34 @@ use std::path::PathBuf;
 pub enum LabCommand {
     /// Make (or complete) the lab: base image, N hosts with their own engines, S3, hosts.toml
     #[command(
-        long_about = "Make (or complete) the lab: N simulated hosts, each a container running its own Docker Engine \
-reachable over TCP with mutual TLS (a lab CA made by pgctl), an S3 server (Garage) behind HTTPS, and a ready \
-DIR/hosts.toml + DIR/secrets.toml. Safe to re-run: what exists is kept.\n\nExample:\n  pgctl lab up --count 3 && pgctl --hosts lab/hosts.toml check"
+        long_about = "Make (or complete) the lab: N simulated database hosts and application hosts, each a container \
+running its own Docker Engine reachable over TCP with mutual TLS (a lab CA made by pgctl), an S3 server (Garage) \
+behind HTTPS, and a ready DIR/hosts.toml + DIR/secrets.toml. Safe to re-run: what exists is kept; hosts.toml is \
+written anew.\n\nThe stack is the mission's, Consul + WAL-G, when --artifacts supplies their binaries \
+(ansible-free-scripts/build-go-tools.sh builds them into /var/cache/pgctl/artifacts); otherwise etcd + pgBackRest \
+from Debian. --dcs / --backup-engine choose. With Consul one application host (app1: a Consul client agent, no \
+database) is added, so clients resolve master.<name>.service.consul the way production does.\n\nExample:\n  \
+pgctl lab up && pgctl image build --source debian --base pgctl/debian:bookworm --artifacts /var/cache/pgctl/artifacts \\\n    \
+--without timescaledb --hosts lab/hosts.toml && pgctl image push --hosts lab/hosts.toml && pgctl up --hosts lab/hosts.toml"
     )]
     Up {
         #[command(flatten)]
         lab: LabArgs,
-        /// Number of simulated hosts
+        /// Number of simulated database hosts
         #[arg(long, default_value_t = 3)]
         count: usize,
+        /// Number of application hosts (Consul client agent, no database); default 1 with Consul, 0 with etcd
+        #[arg(long)]
+        app_hosts: Option<usize>,
+        /// DCS the lab's hosts.toml names (default: consul when --artifacts has it, else etcd)
+        #[arg(long, value_parser = ["consul", "etcd"])]
+        dcs: Option<String>,
+        /// Backup engine the lab's hosts.toml names (default: walg when --artifacts has it, else pgbackrest)
+        #[arg(long, value_parser = ["walg", "pgbackrest"])]
+        backup_engine: Option<String>,
+        /// Directory of supplied binaries (with SHA256SUMS) the lab's image is built with
+        #[arg(long, env = "PGCTL_ARTIFACTS", default_value = "/var/cache/pgctl/artifacts")]
+        artifacts: PathBuf,
         /// The lab network (a /24); hosts get .11, .12, ..., S3 gets .10
         #[arg(long, default_value = "172.30.77.0/24")]
         subnet: String,
@@ -75,21 +93,40 @@ pub async fn run(command: LabCommand, ctx: &Ctx) -> Result<()> {
         LabCommand::Up {
             lab: l,
             count,
+            app_hosts,
+            dcs,
+            backup_engine,
+            artifacts,
             subnet,
             garage,
             base,
             mirror,
         } => {
+            let stack = lab::Stack::choose(dcs.as_deref(), backup_engine.as_deref(), &artifacts);
             let spec = lab::LabSpec {
                 name: l.name,
                 dir: l.dir,
                 hosts: count,
+                app_hosts: app_hosts.unwrap_or(usize::from(stack.dcs == "consul")),
+                stack,
                 subnet,
                 garage,
                 base,
                 mirror,
             };
             lab::up(&spec).await?;
+            let hosts = spec.dir.join("hosts.toml");
+            let from = if spec.stack.dcs != "consul" && spec.stack.backup_engine != "walg" {
+                String::new()
+            } else {
+                format!(" --artifacts {}", artifacts.display())
+            };
+            output::step(format!(
+                "  next: pgctl image build --source debian --base {}{from} --without {} --hosts {h} && pgctl image push --hosts {h} && pgctl up --hosts {h}",
+                spec.base,
+                spec.stack.without(),
+                h = hosts.display()
+            ));
             let status = lab::status(&spec.name, &spec.dir).await?;
             output::result(&status, status_text)
         }

@@ -163,8 +163,8 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
         )
     };
     let timescaledb = origin(Component::Timescaledb, &["timescaledb*{pg}*.deb"], Origin::Apt)?;
-    let walg = origin(Component::Walg, &["wal-g", "wal-g*.tar.gz"], Origin::Download)?;
-    let consul = origin(Component::Consul, &["consul"], Origin::Apt)?;
+    let walg = origin(Component::Walg, WALG_ARTIFACTS, Origin::Download)?;
+    let consul = origin(Component::Consul, CONSUL_ARTIFACTS, Origin::Apt)?;
     if walg == Some(Origin::Download) && req.walg_sha256.as_deref().is_none_or(str::is_empty) {
         bail!(
             "WAL-G {} would be downloaded from GitHub, but its sha256 is not pinned: pass --walg-sha256 HEX (from a release you verified), supply it with --artifacts DIR, or --without walg",
@@ -178,6 +178,17 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
         consul,
         artifact_files: files,
     })
+}
+
+/// File names in an --artifacts directory that supply WAL-G and Consul.
+pub const WALG_ARTIFACTS: &[&str] = &["wal-g", "wal-g*.tar.gz"];
+pub const CONSUL_ARTIFACTS: &[&str] = &["consul"];
+
+/// Whether `dir` (an --artifacts directory) supplies a verified file matching `patterns`.
+pub fn artifacts_provide(dir: &Path, patterns: &[&str]) -> bool {
+    Artifacts::open(dir)
+        .and_then(|a| a.matching(patterns, 15))
+        .is_ok_and(|found| !found.is_empty())
 }
 
 /// A directory of pre-downloaded files with a `SHA256SUMS` list (sha256sum's format).

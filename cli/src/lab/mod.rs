@@ -6,6 +6,8 @@
 mod images;
 pub mod pki;
 pub mod s3;
+mod stack;
+pub use stack::Stack;
 
 use crate::config::init::{write_file, HostsTemplate, InitHost, SecretsTemplate};
 use crate::docker::{self, Engine, FileSpec};
@@ -25,8 +27,13 @@ use std::time::Duration;
 pub struct LabSpec {
     pub name: String,
     pub dir: PathBuf,
+    /// Database hosts (host1, host2, ...).
     pub hosts: usize,
-    /// A /24 such as 172.30.77.0/24: hosts get .11, .12, ..., the S3 server .10.
+    /// Application hosts (app1, ...): a Consul client agent and no database, as clients run.
+    pub app_hosts: usize,
+    pub stack: Stack,
+    /// A /24 such as 172.30.77.0/24: database hosts get .11, .12, ..., application hosts .21,
+    /// .22, ..., the S3 server .10.
     pub subnet: String,
     pub garage: PathBuf,
     pub base: String,
@@ -76,7 +83,17 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
         bail!("`pgctl lab up` needs root: it makes a Debian base image with mmdebstrap and runs nested Docker engines");
     }
     if spec.hosts == 0 || spec.hosts > 9 {
-        bail!("--hosts {}: the lab makes 1 to 9 hosts", spec.hosts);
+        bail!("--count {}: the lab makes 1 to 9 database hosts", spec.hosts);
+    }
+    if spec.app_hosts > 9 {
+        bail!("--app-hosts {}: the lab makes 0 to 9 application hosts", spec.app_hosts);
+    }
+    if spec.app_hosts > 0 && spec.stack.dcs != "consul" {
+        bail!(
+            "--app-hosts {}: an application host runs a Consul client agent, and this lab's DCS is {}; use --dcs consul or --app-hosts 0",
+            spec.app_hosts,
+            spec.stack.dcs
+        );
     }
     let local = docker::local().await?;
     claim_dir(spec)?;
@@ -89,9 +106,10 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
     let ca = load_or_create_ca(&spec.dir)?;
     let secrets = load_or_create_secrets(spec)?;
     let mut hosts = Vec::new();
-    for i in 1..=spec.hosts {
-        let name = LabSpec::host_name(i);
-        let ip = spec.ip(10 + i as u8)?;
+    let db_hosts = (1..=spec.hosts).map(|i| (LabSpec::host_name(i), 10 + i as u8));
+    let app_hosts = (1..=spec.app_hosts).map(|i| (format!("app{i}"), 20 + i as u8));
+    for (name, last) in db_hosts.chain(app_hosts) {
+        let ip = spec.ip(last)?;
         ensure_host(&local, spec, &ca, &host_image, &name, &ip).await?;
         write_client_certs(spec, &ca, &name)?;
         hosts.push((name, ip));
@@ -129,7 +147,10 @@ pub async fn up(spec: &LabSpec) -> Result<()> {
         }
         bail!("lab engines did not come up: {e}{logs}");
     }
-    crate::output::step(format!("lab `{}` is up: {} hosts, S3 at https://{s3_ip}", spec.name, spec.hosts));
+    crate::output::step(format!(
+        "lab `{}` is up: {} database host(s), {} application host(s), S3 at https://{s3_ip}; DCS {}, backups with {}",
+        spec.name, spec.hosts, spec.app_hosts, spec.stack.dcs, spec.stack.backup_engine
+    ));
     crate::output::step(format!("  hosts file: {}", spec.dir.join("hosts.toml").display()));
     Ok(())
 }
@@ -206,14 +227,26 @@ fn write_client_certs(spec: &LabSpec, ca: &pki::Ca, host: &str) -> Result<()> {
 }
 
 fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> Result<()> {
-    let voters = if hosts.len() % 2 == 1 { hosts.len() } else { hosts.len() - 1 };
+    // An odd number of DCS voters among the database hosts; the rest (and every application
+    // host) run a Consul client agent, or nothing of etcd.
+    let voters = if spec.hosts % 2 == 1 { spec.hosts } else { spec.hosts - 1 };
+    let consul = spec.stack.dcs == "consul";
+    let roles = |i: usize| -> Vec<String> {
+        let r: &[&str] = match (i < voters, i < spec.hosts, consul) {
+            (true, _, true) => &["consul-server", "patroni"],
+            (true, _, false) => &["etcd", "patroni"],
+            (false, true, true) => &["consul-client", "patroni"],
+            (false, true, false) => &["patroni"],
+            (false, false, _) => &["consul-client"],
+        };
+        r.iter().map(|s| s.to_string()).collect()
+    };
     let template = HostsTemplate {
         name: "lab".into(),
         postgres_major: 15,
         image: LAB_IMAGE_TAG.into(),
-        // Consul, WAL-G and TimescaleDB cannot be obtained here: the lab runs etcd + pgBackRest.
-        dcs: "etcd".into(),
-        backup_engine: "pgbackrest".into(),
+        dcs: spec.stack.dcs.clone(),
+        backup_engine: spec.stack.backup_engine.clone(),
         ttl: 20,
         loop_wait: 5,
         retry_timeout: 5,
@@ -231,11 +264,7 @@ fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> 
                 name: name.clone(),
                 endpoint: format!("tcp://{ip}:2376"),
                 address: ip.clone(),
-                roles: if i < voters {
-                    vec!["etcd".into(), "patroni".into()]
-                } else {
-                    vec!["patroni".into()]
-                },
+                roles: roles(i),
             })
             .collect(),
     };
