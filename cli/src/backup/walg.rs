@@ -73,7 +73,7 @@ impl Engine for WalG {
     // A prefix holding WAL but no backup yet names no system: WALG_PREVENT_WAL_OVERWRITE is
     // then the only guard (a colliding segment is refused, not overwritten).
     fn system_id(&self, backups: &str) -> Result<Option<String>> {
-        let v: serde_json::Value = serde_json::from_str(backups).context("wal-g backup-list output")?;
+        let v = backup_list_json(backups)?;
         Ok(v.as_array()
             .into_iter()
             .flatten()
@@ -92,9 +92,18 @@ impl Engine for WalG {
     }
 }
 
+/// `wal-g backup-list --detail --json` as JSON. An empty repository prints nothing on stdout
+/// ("No backups found" goes to stderr): that is an empty list, not bad output.
+fn backup_list_json(text: &str) -> Result<serde_json::Value> {
+    if text.trim().is_empty() {
+        return Ok(serde_json::Value::Array(Vec::new()));
+    }
+    serde_json::from_str(text).context("wal-g backup-list output")
+}
+
 /// `wal-g backup-list --detail --json`.
 fn parse_backup_list(text: &str) -> Result<super::list::Listing> {
-    let v: serde_json::Value = serde_json::from_str(text).context("wal-g backup-list output")?;
+    let v = backup_list_json(text)?;
     let time = |s: &serde_json::Value| {
         s.as_str()
             .and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
@@ -131,6 +140,15 @@ fn parse_backup_list(text: &str) -> Result<super::list::Listing> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn empty_repository_is_an_empty_list() {
+        let l = super::parse_backup_list("").unwrap();
+        assert!(l.backups.is_empty());
+        use super::super::Engine;
+        assert_eq!(super::WalG.system_id("\n").unwrap(), None);
+        assert!(super::parse_backup_list("No backups").is_err());
+    }
+
     #[test]
     fn parses_walg_backup_list() {
         let text = r#"[{"backup_name":"base_000000010000000000000004","start_time":"2026-11-21T21:00:00Z","finish_time":"2026-11-21T21:00:09Z",
