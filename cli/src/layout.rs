@@ -53,6 +53,10 @@ pub fn verify_volume(scope: &str) -> String {
 pub const PATRONI_CONFIG: &str = "/etc/pgctl/patroni.yml";
 pub const ETCD_CONFIG: &str = "/etc/pgctl/etcd.yml";
 pub const CONSUL_CONFIG: &str = "/etc/pgctl/consul.json";
+/// On Consul servers only: the management token pgctl's own `consul` calls use, and the ACL
+/// setup `up` applies (scope and token secret ids), both root-only.
+pub const CONSUL_MANAGEMENT_TOKEN: &str = "/etc/pgctl/consul-management.token";
+pub const CONSUL_ACL: &str = "/etc/pgctl/consul-acl.json";
 pub const PGPASS: &str = "/etc/pgctl/pgpass";
 pub const PGBACKREST_CONFIG: &str = "/etc/pgctl/pgbackrest.conf";
 pub const WALG_CONFIG: &str = "/etc/pgctl/walg.json";

@@ -32,6 +32,7 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("recover.sh", include_str!("../../compose-templates/scripts/recover.sh")),
     ("patroni-api.py", include_str!("../../compose-templates/scripts/patroni-api.py")),
     ("port-check.py", include_str!("../../compose-templates/scripts/port-check.py")),
+    ("consul-acl.py", include_str!("../../compose-templates/scripts/consul-acl.py")),
 ];
 
 /// The script `name` from compose-templates/scripts.

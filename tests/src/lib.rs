@@ -522,6 +522,12 @@ impl Lab {
         format!("{}-{host}", self.name)
     }
 
+    /// A top-level value from the lab's secrets.toml.
+    pub fn secret(&self, key: &str) -> Result<String> {
+        let v: toml::Value = toml::from_str(&std::fs::read_to_string(self.dir.join("secrets.toml"))?)?;
+        v[key].as_str().map(str::to_string).with_context(|| format!("secrets.toml: {key}"))
+    }
+
     /// A value from the lab's secrets.toml `[s3]` table.
     pub fn s3_secret(&self, key: &str) -> Result<String> {
         let v: toml::Value = toml::from_str(&std::fs::read_to_string(self.dir.join("secrets.toml"))?)?;

@@ -65,6 +65,39 @@ fn consul_cluster_end_to_end() -> Result<()> {
         std::thread::sleep(Duration::from_secs(2));
     }
 
+    // Consul denies by default. Without a token the KV store is closed (Patroni's leader key
+    // above all), from an application host as from a server; Patroni's token reaches its own
+    // scope's keys and nothing else; the management token (on the servers only) reads all.
+    let leader_key = "/v1/kv/service/lab/leader?raw";
+    assert_eq!(consul_http(&lab, &app, "GET", leader_key, None)?.0, 403, "anonymous read from {app}");
+    assert_eq!(consul_http(&lab, &leader, "GET", leader_key, None)?.0, 403, "anonymous read on {leader}");
+    let patroni = lab.secret("consul_patroni_token")?;
+    assert_eq!(
+        consul_http(&lab, &app, "GET", leader_key, Some(&patroni))?,
+        (200, leader.clone()),
+        "Patroni's token reads the leader key"
+    );
+    assert_eq!(
+        consul_http(&lab, &app, "PUT", "/v1/kv/service/other-cluster/leader", Some(&patroni))?.0,
+        403,
+        "Patroni's token writes another scope's keys"
+    );
+    assert!(
+        !lab.docker(&app, &["exec", "consul", "ls", "/etc/pgctl"])?.contains("management"),
+        "the management token stays on the servers"
+    );
+    let management = lab.secret("consul_management_token")?;
+    assert_eq!(consul_http(&lab, &leader, "GET", leader_key, Some(&management))?, (200, leader.clone()));
+
+    // Gossip is encrypted with the key from secrets: an agent without it cannot join, and the
+    // same agent with the key can (so the check can tell the two apart).
+    let key = lab.secret("consul_gossip_key")?;
+    let wrong = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    let (joined, log) = rogue_agent_joins(&lab, &leader, "rogue-wrong-key", wrong, Duration::from_secs(20))?;
+    assert!(!joined, "an agent with a wrong gossip key joined:\n{log}");
+    let (joined, log) = rogue_agent_joins(&lab, &leader, "rogue-right-key", &key, Duration::from_secs(60))?;
+    assert!(joined, "an agent with the cluster's gossip key did not join:\n{log}");
+
     // DNS through the application host's local agent (port 8600), as clients resolve it:
     // master.lab.service.consul is the leader, before a switchover and, within seconds, after.
     let other = app;
@@ -141,6 +174,66 @@ fn consul_cluster_end_to_end() -> Result<()> {
     }
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     Ok(())
+}
+
+/// `method path` against `host`'s local Consul agent, with `token` if given (passed to the
+/// exec's environment: a lab secret, in a test). The status and the body.
+fn consul_http(lab: &Lab, host: &str, method: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    const CLIENT: &str = r#"
+import os, sys, urllib.request, urllib.error
+req = urllib.request.Request("http://127.0.0.1:8500" + sys.argv[2], method=sys.argv[1],
+                             data=b"x" if sys.argv[1] == "PUT" else None)
+if os.environ.get("TOKEN"):
+    req.add_header("X-Consul-Token", os.environ["TOKEN"])
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print(r.status, r.read().decode())
+except urllib.error.HTTPError as e:
+    print(e.code, e.read().decode())
+"#;
+    let env = format!("TOKEN={}", token.unwrap_or_default());
+    let out = lab.docker(host, &["exec", "-e", &env, "consul", "python3", "-c", CLIENT, method, path])?;
+    let (code, body) = out.split_once(' ').unwrap_or((out.as_str(), ""));
+    Ok((code.trim().parse().with_context(|| format!("HTTP status from {host}: {out}"))?, body.trim().to_string()))
+}
+
+/// Starts a Consul client agent `node` on `host` (its own ports, beside the cluster's agent,
+/// no ACL token: gossip membership does not need one) with gossip key `key`; reports whether
+/// the servers list it as alive within `wait`, and the agent's last log lines. The agent is
+/// removed (and pruned from the member list) afterwards.
+fn rogue_agent_joins(lab: &Lab, host: &str, node: &str, key: &str, wait: Duration) -> Result<(bool, String)> {
+    // With the port: a bare address would mean the rogue's own serf port (18301).
+    let servers: Vec<String> = lab.hosts().into_iter().map(|(_, a)| format!("{a}:8301")).collect();
+    let hcl = format!("ports {{ serf_lan = 18301, http = 18500, dns = -1, grpc = -1, server = 18300 }} retry_join = {servers:?} retry_interval = \"3s\" encrypt = \"{key}\"");
+    let image = lab.docker(host, &["inspect", "consul", "--format", "{{.Config.Image}}"])?;
+    let address = lab.address(host);
+    let data_dir = format!("/tmp/{node}");
+    let _ = lab.docker(host, &["rm", "-f", node]);
+    lab.docker(
+        host,
+        &[
+            "run", "-d", "--name", node, "--network", "host", "--entrypoint", "consul", image.trim(), "agent", "-node", node,
+            "-data-dir", &data_dir, "-bind", &address, "-client", "127.0.0.1", "-hcl", &hcl,
+        ],
+    )?;
+    let started = Instant::now();
+    let mut joined = false;
+    while started.elapsed() < wait {
+        let members = lab.docker(host, &["exec", "consul", "consul", "members"])?;
+        if members
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(node) && l.contains(" alive "))
+        {
+            joined = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let log = lab.docker(host, &["logs", "--tail", "15", node]).unwrap_or_default();
+    lab.docker(host, &["rm", "-f", node])?;
+    let management = "CONSUL_HTTP_TOKEN_FILE=/etc/pgctl/consul-management.token";
+    let _ = lab.docker(host, &["exec", "-e", management, "consul", "consul", "force-leave", "-prune", node]);
+    Ok((joined, log))
 }
 
 /// A-record addresses of `name` from `host`'s Consul agent (DNS on 127.0.0.1:8600), with a

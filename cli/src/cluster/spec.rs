@@ -88,6 +88,7 @@ fn secrets_ctx(cfg: &Config) -> BTreeMap<&'static str, String> {
         ("replication_password", get(&s.replication_password)),
         ("rewind_password", get(&s.rewind_password)),
         ("rest_api_password", get(&s.rest_api_password)),
+        ("consul_patroni_token", get(&s.consul_patroni_token)),
     ])
 }
 
@@ -246,6 +247,9 @@ roles = ["CLIENT"]
             rewind_password: secret("rewind-secret"),
             rest_api_password: secret("api \"quoted\" secret"),
             consul_gossip_key: secret("VGhpcyBpcyAzMiBieXRlcyBsb25nIGtleSBmb3IgdGU="),
+            consul_management_token: secret("0f1e2d3c-4b5a-4697-8877-665544332211"),
+            consul_agent_token: secret("1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d"),
+            consul_patroni_token: secret("9e8d7c6b-5a49-4382-a716-151413121110"),
             ..Default::default()
         };
         Config {

@@ -132,6 +132,10 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
     let dcs_state = dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?;
     output::step(&dcs_state);
+    let prepared = dcs::prepare(cfg, &dcs_engines).await?;
+    if !prepared.is_empty() {
+        output::step(&prepared);
+    }
     if matches!(members, Members::None) {
         return Ok(None);
     }

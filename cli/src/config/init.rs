@@ -77,6 +77,9 @@ pub struct SecretsTemplate {
     pub rewind_password: String,
     pub rest_api_password: String,
     pub consul_gossip_key: String,
+    pub consul_management_token: String,
+    pub consul_agent_token: String,
+    pub consul_patroni_token: String,
     pub backup_encryption_key: String,
     pub s3_access_key_id: String,
     pub s3_secret_access_key: String,
@@ -93,6 +96,9 @@ impl SecretsTemplate {
             rewind_password: password(),
             rest_api_password: password(),
             consul_gossip_key: gossip_key(),
+            consul_management_token: token_uuid(),
+            consul_agent_token: token_uuid(),
+            consul_patroni_token: token_uuid(),
             backup_encryption_key: password(),
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
@@ -112,6 +118,16 @@ pub fn gossip_key() -> String {
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
     base64::engine::general_purpose::STANDARD.encode(key)
+}
+
+/// A random (version 4) UUID: the form Consul requires of a token's secret id.
+pub fn token_uuid() -> String {
+    let mut b = [0u8; 16];
+    rand::rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
 }
 
 /// Writes both files; refuses to overwrite either unless `force`.

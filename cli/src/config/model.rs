@@ -229,6 +229,15 @@ pub struct SecretsFile {
     /// Consul gossip encryption key: 32 random bytes, base64 (as `consul keygen`).
     #[serde(default)]
     pub consul_gossip_key: Option<Secret>,
+    /// Consul ACL tokens (secret ids, UUIDs). Consul runs default-deny: the management token
+    /// bootstraps the servers and is what pgctl uses on them; agents register their node with
+    /// the agent token; Patroni reaches only its own KV prefix with the Patroni token.
+    #[serde(default)]
+    pub consul_management_token: Option<Secret>,
+    #[serde(default)]
+    pub consul_agent_token: Option<Secret>,
+    #[serde(default)]
+    pub consul_patroni_token: Option<Secret>,
     /// Client-side encryption of backups and archived WAL (WAL-G's libsodium key, pgBackRest's
     /// repository cipher); at least 25 characters. Without it backups reach S3 unencrypted.
     #[serde(default)]

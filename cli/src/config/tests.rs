@@ -47,6 +47,9 @@ rewind_password = "c"
 rest_api_password = "d"
 consul_gossip_key = "VGhpcyBpcyAzMiBieXRlcyBsb25nIGtleSBmb3IgdGU="
 backup_encryption_key = "0123456789abcdefghijklmnopqrstuv"
+consul_management_token = "0f1e2d3c-4b5a-4697-8877-665544332211"
+consul_agent_token = "1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d"
+consul_patroni_token = "9e8d7c6b-5a49-4382-a716-151413121110"
 [s3]
 access_key_id = "k"
 secret_access_key = "s"
@@ -327,6 +330,24 @@ fn secrets_problems() {
     );
     let err = r.expect_err("short gossip key");
     assert!(err.0.iter().any(|p| p.key == "consul_gossip_key" && p.line == Some(5)), "{err}");
+
+    // Consul's ACL tokens: required with Consul (not with etcd), and UUIDs.
+    let no_patroni_token = VALID_SECRETS.replace("consul_patroni_token = \"9e8d7c6b-5a49-4382-a716-151413121110\"\n", "");
+    let (_d, r) = setup(&consul, &no_patroni_token, 0o600);
+    let err = r.expect_err("missing Patroni token");
+    assert!(err.0.iter().any(|p| p.key == "consul_patroni_token" && p.message.contains("missing")), "{err}");
+    let (_d, r) = setup(VALID_HOSTS, &no_patroni_token, 0o600);
+    r.unwrap_or_else(|e| panic!("etcd needs no Consul token: {e}"));
+    let (_d, r) = setup(&consul, &VALID_SECRETS.replace("1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d", "agent-token"), 0o600);
+    let err = r.expect_err("a token that is no UUID");
+    assert!(err.0.iter().any(|p| p.key == "consul_agent_token" && p.message.contains("UUID")), "{err}");
+}
+
+#[test]
+fn generated_consul_tokens_are_uuids() {
+    let t = super::init::token_uuid();
+    assert!(super::validate::is_uuid(&t) && t.as_bytes()[14] == b'4', "{t}");
+    assert_ne!(t, super::init::token_uuid());
 }
 
 #[test]

@@ -303,6 +303,9 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
             "consul_gossip_key",
             "missing: Consul gossip key, 32 random bytes in base64 as `consul keygen` prints (or set PGCTL_CONSUL_GOSSIP_KEY)",
         ));
+        for (slot, key, why) in consul_tokens(s) {
+            required.push((set(slot), key, why));
+        }
     }
     if hosts.backup.is_some() {
         required.push((
@@ -343,6 +346,15 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
                 Error,
                 "consul_gossip_key".into(),
                 "not valid: must be 32 bytes encoded in base64 (as `consul keygen` prints)",
+            ));
+        }
+    }
+    for (slot, key, _) in consul_tokens(s) {
+        if slot.as_ref().is_some_and(|t| !t.0.is_empty() && !is_uuid(t.expose())) {
+            out.push((
+                Error,
+                key.into(),
+                "not valid: a Consul token's secret id is a UUID (as `uuidgen` prints)",
             ));
         }
     }
@@ -387,4 +399,32 @@ pub fn is_dns_label(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// The Consul ACL tokens secrets.toml holds, with their keys and what a missing one is for.
+fn consul_tokens(s: &SecretsFile) -> [(&Option<Secret>, &'static str, &'static str); 3] {
+    [
+        (
+            &s.consul_management_token,
+            "consul_management_token",
+            "missing: Consul's initial management token, a UUID (or set PGCTL_CONSUL_MANAGEMENT_TOKEN)",
+        ),
+        (
+            &s.consul_agent_token,
+            "consul_agent_token",
+            "missing: the token Consul agents register their node with, a UUID (or set PGCTL_CONSUL_AGENT_TOKEN)",
+        ),
+        (
+            &s.consul_patroni_token,
+            "consul_patroni_token",
+            "missing: the token Patroni reaches its Consul KV prefix with, a UUID (or set PGCTL_CONSUL_PATRONI_TOKEN)",
+        ),
+    ]
+}
+
+/// 8-4-4-4-12 hexadecimal digits.
+pub(super) fn is_uuid(s: &str) -> bool {
+    let groups: Vec<&str> = s.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
 }

@@ -4,7 +4,7 @@
 use super::{addresses_with, Member, Store};
 use crate::config::{Config, HostConfig, Role};
 use crate::docker::spec::{ContainerSpec, File};
-use crate::docker::{exec, Engine};
+use crate::docker::{exec_env, Engine, ExecOutput};
 use crate::layout::{self, CONSUL};
 use anyhow::{bail, Result};
 use futures_util::future::BoxFuture;
@@ -29,12 +29,7 @@ impl Store for Consul {
         if !host.has_role(Role::ConsulServer) && !host.has_role(Role::ConsulClient) {
             return Ok(None);
         }
-        let gossip_key = cfg
-            .secrets
-            .consul_gossip_key
-            .as_ref()
-            .map(|s| s.expose().to_string())
-            .unwrap_or_default();
+        let s = &cfg.secrets;
         let text = crate::render::render(
             "consul.json.j2",
             minijinja::context! {
@@ -42,7 +37,11 @@ impl Store for Consul {
                 member => Member { name: &host.name, address: &host.address },
                 server => host.has_role(Role::ConsulServer),
                 servers => addresses_with(cfg, Role::ConsulServer),
-                secrets => BTreeMap::from([("consul_gossip_key", gossip_key)]),
+                secrets => BTreeMap::from([
+                    ("consul_gossip_key", expose(&s.consul_gossip_key)),
+                    ("consul_management_token", expose(&s.consul_management_token)),
+                    ("consul_agent_token", expose(&s.consul_agent_token)),
+                ]),
             },
         )?;
         Ok(Some(text))
@@ -53,33 +52,66 @@ impl Store for Consul {
             return Ok(None);
         };
         let config_arg = format!("-config-file={}", layout::CONSUL_CONFIG);
+        let mut files = vec![File::new(layout::CONSUL_CONFIG, config, false)];
+        if host.has_role(Role::ConsulServer) {
+            let acl = serde_json::json!({
+                "scope": cfg.hosts.cluster.name,
+                "agent": expose(&cfg.secrets.consul_agent_token),
+                "patroni": expose(&cfg.secrets.consul_patroni_token),
+            });
+            files.push(File::new(layout::CONSUL_MANAGEMENT_TOKEN, expose(&cfg.secrets.consul_management_token), false));
+            files.push(File::new(layout::CONSUL_ACL, acl.to_string(), false));
+        }
         Ok(Some(ContainerSpec::new(
             CONSUL,
             &["consul", "agent", &config_arg],
             layout::dcs_volume(&cfg.hosts.cluster.name, CONSUL),
             layout::CONSUL_DATA,
-            vec![File::new(layout::CONSUL_CONFIG, config, false)],
+            files,
             image_id,
             &[],
         )))
     }
 
-    fn health<'a>(&'a self, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
+    fn prepare<'a>(&'a self, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            let peers = exec(&engine.docker, CONSUL, &["consul", "operator", "raft", "list-peers"], None)
+            let script = crate::render::script("consul-acl.py");
+            let out = consul(engine, &["python3", "-c", script, layout::CONSUL_MANAGEMENT_TOKEN, layout::CONSUL_ACL]).await?;
+            Ok(out.ok("consul ACL setup")?.trim().to_string())
+        })
+    }
+
+    fn health<'a>(&'a self, cfg: &'a Config, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let peers = consul(engine, &["consul", "operator", "raft", "list-peers"])
                 .await?
                 .ok("consul operator raft list-peers")?;
             if !peers.contains("leader") {
                 bail!("consul: no Raft leader yet");
             }
-            let members = exec(&engine.docker, CONSUL, &["consul", "members"], None)
+            let members = consul(engine, &["consul", "members"])
                 .await?
                 .ok("consul members")?;
-            let alive = members.lines().filter(|l| l.contains(" alive ")).count();
+            let alive: Vec<&str> = members
+                .lines()
+                .filter(|l| l.contains(" alive "))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
             let total = members.lines().count().saturating_sub(1);
-            if alive < total {
-                bail!("consul: {alive} of {total} members alive");
+            // An agent of hosts.toml that has not joined (yet) is not healthy, even if every
+            // member Consul knows of is alive.
+            let missing: Vec<&str> = cfg
+                .hosts
+                .hosts
+                .iter()
+                .filter(|h| h.has_role(Role::ConsulServer) || h.has_role(Role::ConsulClient))
+                .map(|h| h.name.as_str())
+                .filter(|n| !alive.contains(n))
+                .collect();
+            if !missing.is_empty() {
+                bail!("consul: not a live member: {} ({} of {total} members alive)", missing.join(", "), alive.len());
             }
+            let alive = alive.len();
             Ok(format!("consul: leader elected, {alive} member(s) alive"))
         })
     }
@@ -90,7 +122,7 @@ impl Store for Consul {
 
     fn get<'a>(&'a self, engine: &'a Engine, key: &'a str) -> BoxFuture<'a, Result<Option<String>>> {
         Box::pin(async move {
-            let out = exec(&engine.docker, CONSUL, &["consul", "kv", "get", key], None).await?;
+            let out = consul(engine, &["consul", "kv", "get", key]).await?;
             let value = out.stdout.trim().to_string();
             Ok((out.success() && !value.is_empty()).then_some(value))
         })
@@ -98,10 +130,21 @@ impl Store for Consul {
 
     fn delete_prefix<'a>(&'a self, engine: &'a Engine, prefix: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            exec(&engine.docker, CONSUL, &["consul", "kv", "delete", "-recurse", prefix], None)
+            consul(engine, &["consul", "kv", "delete", "-recurse", prefix])
                 .await?
                 .ok("consul kv delete")?;
             Ok(())
         })
     }
+}
+
+/// `cmd` in the consul container of a server, with the management token (from its file: the
+/// token itself is never in an argument or the exec's environment).
+async fn consul(engine: &Engine, cmd: &[&str]) -> Result<ExecOutput> {
+    let token_file = format!("CONSUL_HTTP_TOKEN_FILE={}", layout::CONSUL_MANAGEMENT_TOKEN);
+    exec_env(&engine.docker, CONSUL, cmd, None, &[&token_file]).await
+}
+
+fn expose(secret: &Option<crate::config::Secret>) -> String {
+    secret.as_ref().map(|s| s.expose().to_string()).unwrap_or_default()
 }

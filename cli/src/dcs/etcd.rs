@@ -65,7 +65,7 @@ impl Store for Etcd {
         )))
     }
 
-    fn health<'a>(&'a self, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
+    fn health<'a>(&'a self, _cfg: &'a Config, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
             let out = exec(
                 &engine.docker,

@@ -8,7 +8,7 @@ mod etcd;
 
 use crate::config::{Config, Dcs, HostConfig, Role};
 use crate::docker::{spec::ContainerSpec, Engine};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -25,8 +25,14 @@ pub trait Store: Send + Sync {
     fn config_file(&self, cfg: &Config, host: &HostConfig) -> Result<Option<String>>;
     /// The container `host` runs for the store, if any.
     fn container_spec(&self, cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Option<ContainerSpec>>;
-    /// `Ok(description)` when the store has quorum, as seen from `engine`'s member.
-    fn health<'a>(&'a self, engine: &'a Engine) -> BoxFuture<'a, Result<String>>;
+    /// Makes the running store ready for Patroni (Consul: its ACL policies and tokens);
+    /// idempotent. `Ok(description)` of what is in place.
+    fn prepare<'a>(&'a self, _engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async { Ok(String::new()) })
+    }
+    /// `Ok(description)` when the store has quorum and every host of hosts.toml that runs a
+    /// member (or agent) of it is in, as seen from `engine`'s member.
+    fn health<'a>(&'a self, cfg: &'a Config, engine: &'a Engine) -> BoxFuture<'a, Result<String>>;
     /// Patroni's key `name` of `scope`, in the store's own syntax.
     fn key(&self, scope: &str, name: &str) -> String;
     /// The value of `key`, if set.
@@ -51,7 +57,13 @@ pub fn is_voter(cfg: &Config, host: &str) -> bool {
 
 /// Health summary of the DCS as seen from `engine`'s member.
 pub async fn health(cfg: &Config, engine: &Engine) -> Result<String> {
-    store(cfg).health(engine).await
+    store(cfg).health(cfg, engine).await
+}
+
+/// Makes the healthy store ready for Patroni from the first of `engines` (a voter).
+pub async fn prepare(cfg: &Config, engines: &[&Engine]) -> Result<String> {
+    let engine = engines.first().context("no DCS member reachable")?;
+    store(cfg).prepare(engine).await.with_context(|| format!("{}: preparing the DCS", engine.host))
 }
 
 /// Waits until `health` passes on some engine, up to `timeout`.

@@ -193,18 +193,26 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
     if path.exists() {
         let s = crate::config::load_secrets(&path)?;
         let get = |v: &Option<crate::config::Secret>| v.as_ref().map(|s| s.expose().to_string()).unwrap_or_default();
-        return Ok(SecretsTemplate {
+        let fresh = SecretsTemplate::generate();
+        // A lab made before a secret existed gets one now (and keeps every other value).
+        let or_new = |v: &Option<crate::config::Secret>, new: String| Some(get(v)).filter(|v| !v.is_empty()).unwrap_or(new);
+        let secrets = SecretsTemplate {
             superuser_password: get(&s.superuser_password),
             replication_password: get(&s.replication_password),
             rewind_password: get(&s.rewind_password),
             rest_api_password: get(&s.rest_api_password),
             consul_gossip_key: get(&s.consul_gossip_key),
+            consul_management_token: or_new(&s.consul_management_token, fresh.consul_management_token),
+            consul_agent_token: or_new(&s.consul_agent_token, fresh.consul_agent_token),
+            consul_patroni_token: or_new(&s.consul_patroni_token, fresh.consul_patroni_token),
             backup_encryption_key: get(&s.backup_encryption_key),
             s3_access_key_id: get(&s.s3.access_key_id),
             s3_secret_access_key: get(&s.s3.secret_access_key),
             s3_readonly_access_key_id: get(&s.s3.readonly_access_key_id),
             s3_readonly_secret_access_key: get(&s.s3.readonly_secret_access_key),
-        });
+        };
+        write_file(&path, &crate::render::render("init/secrets.toml.j2", &secrets)?, 0o600)?;
+        return Ok(secrets);
     }
     let mut secrets = SecretsTemplate::generate();
     let (rw, ro) = (s3::new_key(), s3::new_key());
