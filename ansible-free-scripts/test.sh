@@ -47,8 +47,6 @@ cargo build --workspace --all-targets --quiet
 export PGCTL_BIN="$TARGET/debug/pgctl"
 export PGCTL_E2E=1
 export PGCTL_GARAGE_BIN=${PGCTL_CACHE:-/var/cache/pgctl}/garage-2.5.0/bin/garage
-export PGCTL_WALG_BIN=${PGCTL_WALG_BIN:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts/wal-g}
-export PGCTL_CONSUL_BIN=${PGCTL_CONSUL_BIN:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts/consul}
 # The lab picks its stack (Consul + WAL-G when these binaries are there) from this directory.
 export PGCTL_ARTIFACTS=${PGCTL_ARTIFACTS:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts}
 # Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.

@@ -554,6 +554,19 @@ impl Lab {
     /// read-only key: (HTTP status, body). `path` is `bucket/key`, or `bucket?query` with the
     /// query's values already percent-encoded (SigV4 signs them encoded).
     pub fn s3_request(&self, method: &str, path: &str, read_only: bool, body: &[u8]) -> Result<(u16, String)> {
+        let (code, body) = self.s3_bytes(method, path, read_only, body)?;
+        Ok((code, String::from_utf8_lossy(&body).to_string()))
+    }
+
+    /// The raw bytes of the object `bucket/key`, as S3 stores them (read-only key).
+    pub fn s3_object(&self, path: &str) -> Result<Vec<u8>> {
+        let (code, body) = self.s3_bytes("GET", path, true, b"")?;
+        anyhow::ensure!(code == 200, "GET {path}: {code} {}", String::from_utf8_lossy(&body));
+        Ok(body)
+    }
+
+    /// `s3_request` with the response body as bytes.
+    fn s3_bytes(&self, method: &str, path: &str, read_only: bool, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         let (id, secret) = if read_only {
             (
                 self.s3_secret("readonly_access_key_id")?,
@@ -570,8 +583,9 @@ impl Lab {
         if !body.is_empty() {
             curl.args(["--data-binary", &format!("@{}", body_file.display())]);
         }
+        let response = self.work.join("s3-response-body");
         let out = curl
-            .args(["-s", "-w", "\n%{http_code}", "-X", method])
+            .args(["-s", "-w", "%{http_code}", "-X", method, "-o", response.to_str().unwrap()])
             .args(["--resolve", &format!("s3.lab:443:{}", self.s3_address()?)])
             .args(["--cacert", self.dir.join("ca.pem").to_str().unwrap()])
             .args(["--aws-sigv4", "aws:amz:garage:s3", "--user", &format!("{id}:{secret}")])
@@ -579,9 +593,8 @@ impl Lab {
             .arg(format!("https://s3.lab/{path}"))
             .output()
             .context("running curl")?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+        let code = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+        Ok((code, std::fs::read(&response).unwrap_or_default()))
     }
 
     /// Builds the Debian image as `tag` with supplied binaries (e.g. a consul or wal-g that
