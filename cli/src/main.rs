@@ -18,6 +18,7 @@ mod output;
 mod recovery;
 mod render;
 mod restore;
+mod s3;
 mod verify;
 
 use clap::Parser;

@@ -1,6 +1,7 @@
-//! `pgctl backup list`: what the repository holds, read straight from S3 by the backup engine
-//! itself in a throwaway container on the control node's engine, with the read-only key —
-//! so it works without any running cluster and can never write.
+//! `pgctl backup list`: what the repository holds, read straight from S3 by pgctl itself (the
+//! engine's own catalog and the archived WAL's upload times) with the read-only key — so it
+//! works with every database host down and can never write. The up pre-flight still asks the
+//! engine (`repository_system_id`) on a host, in that host's network.
 
 use super::{engine, Access};
 use crate::config::Config;
@@ -35,14 +36,29 @@ pub struct Listing {
 
 pub async fn list(cfg: &Config) -> Result<Listing> {
     super::require_backup(cfg)?;
-    let local = docker::local().await?;
+    let bucket = crate::s3::Bucket::connect(cfg, Access::ReadOnly)?;
     let e = engine(cfg);
-    let backups = read_repository(cfg, &local, Access::ReadOnly, &e.list_backups(cfg)).await?;
-    let archive = match e.list_archive(cfg) {
-        Some(cmd) => Some(read_repository(cfg, &local, Access::ReadOnly, &cmd).await?),
-        None => None,
-    };
-    e.parse_listing(&backups, archive.as_deref())
+    let mut backups = e.read_catalog(cfg, &bucket).await?;
+    backups.sort_by_key(|b| b.stop);
+    let wal = bucket.list(&e.wal_dir(cfg)).await?;
+    let segments: Vec<(&str, i64)> = wal.iter().filter_map(|o| Some((segment_name(&o.key)?, o.modified))).collect();
+    Ok(Listing {
+        earliest_restorable: backups.iter().map(|b| b.stop).min(),
+        latest_restorable: segments.iter().map(|s| s.1).max(),
+        wal_max: segments.iter().map(|s| s.0).max().map(str::to_string),
+        backups,
+    })
+}
+
+/// The WAL segment an archived object holds: its file name starts with the segment's 24 hex
+/// digits (WAL-G `<seg>.lz4`, pgBackRest `<seg>-<sha1>.zst`). History files and backup labels
+/// (`<seg>.<offset>.backup`) are not segments.
+fn segment_name(key: &str) -> Option<&str> {
+    let name = key.rsplit('/').next()?;
+    let segment = name.get(..24)?;
+    let rest = &name[24..];
+    (segment.chars().all(|c| c.is_ascii_hexdigit()) && !rest.ends_with(".backup") && !rest.contains(".partial"))
+        .then_some(segment)
 }
 
 /// The system identifier whose archive the repository (this cluster's prefix) holds, read from
@@ -93,4 +109,19 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access, 
         return Ok(out.stdout);
     }
     out.ok(&format!("reading the backup repository from {}", engine.host))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn segment_names() {
+        assert_eq!(super::segment_name("wal_005/000000010000000000000004.lz4"), Some("000000010000000000000004"));
+        assert_eq!(
+            super::segment_name("archive/lab/15-1/0000000100000000/000000010000000000000003-15df1304.zst"),
+            Some("000000010000000000000003")
+        );
+        assert_eq!(super::segment_name("archive/lab/15-1/0000000100000000/000000010000000000000002.00000028.backup"), None);
+        assert_eq!(super::segment_name("wal_005/00000002.history.lz4"), None);
+        assert_eq!(super::segment_name("archive/lab/archive.info"), None);
+    }
 }

@@ -3,6 +3,7 @@
 //! its own native configuration (a 0600 file in the Patroni container) and gives the archive,
 //! restore, backup, retention, listing and fetch commands; this module holds what they share.
 
+mod cipher;
 pub mod list;
 mod pgbackrest;
 pub mod target;
@@ -12,6 +13,7 @@ use crate::config::{BackupConfig, BackupEngine, Config};
 use crate::docker::{self, spec::File};
 use crate::{layout, member, output};
 use anyhow::{bail, Context, Result};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use target::Target;
 
@@ -47,9 +49,10 @@ pub trait Engine: Send + Sync {
     }
     /// Lists the backups (JSON on stdout).
     fn list_backups(&self, cfg: &Config) -> Vec<String>;
-    /// Lists the WAL archive with upload times, where that is how the end of it is found.
-    fn list_archive(&self, cfg: &Config) -> Option<Vec<String>>;
-    fn parse_listing(&self, backups: &str, archive: Option<&str>) -> Result<list::Listing>;
+    /// Where, under the cluster's prefix, the engine archives WAL.
+    fn wal_dir(&self, cfg: &Config) -> String;
+    /// The backups the engine's own metadata in S3 describes, read by pgctl itself.
+    fn read_catalog<'a>(&'a self, cfg: &'a Config, bucket: &'a crate::s3::Bucket) -> BoxFuture<'a, Result<Vec<list::Backup>>>;
     /// The system identifier whose archive the repository holds, from `list_backups` output.
     fn system_id(&self, backups: &str) -> Result<Option<String>>;
     /// Fetches `backup` into the data directory for recovery to `target`; also the recovery
@@ -69,13 +72,7 @@ fn command_line(base: &[String], args: &[&str]) -> Vec<String> {
     base.iter().cloned().chain(args.iter().map(|a| a.to_string())).collect()
 }
 
-/// Which S3 key a configuration carries: read-write for the cluster, read-only for anything
-/// that must never write into the cluster's archive (listing, verification, clones).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    ReadWrite,
-    ReadOnly,
-}
+pub use crate::s3::Access;
 
 /// S3 settings as the engines' templates see them.
 #[derive(Debug, Serialize)]
@@ -251,6 +248,7 @@ pub struct Taken {
 pub async fn backup_now(cfg: &Config, engines: &[docker::Engine], switch_wal: bool) -> Result<Taken> {
     require_backup(cfg)?;
     let started = std::time::Instant::now();
+    output::step(crate::s3::preflight(cfg).await.context("pre-flight; no backup was started")?);
     let leader = member::leader(cfg, engines).await.context("a backup runs on the leader")?;
     if switch_wal {
         member::psql(leader, "SELECT pg_switch_wal()").await?;

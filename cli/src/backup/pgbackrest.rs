@@ -1,6 +1,9 @@
 //! pgBackRest: one stanza per cluster in the cluster's own S3 prefix.
 
+use super::list::Backup;
 use super::{command_line, last_error, Engine, S3};
+use crate::s3::Bucket;
+use futures_util::future::BoxFuture;
 use crate::backup::target::{pg_time, Target};
 use crate::config::Config;
 use crate::layout;
@@ -79,17 +82,27 @@ impl Engine for PgBackRest {
         self.command(cfg, &["info", "--output=json"])
     }
 
-    fn list_archive(&self, cfg: &Config) -> Option<Vec<String>> {
-        let archive = format!("archive/{}", cfg.hosts.cluster.name);
-        Some(self.command(cfg, &["repo-ls", "--output=json", "--recurse", &archive]))
+    fn wal_dir(&self, cfg: &Config) -> String {
+        format!("archive/{}/", cfg.hosts.cluster.name)
     }
 
-    fn parse_listing(&self, backups: &str, archive: Option<&str>) -> Result<super::list::Listing> {
-        let mut listing = parse_info(backups)?;
-        if let Some(archive) = archive {
-            listing.latest_restorable = newest_segment_time(archive)?;
-        }
-        Ok(listing)
+    // backup.info lists every backup of the stanza; with repository encryption it is
+    // encrypted with backup_encryption_key (the repository's cipher pass).
+    fn read_catalog<'a>(&'a self, cfg: &'a Config, bucket: &'a Bucket) -> BoxFuture<'a, Result<Vec<Backup>>> {
+        Box::pin(async move {
+            let key = format!("backup/{}/backup.info", cfg.hosts.cluster.name);
+            let Some(mut data) = bucket.get(&key).await? else {
+                return Ok(Vec::new());
+            };
+            if super::cipher::is_encrypted(&data) {
+                let pass = cfg.secrets.backup_encryption_key.as_ref().with_context(|| {
+                    format!("{}: {key} is encrypted and secrets.toml has no backup_encryption_key", bucket.place)
+                })?;
+                data = super::cipher::decrypt(&data, pass.expose(), b"[backrest]")
+                    .with_context(|| format!("{}: {key}", bucket.place))?;
+            }
+            parse_backup_info(&String::from_utf8_lossy(&data)).with_context(|| format!("{}: {key}", bucket.place))
+        })
     }
 
     fn system_id(&self, backups: &str) -> Result<Option<String>> {
@@ -132,66 +145,34 @@ impl Engine for PgBackRest {
     }
 }
 
-/// `pgbackrest info --output=json`: one stanza with backups and archive ranges.
-fn parse_info(text: &str) -> Result<super::list::Listing> {
-    let v: serde_json::Value = serde_json::from_str(text).context("pgbackrest info output")?;
-    let stanza = v.as_array().and_then(|a| a.first()).context("no stanza in the repository")?;
-    // pgBackRest's status: 0 ok, 2 no valid backups yet; anything else means unreadable.
-    match stanza["status"]["code"].as_i64().unwrap_or(0) {
-        0 | 2 => {}
-        code => {
-            let repo_errors: Vec<String> = stanza["repo"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| r["status"]["message"].as_str().map(str::to_string))
-                .collect();
-            bail!(
-                "the repository cannot be read (pgBackRest status {code}: {}) {}",
-                stanza["status"]["message"].as_str().unwrap_or_default(),
-                repo_errors.join("; ")
-            );
-        }
+/// pgBackRest's backup.info: an INI file whose `[backup:current]` section has one line per
+/// backup, `<label>=<JSON>`.
+fn parse_backup_info(text: &str) -> Result<Vec<Backup>> {
+    if !text.starts_with("[backrest]") {
+        bail!("not a pgBackRest info file");
     }
-    let backups: Vec<super::list::Backup> = stanza["backup"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| super::list::Backup {
-            name: b["label"].as_str().unwrap_or_default().into(),
-            kind: b["type"].as_str().unwrap_or_default().into(),
-            start: b["timestamp"]["start"].as_i64().unwrap_or_default(),
-            stop: b["timestamp"]["stop"].as_i64().unwrap_or_default(),
-            size_bytes: b["info"]["size"].as_u64().unwrap_or_default(),
-            wal_start: b["archive"]["start"].as_str().unwrap_or_default().into(),
-            wal_stop: b["archive"]["stop"].as_str().unwrap_or_default().into(),
-        })
-        .collect();
-    let wal_max = stanza["archive"]
-        .as_array()
-        .and_then(|a| a.iter().filter_map(|a| a["max"].as_str()).max())
-        .map(str::to_string);
-    Ok(super::list::Listing {
-        earliest_restorable: backups.iter().map(|b| b.stop).min(),
-        latest_restorable: None,
-        wal_max,
-        backups,
-    })
-}
-
-/// `pgbackrest repo-ls --output=json --recurse archive/<stanza>`: the upload time of the newest
-/// WAL segment (names start with 24 hex digits; history files do not count).
-fn newest_segment_time(text: &str) -> Result<Option<i64>> {
-    let v: serde_json::Value = serde_json::from_str(text).context("pgbackrest repo-ls output")?;
-    let Some(files) = v.as_object() else { return Ok(None) };
-    Ok(files
-        .iter()
-        .filter(|(path, f)| {
-            let name = path.rsplit('/').next().unwrap_or_default();
-            f["type"] == "file" && name.len() > 24 && name[..24].chars().all(|c| c.is_ascii_hexdigit()) && !name.ends_with(".backup")
-        })
-        .filter_map(|(_, f)| f["time"].as_i64())
-        .max())
+    let mut section = "";
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name;
+            continue;
+        }
+        let Some((label, json)) = line.split_once('=').filter(|_| section == "backup:current") else {
+            continue;
+        };
+        let b: serde_json::Value = serde_json::from_str(json).with_context(|| format!("backup {label}"))?;
+        out.push(Backup {
+            name: label.into(),
+            kind: b["backup-type"].as_str().unwrap_or_default().into(),
+            start: b["backup-timestamp-start"].as_i64().unwrap_or_default(),
+            stop: b["backup-timestamp-stop"].as_i64().unwrap_or_default(),
+            size_bytes: b["backup-info-size"].as_u64().unwrap_or_default(),
+            wal_start: b["backup-archive-start"].as_str().unwrap_or_default().into(),
+            wal_stop: b["backup-archive-stop"].as_str().unwrap_or_default().into(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -228,27 +209,27 @@ mod tests {
     }
 
     #[test]
-    fn parses_pgbackrest_info() {
-        let text = r#"[{"archive":[{"id":"15-1","max":"000000020000000000000009","min":"000000010000000000000001"}],
-            "backup":[{"archive":{"start":"000000010000000000000003","stop":"000000010000000000000003"},"info":{"size":31522334},
-            "label":"20261121-210000F","timestamp":{"start":1763758800,"stop":1763758805},"type":"full"}],
-            "name":"lab","status":{"code":0,"message":"ok"}}]"#;
-        let l = super::parse_info(text).unwrap();
-        assert_eq!(l.backups.len(), 1);
-        assert_eq!(l.backups[0].name, "20261121-210000F");
-        assert_eq!(l.earliest_restorable, Some(1763758805));
-        assert_eq!(l.wal_max.as_deref(), Some("000000020000000000000009"));
-    }
+    fn parses_backup_info() {
+        // As pgBackRest 2.45 writes backup/<stanza>/backup.info (decrypted).
+        let text = r#"[backrest]
+backrest-format=5
+backrest-version="2.45"
 
-    #[test]
-    fn newest_archived_segment() {
-        let text = r#"{".":{"type":"path"},"15-1/0000000100000000":{"type":"path"},
-            "15-1/0000000100000000/000000010000000000000001-25e1b78d.zst":{"type":"file","size":1298723,"time":100},
-            "15-1/0000000100000000/000000010000000000000002.00000028.backup":{"type":"file","size":338,"time":900},
-            "15-1/0000000100000000/000000010000000000000003-15df1304.zst":{"type":"file","size":679,"time":200},
-            "15-1/00000002.history":{"type":"file","size":40,"time":800},
-            "archive.info":{"type":"file","size":253,"time":1000}}"#;
-        assert_eq!(super::newest_segment_time(text).unwrap(), Some(200));
-        assert_eq!(super::newest_segment_time("{}").unwrap(), None);
+[backup:current]
+20261121-210000F={"backrest-format":5,"backrest-version":"2.45","backup-archive-start":"000000010000000000000003","backup-archive-stop":"000000010000000000000003","backup-info-repo-size":3152233,"backup-info-repo-size-delta":3152233,"backup-info-size":31522334,"backup-info-size-delta":31522334,"backup-timestamp-start":1763758800,"backup-timestamp-stop":1763758805,"backup-type":"full","db-id":1,"option-archive-check":true}
+
+[db]
+db-catalog-version=202209061
+db-control-version=1300
+db-id=1
+db-system-id=7441234567890123456
+db-version="15"
+"#;
+        let b = super::parse_backup_info(text).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!((b[0].name.as_str(), b[0].kind.as_str(), b[0].stop, b[0].size_bytes), ("20261121-210000F", "full", 1763758805, 31522334));
+        assert_eq!(b[0].wal_stop, "000000010000000000000003");
+        assert!(super::parse_backup_info("garbage").is_err());
+        assert!(super::parse_backup_info("[backrest]\nbackrest-format=5\n").unwrap().is_empty());
     }
 }

@@ -1,6 +1,9 @@
 //! WAL-G: configuration in one JSON file (`--config`), backups under `basebackups_005/`.
 
+use super::list::Backup;
 use super::{command_line, Engine, S3};
+use crate::s3::Bucket;
+use futures_util::future::BoxFuture;
 use crate::backup::target::Target;
 use crate::config::Config;
 use crate::layout;
@@ -61,12 +64,31 @@ impl Engine for WalG {
         self.command(cfg, &["backup-list", "--detail", "--json"])
     }
 
-    fn list_archive(&self, _cfg: &Config) -> Option<Vec<String>> {
-        None
+    fn wal_dir(&self, _cfg: &Config) -> String {
+        "wal_005/".into()
     }
 
-    fn parse_listing(&self, backups: &str, _archive: Option<&str>) -> Result<super::list::Listing> {
-        parse_backup_list(backups)
+    // A backup is complete once its stop sentinel exists; its times and sizes are in
+    // `<name>/metadata.json` (both plain JSON: WAL-G encrypts data, not its catalog).
+    fn read_catalog<'a>(&'a self, _cfg: &'a Config, bucket: &'a Bucket) -> BoxFuture<'a, Result<Vec<Backup>>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for object in bucket.list(BACKUPS).await? {
+                let Some(name) = object.key.strip_prefix(BACKUPS).and_then(|k| k.strip_suffix(SENTINEL)) else {
+                    continue;
+                };
+                if name.contains('/') {
+                    continue;
+                }
+                let key = format!("{BACKUPS}{name}/metadata.json");
+                let meta = bucket
+                    .get(&key)
+                    .await?
+                    .with_context(|| format!("{}: backup {name} has a stop sentinel but no {key}", bucket.place))?;
+                out.push(backup_from_metadata(name, &meta).with_context(|| format!("{}: {key}", bucket.place))?);
+            }
+            Ok(out)
+        })
     }
 
     // The newest backup's system identifier (backup-list --detail has it from the sentinel).
@@ -101,64 +123,63 @@ fn backup_list_json(text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).context("wal-g backup-list output")
 }
 
-/// `wal-g backup-list --detail --json`.
-fn parse_backup_list(text: &str) -> Result<super::list::Listing> {
-    let v = backup_list_json(text)?;
-    let time = |s: &serde_json::Value| {
-        s.as_str()
-            .and_then(|s| time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
-            .map(|t| t.unix_timestamp())
-            .unwrap_or_default()
+const BACKUPS: &str = "basebackups_005/";
+const SENTINEL: &str = "_backup_stop_sentinel.json";
+
+/// One backup from its `metadata.json` (WAL-G's ExtendedMetadataDto).
+fn backup_from_metadata(name: &str, text: &[u8]) -> Result<Backup> {
+    let m: serde_json::Value = serde_json::from_slice(text).context("not JSON")?;
+    let time = |s: &serde_json::Value| -> Result<i64> {
+        let s = s.as_str().context("a time is missing")?;
+        Ok(time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+            .with_context(|| format!("time {s}"))?
+            .unix_timestamp())
     };
-    let backups: Vec<super::list::Backup> = v
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| super::list::Backup {
-            name: b["backup_name"].as_str().unwrap_or_default().into(),
-            kind: if b["is_permanent"].as_bool().unwrap_or(false) {
-                "permanent".into()
-            } else {
-                "full".into()
-            },
-            start: time(&b["start_time"]),
-            stop: time(&b["finish_time"]),
-            // The database's size, as pgBackRest reports it (what was backed up, not stored).
-            size_bytes: b["uncompressed_size"].as_u64().unwrap_or_default(),
-            wal_start: b["wal_file_name"].as_str().unwrap_or_default().into(),
-            wal_stop: String::new(),
-        })
-        .collect();
-    Ok(super::list::Listing {
-        earliest_restorable: backups.iter().map(|b| b.stop).min(),
-        // WAL-G's backup-list does not show the archive's end.
-        latest_restorable: None,
-        wal_max: None,
-        backups,
+    // base_<24 hex: the WAL segment the backup starts in>[_D_<its base>] for deltas.
+    let wal_start = name.strip_prefix("base_").map(|s| s.chars().take(24).collect()).unwrap_or_default();
+    let kind = if m["is_permanent"].as_bool().unwrap_or(false) {
+        "permanent"
+    } else if name.contains("_D_") {
+        "delta"
+    } else {
+        "full"
+    };
+    Ok(Backup {
+        name: name.into(),
+        kind: kind.into(),
+        start: time(&m["start_time"])?,
+        stop: time(&m["finish_time"])?,
+        // The database's size (what was backed up, not what is stored).
+        size_bytes: m["uncompressed_size"].as_u64().unwrap_or_default(),
+        wal_start,
+        wal_stop: String::new(),
     })
 }
 
 #[cfg(test)]
 mod tests {
+    use crate::backup::Engine;
+
     #[test]
-    fn empty_repository_is_an_empty_list() {
-        let l = super::parse_backup_list("").unwrap();
-        assert!(l.backups.is_empty());
-        use super::super::Engine;
+    fn empty_repository_names_no_system() {
         assert_eq!(super::WalG.system_id("\n").unwrap(), None);
-        assert!(super::parse_backup_list("No backups").is_err());
+        assert_eq!(super::WalG.system_id("[]").unwrap(), None);
+        assert!(super::WalG.system_id("No backups").is_err());
+        let text = r#"[{"backup_name":"base_000000010000000000000004","finish_time":"2026-11-21T21:00:09Z","system_identifier":7441234567890123456}]"#;
+        assert_eq!(super::WalG.system_id(text).unwrap().as_deref(), Some("7441234567890123456"));
     }
 
     #[test]
-    fn parses_walg_backup_list() {
-        let text = r#"[{"backup_name":"base_000000010000000000000004","start_time":"2026-11-21T21:00:00Z","finish_time":"2026-11-21T21:00:09Z",
-            "wal_file_name":"000000010000000000000004","compressed_size":1234,"uncompressed_size":56789,"is_permanent":false,
-            "system_identifier":7441234567890123456}]"#;
-        let l = super::parse_backup_list(text).unwrap();
-        assert_eq!(l.backups[0].size_bytes, 56789);
-        assert_eq!(l.backups[0].stop - l.backups[0].start, 9);
-        use crate::backup::Engine;
-        assert_eq!(super::WalG.system_id(text).unwrap().as_deref(), Some("7441234567890123456"));
-        assert_eq!(super::WalG.system_id("[]").unwrap(), None);
+    fn backup_from_walg_metadata() {
+        // As WAL-G v1.1.1 writes basebackups_005/<name>/metadata.json.
+        let meta = br#"{"start_time":"2026-11-21T21:00:00.123456Z","finish_time":"2026-11-21T21:00:09.5Z","date_fmt":"%Y-%m-%dT%H:%M:%S.%fZ",
+            "hostname":"host1","data_dir":"/var/lib/postgresql/data/pgdata","pg_version":150020,"start_lsn":67108904,"finish_lsn":67109160,
+            "is_permanent":false,"system_identifier":7441234567890123456,"uncompressed_size":56789,"compressed_size":1234}"#;
+        let b = super::backup_from_metadata("base_000000010000000000000004", meta).unwrap();
+        assert_eq!((b.kind.as_str(), b.size_bytes, b.stop - b.start), ("full", 56789, 9));
+        assert_eq!(b.wal_start, "000000010000000000000004");
+        let delta = super::backup_from_metadata("base_000000010000000000000006_D_000000010000000000000004", meta).unwrap();
+        assert_eq!(delta.kind, "delta");
+        assert!(super::backup_from_metadata("x", b"{}").is_err(), "no times: not a backup's metadata");
     }
 }

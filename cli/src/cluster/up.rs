@@ -127,6 +127,11 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         )));
     }
 
+    // The backup repository, from this machine with both keys, before anything changes.
+    if cfg.hosts.backup.is_some() && !matches!(members, Members::None) {
+        output::step(crate::s3::preflight(cfg).await.context("pre-flight; nothing was changed")?);
+    }
+
     // The DCS first, on every host that has a member of it.
     converge(cfg, &plans, owner, |s| s.name != PATRONI, &[]).await?;
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();

@@ -1,15 +1,25 @@
-//! `pgctl check`: validate the configuration files; touches no host.
+//! `pgctl check`: validate the configuration files; with --online also reach every host's
+//! Docker engine and the backup repository (both S3 keys), changing nothing.
 
 use super::Ctx;
 use crate::output;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 #[derive(Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Also reach every host's Docker engine and S3: the read-write key lists the cluster's
+    /// prefix, the read-only key lists it and is refused a write (a test object it could
+    /// write is removed again, and the check fails)
+    #[arg(long)]
+    online: bool,
+}
 
-pub fn run(_: CheckArgs, ctx: &Ctx) -> Result<()> {
+pub async fn run(args: CheckArgs, ctx: &Ctx) -> Result<()> {
     let cfg = ctx.load()?;
+    if args.online {
+        online(&cfg).await?;
+    }
     let c = &cfg.hosts.cluster;
     let summary = serde_json::json!({
         "hosts_file": cfg.hosts_path,
@@ -37,4 +47,14 @@ pub fn run(_: CheckArgs, ctx: &Ctx) -> Result<()> {
             }
         )
     })
+}
+
+/// What `--online` checks; every problem is an error naming the host or the key.
+async fn online(cfg: &crate::config::Config) -> Result<()> {
+    let engines = crate::docker::connect_all(cfg).await?;
+    output::step(format!("Docker engines: all {} host(s) answer", engines.len()));
+    if cfg.hosts.backup.is_some() {
+        output::step(crate::s3::preflight(cfg).await.context("check --online")?);
+    }
+    Ok(())
 }

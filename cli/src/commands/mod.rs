@@ -76,7 +76,7 @@ impl Global {
 enum Command {
     /// Write a commented hosts.toml and a secrets.toml (0600) with fresh random secrets
     Init(init::InitArgs),
-    /// Validate hosts.toml and secrets.toml without touching any host
+    /// Validate hosts.toml and secrets.toml (--online: also reach the hosts and S3)
     Check(check::CheckArgs),
     #[command(flatten)]
     Cluster(cluster::ClusterCommand),
@@ -178,7 +178,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     let ctx = Ctx { global: cli.global };
     match cli.command {
         Command::Init(a) => init::run(a, &ctx),
-        Command::Check(a) => check::run(a, &ctx),
+        Command::Check(a) => check::run(a, &ctx).await,
         Command::Cluster(c) => cluster::run(c, &ctx).await,
         Command::Backup(c) => backup::run(c, &ctx).await,
         Command::VerifyBackup(a) => verify::run(a, &ctx).await,

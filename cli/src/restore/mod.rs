@@ -82,6 +82,7 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
             source.hosts_path.display()
         )));
     }
+    output::step(crate::s3::preflight(source).await.context("pre-flight; nothing was changed")?);
     let listing = list::list(source)
         .await
         .context("pre-flight: reading the backup repository (read-only key)")?;
