@@ -32,10 +32,19 @@ esac
 
 ansible-free-scripts/install-deps.sh
 ansible-free-scripts/build-garage.sh
+ansible-free-scripts/build-go-tools.sh
+ARTIFACTS=${PGCTL_ARTIFACTS:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts}
 cargo build --release --quiet -p pgctl
 
-"$PGCTL" lab up --name "$LAB_NAME" --dir "$LAB_DIR"
-"$PGCTL" image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul --hosts "$HOSTS"
+# The lab's stack is Consul + WAL-G with an application host (their binaries are in the
+# artifacts directory); the image is built with what its hosts.toml names.
+"$PGCTL" lab up --name "$LAB_NAME" --dir "$LAB_DIR" --artifacts "$ARTIFACTS"
+dcs=$(sed -n 's/^dcs = "\(.*\)"$/\1/p' "$HOSTS")
+engine=$(sed -n 's/^backup_engine = "\(.*\)"$/\1/p' "$HOSTS")
+without=timescaledb
+[ "$engine" = walg ] || without=$without,walg
+[ "$dcs" = consul ] || without=$without,consul
+"$PGCTL" image build --source debian --base pgctl/debian:bookworm --artifacts "$ARTIFACTS" --without "$without" --hosts "$HOSTS"
 "$PGCTL" image push --hosts "$HOSTS"
 "$PGCTL" lab status --name "$LAB_NAME" --dir "$LAB_DIR"
 "$PGCTL" up --hosts "$HOSTS"
@@ -54,7 +63,7 @@ fi
 password=$(sed -n 's/^superuser_password = "\(.*\)"$/\1/p' "$LAB_DIR/secrets.toml")
 cat <<TXT
 
-A 3-node PostgreSQL cluster (Patroni + etcd, WAL archived to S3 with pgBackRest) runs in the lab.
+A 3-node PostgreSQL cluster (Patroni + $dcs, WAL archived to S3 with $engine) runs in the lab.
 Connect to the leader ($leader_host):
   PGPASSWORD='$password' psql -h $address -U postgres
 Try:

@@ -752,6 +752,18 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// An LSN (`16/B374D848`) as a number, to compare WAL positions.
+/// The "time per phase" lines of a restore's output, on one line.
+pub fn restore_phases(stdout: &str) -> String {
+    stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("time per phase"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 pub fn lsn(text: &str) -> u64 {
     let (hi, lo) = text.trim().split_once('/').unwrap_or(("0", "0"));
     (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)

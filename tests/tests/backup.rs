@@ -82,6 +82,24 @@ fn backups_with_pgbackrest() -> Result<()> {
     assert_eq!(code, 403, "the read-only key must be refused a write: {body}");
     assert_eq!(lab.s3_request("PUT", "pgctl-backups/pgctl-probe", false, b"probe")?.0, 200);
     assert_eq!(lab.s3_request("DELETE", "pgctl-backups/pgctl-probe", false, b"")?.0, 204);
+    // pgctl's own pre-flight says so, and refuses a "read-only" key that can write (leaving
+    // no probe object behind).
+    let online = lab.pgctl_ok(&["check", "--online"])?;
+    assert!(online.stderr.contains("cannot write"), "{}", online.stderr);
+    let s3 = lab.s3_container();
+    let garage = |args: &[&str]| {
+        let cmd = [&["exec", s3.as_str(), "garage", "-c", "/etc/garage.toml"][..], args].concat();
+        docker_local(&cmd)
+    };
+    garage(&["bucket", "allow", "--write", "pgctl-backups", "--key", "pgctl-ro"])?;
+    let refused = lab.pgctl(&["check", "--online"]);
+    garage(&["bucket", "deny", "--write", "pgctl-backups", "--key", "pgctl-ro"])?;
+    refused.assert_code(exit::REFUSED, "check --online with a read-only key that can write");
+    assert!(refused.stderr.contains("s3.readonly_access_key_id"), "names the key: {}", refused.stderr);
+    assert!(
+        !lab.s3_list("lab/pgctl-read-only-probe")?.iter().any(|k| k.starts_with("lab/pgctl-read-only-probe")),
+        "the probe object was removed"
+    );
 
     // Switchover during load: the new leader archives, with no gap (pgBackRest's check).
     lab.pgbench(&l, &["-T", "15", "-c", "2"], true)?;

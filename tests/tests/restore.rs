@@ -112,7 +112,7 @@ fn point_in_time_restore() -> Result<()> {
         "{}",
         restored.stderr
     );
-    report(&format!("PITR (small database): {}", phases_line(&restored.stdout)));
+    report(&format!("PITR (small database): {}", restore_phases(&restored.stdout)));
     assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3"; 3], "markers before {target} only");
     let leader = lab.leader()?;
     marker(&lab, &leader, 5)?;
@@ -247,14 +247,3 @@ fn interrupt_restore(lab: &Lab, target: &str) -> Result<String> {
     Ok(host)
 }
 
-/// The "time per phase" lines of a restore's output, on one line.
-fn phases_line(stdout: &str) -> String {
-    stdout
-        .lines()
-        .skip_while(|l| !l.starts_with("time per phase"))
-        .skip(1)
-        .take_while(|l| l.starts_with("  "))
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect::<Vec<_>>()
-        .join("; ")
-}

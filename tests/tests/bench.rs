@@ -1,0 +1,110 @@
+//! Benchmarks on the lab, not tests: `PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh`
+//! (the default run leaves them out). PGCTL_BENCH_RUNS runs of each (default 5);
+//! PGCTL_BENCH_SCALE is the pgbench scale of the backup/PITR database (default 68, ~1 GB).
+//! Every figure goes to the closing report as a MEASURED line, each run and the median.
+
+use anyhow::{Context, Result};
+use pgctl_tests::*;
+use std::time::{Duration, Instant};
+
+fn runs() -> usize {
+    std::env::var("PGCTL_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
+}
+
+fn summary(times: &[f64]) -> String {
+    let mut sorted = times.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let each: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
+    format!("median {:.1}s (runs: {} s)", sorted[sorted.len() / 2], each.join(", "))
+}
+
+/// Host stop of the leader -> first write accepted on the new leader, Consul vs etcd (both
+/// with WAL-G, so only the DCS differs); the host comes back and rejoins between runs.
+#[test]
+#[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
+fn failover_consul_vs_etcd() -> Result<()> {
+    require_e2e("failover_consul_vs_etcd");
+    for (dcs, subnet) in [("consul", "172.30.90.0/24"), ("etcd", "172.30.91.0/24")] {
+        let lab = Lab::up_with(&format!("pgctl-bench-{dcs}"), subnet, &["--dcs", dcs, "--backup-engine", "walg"])?;
+        lab.pgctl_ok(&["up"])?;
+        lab.sql(&lab.leader()?, "CREATE TABLE bench(id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")?;
+        let mut times = Vec::new();
+        for _ in 0..runs() {
+            let leader = lab.leader()?;
+            let stopped = Instant::now();
+            docker_local(&["stop", "-t", "0", &lab.container(&leader)])?;
+            let survivors: Vec<String> = lab.hosts().into_iter().map(|(h, _)| h).filter(|h| *h != leader).collect();
+            let took = loop {
+                if survivors.iter().any(|h| lab.sql(h, "INSERT INTO bench DEFAULT VALUES").is_ok()) {
+                    break stopped.elapsed();
+                }
+                anyhow::ensure!(stopped.elapsed() < Duration::from_secs(180), "{dcs}: no new leader within 180 s");
+                std::thread::sleep(Duration::from_millis(250));
+            };
+            times.push(took.as_secs_f64());
+            docker_local(&["start", &lab.container(&leader)])?;
+            wait_all_streaming(&lab, Duration::from_secs(240))?;
+        }
+        report(&format!("MEASURED: failover ({dcs}, leader host stopped -> first accepted write): {}", summary(&times)));
+        lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    }
+    Ok(())
+}
+
+/// `backup now` and a point-in-time restore of a ~1 GB database, WAL-G vs pgBackRest (both
+/// on etcd), with the restore's own time per phase.
+#[test]
+#[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
+fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
+    require_e2e("backup_and_pitr_walg_vs_pgbackrest");
+    let scale = std::env::var("PGCTL_BENCH_SCALE").unwrap_or_else(|_| "68".into());
+    for (engine, subnet) in [("walg", "172.30.92.0/24"), ("pgbackrest", "172.30.93.0/24")] {
+        let lab = Lab::up_with(&format!("pgctl-bench-{engine}"), subnet, &["--dcs", "etcd", "--backup-engine", engine])?;
+        lab.pgctl_ok(&["up"])?;
+        let leader = lab.leader()?;
+        lab.pgbench(&leader, &["-i", "-q", "-s", &scale], false)?;
+        let size = lab.sql(&leader, "SELECT pg_size_pretty(pg_database_size('postgres'))")?;
+        let (mut backups, mut restores, mut phases) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..runs() {
+            let started = Instant::now();
+            lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
+            backups.push(started.elapsed().as_secs_f64());
+            let leader = lab.leader()?;
+            lab.sql(&leader, &format!("CREATE TABLE IF NOT EXISTS pitr(run int); INSERT INTO pitr VALUES ({run})"))?;
+            std::thread::sleep(Duration::from_secs(2));
+            let target = lab.sql(&leader, "SELECT clock_timestamp()::text")?;
+            std::thread::sleep(Duration::from_secs(2));
+            lab.sql(&leader, "INSERT INTO pitr VALUES (-1)")?;
+            let segment = lab.sql(&leader, "SELECT pg_walfile_name(pg_switch_wal())")?;
+            lab.wait_archived(&leader, &segment, Duration::from_secs(120))?;
+            let started = Instant::now();
+            let restored = lab.pgctl_ok(&["restore", "--target-time", &target, "--yes"])?;
+            restores.push(started.elapsed().as_secs_f64());
+            phases.push(restore_phases(&restored.stdout));
+            let leader = lab.leader().context("a leader after the restore")?;
+            let expected: Vec<String> = (0..=run).map(|r| r.to_string()).collect();
+            assert_eq!(lab.sql(&leader, "SELECT string_agg(run::text, ',' ORDER BY run) FROM pitr")?, expected.join(","));
+        }
+        report(&format!("MEASURED: backup now ({engine}, {size}): {}", summary(&backups)));
+        report(&format!("MEASURED: PITR ({engine}, {size}): {}", summary(&restores)));
+        for (i, p) in phases.iter().enumerate() {
+            report(&format!("MEASURED: PITR ({engine}) run {} phases: {p}", i + 1));
+        }
+        lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    }
+    Ok(())
+}
+
+fn wait_all_streaming(lab: &Lab, timeout: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+        let members = s["members"].as_array().cloned().unwrap_or_default();
+        let streaming = members.iter().filter(|m| m["role"] != "leader" && m["streaming"] == true).count();
+        if s["leader"].is_string() && streaming == lab.hosts().len() - 1 {
+            return Ok(());
+        }
+        anyhow::ensure!(started.elapsed() < timeout, "not every replica streams again: {s}");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
