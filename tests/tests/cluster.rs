@@ -1,7 +1,8 @@
-//! End-to-end through the pgctl binary on the lab (DCS etcd, as Consul cannot be obtained
-//! here): up, idempotent re-run, node loss with synchronous_mode_strict, rejoin with
-//! pg_rewind, switchover, reinit, down/up, remove; stale-scope, unreachable-host and
-//! port-in-use refusals; Patroni validating the configuration pgctl renders.
+//! End-to-end through the pgctl binary on the lab's default stack (Consul + WAL-G with an
+//! application host when build-go-tools.sh built them, else etcd + pgBackRest): up, idempotent
+//! re-run, node loss with synchronous_mode_strict, rejoin with pg_rewind, switchover, reinit,
+//! down/up, remove; stale-scope, unreachable-host and port-in-use refusals; Patroni validating
+//! the configuration pgctl renders. (etcd + pgBackRest stay covered by backup.rs/restore.rs.)
 
 use anyhow::{bail, Context, Result};
 use pgctl_tests::*;
@@ -59,7 +60,7 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>
 #[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
 fn cluster_lifecycle_on_real_engines() -> Result<()> {
     require_e2e("cluster_lifecycle_on_real_engines");
-    let lab = Lab::up(LAB, SUBNET)?;
+    let lab = Lab::up_default(LAB, SUBNET)?;
     // Every acknowledged commit must survive the loss of the leader's host.
     lab.edit_hosts(&[("synchronous_mode_strict = false", "synchronous_mode_strict = true")])?;
 
@@ -94,8 +95,12 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
     );
     // Secrets reach the containers as files, never as environment or command line.
     let secrets: toml::Value = toml::from_str(&std::fs::read_to_string(lab.dir.join("secrets.toml"))?)?;
-    let inspect = lab.docker(&l, &["inspect", "patroni", "etcd"])?;
-    for key in ["superuser_password", "replication_password", "rewind_password", "rest_api_password"] {
+    let inspect = lab.docker(&l, &["inspect", "patroni", &lab.dcs_container()])?;
+    let mut keys = vec!["superuser_password", "replication_password", "rewind_password", "rest_api_password"];
+    if lab.dcs_container() == "consul" {
+        keys.extend(["consul_gossip_key", "consul_management_token", "consul_agent_token", "consul_patroni_token"]);
+    }
+    for key in keys {
         let secret = secrets[key].as_str().unwrap();
         assert!(!inspect.contains(secret), "{key} visible in docker inspect");
     }
@@ -356,19 +361,24 @@ fn busy_port_is_named(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// Patroni itself checks every configuration pgctl renders (etcd and Consul variants), in a
-/// container of the built image; a wrong bin_dir must fail, so the check is real.
+/// Patroni itself checks the configuration pgctl renders for the lab's DCS (and, on an etcd
+/// lab, the Consul variant too), in a container of the built image; a wrong bin_dir must
+/// fail, so the check is real.
 fn patroni_validates_rendered_configs(lab: &Lab) -> Result<()> {
-    let consul_hosts = edited(
-        &std::fs::read_to_string(lab.hosts_toml())?,
-        &[
-            ("dcs = \"etcd\"", "dcs = \"consul\""),
-            ("\"etcd\", \"patroni\"", "\"consul-server\", \"patroni\""),
-        ],
-    )?;
-    let consul_toml = lab.dir.join("hosts-consul.toml");
-    std::fs::write(&consul_toml, consul_hosts)?;
-    for (variant, hosts) in [("etcd", lab.hosts_toml()), ("consul", consul_toml)] {
+    let mut variants = vec![(lab.dcs_container(), lab.hosts_toml())];
+    if lab.dcs_container() == "etcd" {
+        let consul_hosts = edited(
+            &std::fs::read_to_string(lab.hosts_toml())?,
+            &[
+                ("dcs = \"etcd\"", "dcs = \"consul\""),
+                ("\"etcd\", \"patroni\"", "\"consul-server\", \"patroni\""),
+            ],
+        )?;
+        let consul_toml = lab.dir.join("hosts-consul.toml");
+        std::fs::write(&consul_toml, consul_hosts)?;
+        variants.push(("consul".into(), consul_toml));
+    }
+    for (variant, hosts) in variants {
         let rendered = pgctl_ok(&lab.work, &["config", "render", "host1", "--hosts", hosts.to_str().unwrap()])?.stdout;
         let result = validate(lab, &rendered)?;
         assert!(result.is_ok(), "{variant}: Patroni rejected the rendered patroni.yml: {result:?}");

@@ -67,7 +67,10 @@ fn segment_name(key: &str) -> Option<&str> {
 pub async fn repository_system_id(cfg: &Config, engine: &docker::Engine, access: Access) -> Result<Option<String>> {
     let e = super::engine(cfg);
     let text = read_repository(cfg, engine, access, &e.list_backups(cfg)).await?;
-    e.system_id(&text)
+    match e.system_id(&text)? {
+        Some(id) => Ok(Some(id)),
+        None => super::owner::recorded(cfg).await,
+    }
 }
 
 /// Runs the engine's repository command `cmd` in a throwaway container on `engine`, in that

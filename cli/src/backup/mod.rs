@@ -5,6 +5,7 @@
 
 mod cipher;
 pub mod list;
+pub mod owner;
 mod pgbackrest;
 pub mod target;
 mod walg;
@@ -36,7 +37,8 @@ pub trait Engine: Send + Sync {
     fn scheduled_job(&self, cfg: &Config, keep_full: u32) -> String;
     /// Keep the newest `keep_full` full backups (and the WAL they need).
     fn retain(&self, cfg: &Config, keep_full: u32, dry_run: bool) -> Vec<String>;
-    /// What prepares the repository for a new cluster, if anything.
+    /// What prepares the repository for a new cluster, if anything (pgctl records the prefix's
+/// owner either way: `owner.rs`).
     fn init_repository(&self, cfg: &Config) -> Option<Vec<String>>;
     /// Whether a failed `init_repository` only met another command of the engine holding the
     /// repository's lock (a scheduled backup running right then): the repository exists.
@@ -207,7 +209,9 @@ pub async fn init_repository(cfg: &Config, leader: &docker::Engine) -> Result<()
         return Ok(());
     }
     let e = engine(cfg);
-    let Some(cmd) = e.init_repository(cfg) else { return Ok(()) };
+    let Some(cmd) = e.init_repository(cfg) else {
+        return owner::record(cfg, leader).await;
+    };
     let out = member::as_postgres(leader, &cmd).await?;
     let text = format!("{}{}", out.stdout, out.stderr);
     if !out.success() {
@@ -217,11 +221,11 @@ pub async fn init_repository(cfg: &Config, leader: &docker::Engine) -> Result<()
                 leader.host,
                 e.name()
             ));
-            return Ok(());
+            return owner::record(cfg, leader).await;
         }
         return Err(e.init_failure(cfg, &text));
     }
-    Ok(())
+    owner::record(cfg, leader).await
 }
 
 fn last_error(text: &str) -> String {

@@ -92,8 +92,8 @@ impl Engine for WalG {
     }
 
     // The newest backup's system identifier (backup-list --detail has it from the sentinel).
-    // A prefix holding WAL but no backup yet names no system: WALG_PREVENT_WAL_OVERWRITE is
-    // then the only guard (a colliding segment is refused, not overwritten).
+    // A prefix holding WAL but no backup yet names no system here: pgctl's owner record
+    // answers then (owner.rs), and WALG_PREVENT_WAL_OVERWRITE refuses a colliding segment.
     fn system_id(&self, backups: &str) -> Result<Option<String>> {
         let v = backup_list_json(backups)?;
         Ok(v.as_array()
