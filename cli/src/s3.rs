@@ -185,22 +185,27 @@ impl Bucket {
         Ok(())
     }
 
-    /// A clear error: what was done, where, with which key, and what S3 (or the network) said;
-    /// tagged unreachable when no HTTP answer came back at all.
+    /// A clear error: where, what was done with which key, and what S3 (or the network) said.
+    /// No HTTP answer at all is `unreachable`; S3 refusing the key, bucket or prefix
+    /// (401/403/404) is configuration.
     fn failure<E, R>(&self, doing: &str, key: &str, e: aws_sdk_s3::error::SdkError<E, R>) -> anyhow::Error
     where
-        E: std::error::Error + Send + Sync + 'static,
+        E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + Send + Sync + 'static,
         R: std::fmt::Debug + HttpStatus,
     {
         let key_name = match self.access {
             Access::ReadWrite => "read-write key (s3.access_key_id)",
             Access::ReadOnly => "read-only key (s3.readonly_access_key_id)",
         };
-        let code = status(&e);
-        let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
-        let message = format!("S3: {doing} `{key}` in {} with the {key_name} failed: {detail}", self.place);
-        match code {
+        let said = match e.as_service_error() {
+            Some(se) => format!("{}: {}", se.code().unwrap_or("error"), se.message().unwrap_or_default()),
+            None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+        };
+        let what = if key.is_empty() { "the prefix".to_string() } else { format!("`{key}`") };
+        let message = format!("the backup repository {} is not usable: {doing} {what} with the {key_name}: {said}", self.place);
+        match status(&e) {
             None => error::tagged(Kind::Unreachable, message),
+            Some(401 | 403 | 404) => error::tagged(Kind::Config, message),
             Some(_) => anyhow::anyhow!(message),
         }
     }
