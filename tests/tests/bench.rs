@@ -42,6 +42,7 @@ fn failover_consul_vs_etcd() -> Result<()> {
                 std::thread::sleep(Duration::from_millis(250));
             };
             times.push(took.as_secs_f64());
+            report(&format!("MEASURED: failover ({dcs}) run {}: {:.1}s", times.len(), took.as_secs_f64()));
             docker_local(&["start", &lab.container(&leader)])?;
             wait_all_streaming(&lab, Duration::from_secs(240))?;
         }
@@ -64,6 +65,7 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
         let leader = lab.leader()?;
         lab.pgbench(&leader, &["-i", "-q", "-s", &scale], false)?;
         let size = lab.sql(&leader, "SELECT pg_size_pretty(pg_database_size('postgres'))")?;
+        report(&format!("MEASURED: {engine}: database of {size} (pgbench scale {scale})"));
         let (mut backups, mut restores, mut phases) = (Vec::new(), Vec::new(), Vec::new());
         for run in 0..runs() {
             let started = Instant::now();
@@ -81,15 +83,19 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
             let restored = lab.pgctl_ok(&["restore", "--target-time", &target, "--yes"])?;
             restores.push(started.elapsed().as_secs_f64());
             phases.push(restore_phases(&restored.stdout));
+            report(&format!(
+                "MEASURED: {engine} run {}: backup now {:.1}s, PITR {:.1}s ({})",
+                run + 1,
+                backups[run],
+                restores[run],
+                phases[run]
+            ));
             let leader = lab.leader().context("a leader after the restore")?;
             let expected: Vec<String> = (0..=run).map(|r| r.to_string()).collect();
             assert_eq!(lab.sql(&leader, "SELECT string_agg(run::text, ',' ORDER BY run) FROM pitr")?, expected.join(","));
         }
         report(&format!("MEASURED: backup now ({engine}, {size}): {}", summary(&backups)));
         report(&format!("MEASURED: PITR ({engine}, {size}): {}", summary(&restores)));
-        for (i, p) in phases.iter().enumerate() {
-            report(&format!("MEASURED: PITR ({engine}) run {} phases: {p}", i + 1));
-        }
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     }
     Ok(())
