@@ -144,6 +144,19 @@ impl Bucket {
         Ok(out)
     }
 
+    /// One listing request under the prefix (a single key): proves the key may list it.
+    pub async fn can_list(&self) -> Result<()> {
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(""))
+            .max_keys(1)
+            .send()
+            .await
+            .map_err(|e| self.failure("listing", "", e))?;
+        Ok(())
+    }
+
     /// The object `key` (relative to the prefix); `None` when there is none.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let sent = self.client.get_object().bucket(&self.bucket).key(self.full_key(key)).send().await;
@@ -264,12 +277,12 @@ const PROBE: &str = "pgctl-read-only-probe";
 /// clone or a verification damage the archive). `Ok(summary)`; `Err` names the key at fault.
 pub async fn preflight(cfg: &Config) -> Result<String> {
     let rw = Bucket::connect(cfg, Access::ReadWrite)?;
-    let objects = rw.list("").await?.len();
+    rw.can_list().await?;
     let ro = Bucket::connect(cfg, Access::ReadOnly)?;
     if ro.access == Access::ReadWrite {
-        return Ok(format!("S3: {} reachable ({objects} objects); no read-only key to check", rw.place));
+        return Ok(format!("S3: {} reachable; no read-only key to check", rw.place));
     }
-    ro.list("").await?;
+    ro.can_list().await?;
     if ro.try_put(PROBE, b"pgctl: a read-only key must not be able to write this").await? {
         rw.delete(PROBE).await?;
         return Err(error::refused(format!(
@@ -278,10 +291,7 @@ pub async fn preflight(cfg: &Config) -> Result<String> {
             rw.place
         )));
     }
-    Ok(format!(
-        "S3: {} reachable ({objects} objects); the read-only key reads and cannot write",
-        rw.place
-    ))
+    Ok(format!("S3: {} reachable; the read-only key reads and cannot write", rw.place))
 }
 
 #[cfg(test)]
