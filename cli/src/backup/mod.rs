@@ -40,6 +40,10 @@ pub trait Engine: Send + Sync {
     /// What prepares the repository for a new cluster, if anything (pgctl records the prefix's
 /// owner either way: `owner.rs`).
     fn init_repository(&self, cfg: &Config) -> Option<Vec<String>>;
+    /// Objects of the prefix whose presence shows `init_repository` already ran there.
+    fn repository_files(&self, _cfg: &Config) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether a failed `init_repository` only met another command of the engine holding the
     /// repository's lock (a scheduled backup running right then): the repository exists.
     fn init_busy(&self, _output: &str) -> bool {
@@ -212,6 +216,11 @@ pub async fn init_repository(cfg: &Config, leader: &docker::Engine) -> Result<()
     let Some(cmd) = e.init_repository(cfg) else {
         return owner::record(cfg, leader).await;
     };
+    // A re-run leaves an existing repository alone: preparing it again would take the
+    // repository's lock, and a scheduled backup starting right then would fail.
+    if repository_exists(cfg, e).await? {
+        return owner::record(cfg, leader).await;
+    }
     let out = member::as_postgres(leader, &cmd).await?;
     let text = format!("{}{}", out.stdout, out.stderr);
     if !out.success() {
@@ -226,6 +235,20 @@ pub async fn init_repository(cfg: &Config, leader: &docker::Engine) -> Result<()
         return Err(e.init_failure(cfg, &text));
     }
     owner::record(cfg, leader).await
+}
+
+async fn repository_exists(cfg: &Config, e: &dyn Engine) -> Result<bool> {
+    let files = e.repository_files(cfg);
+    if files.is_empty() {
+        return Ok(false);
+    }
+    let bucket = crate::s3::Bucket::connect(cfg, Access::ReadOnly)?;
+    for key in &files {
+        if bucket.get(key).await?.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 fn last_error(text: &str) -> String {

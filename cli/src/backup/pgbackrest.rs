@@ -61,6 +61,11 @@ impl Engine for PgBackRest {
         Some(self.command(cfg, &["stanza-create"]))
     }
 
+    fn repository_files(&self, cfg: &Config) -> Vec<String> {
+        let stanza = &cfg.hosts.cluster.name;
+        vec![format!("archive/{stanza}/archive.info"), format!("backup/{stanza}/backup.info")]
+    }
+
     // [050] is pgBackRest's lock error: a backup (or expire) of this stanza is running, so the
     // stanza exists and belongs to this cluster (stanza-create would have had nothing to do).
     fn init_busy(&self, output: &str) -> bool {

@@ -52,6 +52,9 @@ pub struct BackupRun {
     /// Size of the data directory that was backed up (bytes); absent in older records.
     #[serde(default)]
     pub size_bytes: Option<u64>,
+    /// The engine's last error line when the run failed; absent in older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Scheduled backups seen on the members' data volumes.

@@ -103,9 +103,14 @@ pub fn status_text(s: &ClusterStatus) -> String {
             ),
             None => "no successful scheduled backup yet".into(),
         };
-        let failed = match (b.last_failure_end, b.last_success_end) {
-            (Some(f), s) if s.is_none_or(|s| f > s) => " — the LAST SCHEDULED BACKUP FAILED (see `docker logs patroni` on the leader)",
-            _ => "",
+        let newest = b.runs.iter().max_by_key(|r| r.end).filter(|r| !r.ok);
+        let failed = match newest {
+            Some(r) => format!(
+                " — the LAST SCHEDULED BACKUP FAILED on {}: {} (more in `docker logs patroni` there)",
+                r.host,
+                r.error.as_deref().unwrap_or("no error recorded")
+            ),
+            None => String::new(),
         };
         extra.push_str(&format!("\nBackups: {last}{failed}"));
     }
