@@ -75,6 +75,12 @@ pub const PG_SOCKET_DIR: &str = "/var/run/postgresql";
 pub const SCHEDULED_BACKUPS: &str = "/var/lib/postgresql/data/pgctl-backups.jsonl";
 /// Present in a data volume while a restore fills it: such a volume is never started.
 pub const INCOMPLETE_MARKER: &str = "/var/lib/postgresql/data/pgctl-restore-incomplete";
+/// Patroni's replica method that builds a replica from a backup in S3 (uploaded, 0600).
+pub const REPLICA_SCRIPT: &str = "/etc/pgctl/replica-from-backup.sh";
+/// Left on a new member's data volume by `node add`: the fetch command the script runs once.
+pub const REPLICA_REQUEST: &str = "/var/lib/postgresql/data/pgctl-replica-request";
+/// Written by the script: how the replica was made (JSON).
+pub const REPLICA_RESULT: &str = "/var/lib/postgresql/data/pgctl-replica-result";
 
 // ---- ports (host networking) ----
 pub const POSTGRES_PORT: u16 = 5432;

@@ -14,6 +14,7 @@ mod image;
 mod lab;
 mod layout;
 mod member;
+mod nodes;
 mod output;
 mod recovery;
 mod render;

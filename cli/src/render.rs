@@ -33,6 +33,10 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("patroni-api.py", include_str!("../../compose-templates/scripts/patroni-api.py")),
     ("port-check.py", include_str!("../../compose-templates/scripts/port-check.py")),
     ("consul-acl.py", include_str!("../../compose-templates/scripts/consul-acl.py")),
+    (
+        "replica-from-backup.sh",
+        include_str!("../../compose-templates/scripts/replica-from-backup.sh"),
+    ),
 ];
 
 /// The script `name` from compose-templates/scripts.

@@ -70,11 +70,18 @@ impl Bucket {
             .ok_or_else(|| error::usage(format!("{} has no [backup] section", cfg.hosts_path.display())))?;
         let (id, secret, access) = key(cfg, access)?;
         let host = url_host(&b.s3_endpoint).with_context(|| {
-            format!("{}: backup.s3_endpoint `{}` is not an https:// URL", cfg.hosts_path.display(), b.s3_endpoint)
+            format!(
+                "{}: backup.s3_endpoint `{}` is not an https:// URL",
+                cfg.hosts_path.display(),
+                b.s3_endpoint
+            )
         })?;
         let address = match &b.s3_address {
             Some(a) => Some(a.parse::<IpAddr>().map_err(|_| {
-                error::usage(format!("{}: backup.s3_address `{a}` is not an IP address", cfg.hosts_path.display()))
+                error::usage(format!(
+                    "{}: backup.s3_address `{a}` is not an IP address",
+                    cfg.hosts_path.display()
+                ))
             })?),
             None => None,
         };
@@ -165,7 +172,11 @@ impl Bucket {
             Err(e) if status(&e) == Some(404) => return Ok(None),
             Err(e) => return Err(self.failure("reading", key, e)),
         };
-        let body = out.body.collect().await.with_context(|| format!("reading {key} from {}", self.place))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .with_context(|| format!("reading {key} from {}", self.place))?;
         Ok(Some(body.into_bytes().to_vec()))
     }
 
@@ -214,8 +225,15 @@ impl Bucket {
             Some(se) => format!("{}: {}", se.code().unwrap_or("error"), se.message().unwrap_or_default()),
             None => aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
         };
-        let what = if key.is_empty() { "the prefix".to_string() } else { format!("`{key}`") };
-        let message = format!("the backup repository {} is not usable: {doing} {what} with the {key_name}: {said}", self.place);
+        let what = if key.is_empty() {
+            "the prefix".to_string()
+        } else {
+            format!("`{key}`")
+        };
+        let message = format!(
+            "the backup repository {} is not usable: {doing} {what} with the {key_name}: {said}",
+            self.place
+        );
         match status(&e) {
             None => error::tagged(Kind::Unreachable, message),
             Some(401 | 403 | 404) => error::tagged(Kind::Config, message),

@@ -23,7 +23,12 @@ pub fn decrypt(data: &[u8], pass: &str, expect: &[u8]) -> Result<Vec<u8>> {
     let mut material = Vec::new();
     let mut prev = Vec::new();
     while material.len() < 48 {
-        prev = sha1::Sha1::new().chain_update(&prev).chain_update(pass).chain_update(salt).finalize().to_vec();
+        prev = sha1::Sha1::new()
+            .chain_update(&prev)
+            .chain_update(pass)
+            .chain_update(salt)
+            .finalize()
+            .to_vec();
         material.extend_from_slice(&prev);
     }
     let decryptor = cbc::Decryptor::<aes::Aes256>::new_from_slices(&material[..32], &material[32..48])?;

@@ -57,8 +57,7 @@ fn segment_name(key: &str) -> Option<&str> {
     let name = key.rsplit('/').next()?;
     let segment = name.get(..24)?;
     let rest = &name[24..];
-    (segment.chars().all(|c| c.is_ascii_hexdigit()) && !rest.ends_with(".backup") && !rest.contains(".partial"))
-        .then_some(segment)
+    (segment.chars().all(|c| c.is_ascii_hexdigit()) && !rest.ends_with(".backup") && !rest.contains(".partial")).then_some(segment)
 }
 
 /// The system identifier whose archive the repository (this cluster's prefix) holds, read from
@@ -118,12 +117,18 @@ async fn read_repository(cfg: &Config, engine: &docker::Engine, access: Access, 
 mod tests {
     #[test]
     fn segment_names() {
-        assert_eq!(super::segment_name("wal_005/000000010000000000000004.lz4"), Some("000000010000000000000004"));
+        assert_eq!(
+            super::segment_name("wal_005/000000010000000000000004.lz4"),
+            Some("000000010000000000000004")
+        );
         assert_eq!(
             super::segment_name("archive/lab/15-1/0000000100000000/000000010000000000000003-15df1304.zst"),
             Some("000000010000000000000003")
         );
-        assert_eq!(super::segment_name("archive/lab/15-1/0000000100000000/000000010000000000000002.00000028.backup"), None);
+        assert_eq!(
+            super::segment_name("archive/lab/15-1/0000000100000000/000000010000000000000002.00000028.backup"),
+            None
+        );
         assert_eq!(super::segment_name("wal_005/00000002.history.lz4"), None);
         assert_eq!(super::segment_name("archive/lab/archive.info"), None);
     }

@@ -38,7 +38,7 @@ pub trait Engine: Send + Sync {
     /// Keep the newest `keep_full` full backups (and the WAL they need).
     fn retain(&self, cfg: &Config, keep_full: u32, dry_run: bool) -> Vec<String>;
     /// What prepares the repository for a new cluster, if anything (pgctl records the prefix's
-/// owner either way: `owner.rs`).
+    /// owner either way: `owner.rs`).
     fn init_repository(&self, cfg: &Config) -> Option<Vec<String>>;
     /// Objects of the prefix whose presence shows `init_repository` already ran there.
     fn repository_files(&self, _cfg: &Config) -> Vec<String> {
@@ -61,6 +61,9 @@ pub trait Engine: Send + Sync {
     fn read_catalog<'a>(&'a self, cfg: &'a Config, bucket: &'a crate::s3::Bucket) -> BoxFuture<'a, Result<Vec<list::Backup>>>;
     /// The system identifier whose archive the repository holds, from `list_backups` output.
     fn system_id(&self, backups: &str) -> Result<Option<String>>;
+    /// Fetches `backup` into the (empty) data directory of a new replica; Patroni writes the
+    /// standby settings and the replica follows the leader from there.
+    fn replica_fetch(&self, cfg: &Config, backup: &str) -> Vec<String>;
     /// Fetches `backup` into the data directory for recovery to `target`; also the recovery
     /// settings to append when the engine writes none.
     fn fetch(&self, cfg: &Config, backup: &str, target: &Target, timeline: &str, verify: bool) -> (Vec<String>, Option<String>);
@@ -204,6 +207,16 @@ pub fn crontab(cfg: &Config) -> Result<Option<File>> {
     let job = engine(cfg).scheduled_job(cfg, b.keep_full);
     let contents = crate::render::render("crontab.j2", minijinja::context! { schedule => b.schedule, job })?;
     Ok(Some(File::new(layout::CRONTAB, contents, false)))
+}
+
+/// Patroni's replica method from a backup (see replica-from-backup.sh), with a repository.
+pub fn replica_script(cfg: &Config) -> Option<File> {
+    backup_config(cfg)?;
+    Some(File::new(
+        layout::REPLICA_SCRIPT,
+        crate::render::script("replica-from-backup.sh").into(),
+        true,
+    ))
 }
 
 /// Prepares the repository for this cluster; refuses a prefix that holds another database

@@ -15,8 +15,7 @@ const KEY: &str = "pgctl-owner.json";
 pub async fn recorded(cfg: &Config) -> Result<Option<String>> {
     let bucket = Bucket::connect(cfg, Access::ReadWrite)?;
     let Some(data) = bucket.get(KEY).await? else { return Ok(None) };
-    let v: serde_json::Value =
-        serde_json::from_slice(&data).with_context(|| format!("{}: {KEY} is not pgctl's JSON", bucket.place))?;
+    let v: serde_json::Value = serde_json::from_slice(&data).with_context(|| format!("{}: {KEY} is not pgctl's JSON", bucket.place))?;
     Ok(v["system_identifier"].as_str().map(str::to_string))
 }
 

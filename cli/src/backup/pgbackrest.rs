@@ -2,12 +2,12 @@
 
 use super::list::Backup;
 use super::{command_line, last_error, Engine, S3};
-use crate::s3::Bucket;
-use futures_util::future::BoxFuture;
 use crate::backup::target::{pg_time, Target};
 use crate::config::Config;
 use crate::layout;
+use crate::s3::Bucket;
 use anyhow::{bail, Context, Result};
+use futures_util::future::BoxFuture;
 
 pub struct PgBackRest;
 
@@ -100,11 +100,12 @@ impl Engine for PgBackRest {
                 return Ok(Vec::new());
             };
             if super::cipher::is_encrypted(&data) {
-                let pass = cfg.secrets.backup_encryption_key.as_ref().with_context(|| {
-                    format!("{}: {key} is encrypted and secrets.toml has no backup_encryption_key", bucket.place)
-                })?;
-                data = super::cipher::decrypt(&data, pass.expose(), b"[backrest]")
-                    .with_context(|| format!("{}: {key}", bucket.place))?;
+                let pass = cfg
+                    .secrets
+                    .backup_encryption_key
+                    .as_ref()
+                    .with_context(|| format!("{}: {key} is encrypted and secrets.toml has no backup_encryption_key", bucket.place))?;
+                data = super::cipher::decrypt(&data, pass.expose(), b"[backrest]").with_context(|| format!("{}: {key}", bucket.place))?;
             }
             parse_backup_info(&String::from_utf8_lossy(&data)).with_context(|| format!("{}: {key}", bucket.place))
         })
@@ -126,6 +127,13 @@ impl Engine for PgBackRest {
                 stanza["status"]["message"].as_str().unwrap_or_default()
             ),
         }
+    }
+
+    // --type=none: pgBackRest writes no recovery settings; Patroni writes the standby's.
+    fn replica_fetch(&self, cfg: &Config, backup: &str) -> Vec<String> {
+        let pg1 = format!("--pg1-path={}", layout::PGDATA);
+        let set = format!("--set={backup}");
+        self.command(cfg, &["restore", &pg1, &set, "--type=none"])
     }
 
     fn fetch(&self, cfg: &Config, backup: &str, target: &Target, timeline: &str, verify: bool) -> (Vec<String>, Option<String>) {
@@ -232,7 +240,10 @@ db-version="15"
 "#;
         let b = super::parse_backup_info(text).unwrap();
         assert_eq!(b.len(), 1);
-        assert_eq!((b[0].name.as_str(), b[0].kind.as_str(), b[0].stop, b[0].size_bytes), ("20261121-210000F", "full", 1763758805, 31522334));
+        assert_eq!(
+            (b[0].name.as_str(), b[0].kind.as_str(), b[0].stop, b[0].size_bytes),
+            ("20261121-210000F", "full", 1763758805, 31522334)
+        );
         assert_eq!(b[0].wal_stop, "000000010000000000000003");
         assert!(super::parse_backup_info("garbage").is_err());
         assert!(super::parse_backup_info("[backrest]\nbackrest-format=5\n").unwrap().is_empty());

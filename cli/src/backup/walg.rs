@@ -2,12 +2,12 @@
 
 use super::list::Backup;
 use super::{command_line, Engine, S3};
-use crate::s3::Bucket;
-use futures_util::future::BoxFuture;
 use crate::backup::target::Target;
 use crate::config::Config;
 use crate::layout;
+use crate::s3::Bucket;
 use anyhow::{Context, Result};
+use futures_util::future::BoxFuture;
 
 pub struct WalG;
 
@@ -104,6 +104,10 @@ impl Engine for WalG {
             .map(|(_, id)| id.to_string()))
     }
 
+    fn replica_fetch(&self, cfg: &Config, backup: &str) -> Vec<String> {
+        self.command(cfg, &["backup-fetch", layout::PGDATA, backup])
+    }
+
     fn fetch(&self, cfg: &Config, backup: &str, target: &Target, timeline: &str, _verify: bool) -> (Vec<String>, Option<String>) {
         let restore = self.archive_get(cfg).join(" ");
         (
@@ -172,7 +176,8 @@ mod tests {
     #[test]
     fn backup_from_walg_metadata() {
         // As WAL-G v1.1.1 writes basebackups_005/<name>/metadata.json.
-        let meta = br#"{"start_time":"2026-11-21T21:00:00.123456Z","finish_time":"2026-11-21T21:00:09.5Z","date_fmt":"%Y-%m-%dT%H:%M:%S.%fZ",
+        let meta =
+            br#"{"start_time":"2026-11-21T21:00:00.123456Z","finish_time":"2026-11-21T21:00:09.5Z","date_fmt":"%Y-%m-%dT%H:%M:%S.%fZ",
             "hostname":"host1","data_dir":"/var/lib/postgresql/data/pgdata","pg_version":150020,"start_lsn":67108904,"finish_lsn":67109160,
             "is_permanent":false,"system_identifier":7441234567890123456,"uncompressed_size":56789,"compressed_size":1234}"#;
         let b = super::backup_from_metadata("base_000000010000000000000004", meta).unwrap();
@@ -180,6 +185,9 @@ mod tests {
         assert_eq!(b.wal_start, "000000010000000000000004");
         let delta = super::backup_from_metadata("base_000000010000000000000006_D_000000010000000000000004", meta).unwrap();
         assert_eq!(delta.kind, "delta");
-        assert!(super::backup_from_metadata("x", b"{}").is_err(), "no times: not a backup's metadata");
+        assert!(
+            super::backup_from_metadata("x", b"{}").is_err(),
+            "no times: not a backup's metadata"
+        );
     }
 }

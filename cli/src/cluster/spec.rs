@@ -107,6 +107,7 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Resul
             secrets => secrets_ctx(cfg),
             archive => crate::backup::archive_parameters(cfg),
             restore_command => crate::backup::restore_command(cfg),
+            replica_script => cfg.hosts.backup.is_some().then_some(crate::layout::REPLICA_SCRIPT),
         },
     )
 }
@@ -156,6 +157,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
             // The backup engine's configuration: the cluster archives with the read-write key.
             crate::backup::files(cfg, crate::backup::Access::ReadWrite)?,
             crate::backup::crontab(cfg)?.into_iter().collect(),
+            crate::backup::replica_script(cfg).into_iter().collect(),
         ]
         .concat();
         out.push(ContainerSpec::new(

@@ -171,7 +171,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
 }
 
 /// Every target host must have the cluster's image; missing ones get it as `image push` does.
-async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig]) -> Result<String> {
+pub async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConfig]) -> Result<String> {
     let image = &cfg.hosts.cluster.image;
     let ids = join_all(engines.iter().map(|e| docker::image_id(&e.docker, image))).await;
     let mut missing = Vec::new();
@@ -375,7 +375,7 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
 }
 
 /// System identifier of the data in a Patroni data volume, `None` when it holds no cluster.
-async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<Option<String>> {
+pub async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<Option<String>> {
     // Mounting a missing volume would create it (unlabeled, so `remove --volumes` would miss it).
     match engine.docker.inspect_volume(volume).await {
         Ok(_) => {}

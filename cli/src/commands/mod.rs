@@ -10,6 +10,7 @@ mod config;
 mod image;
 mod init;
 mod lab;
+mod node;
 mod restore;
 mod verify;
 mod views;
@@ -80,6 +81,9 @@ enum Command {
     Check(check::CheckArgs),
     #[command(flatten)]
     Cluster(cluster::ClusterCommand),
+    /// Grow and shrink the running cluster: add a host as a replica (from the leader or a backup), remove one
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Backups to S3: take one now, list what the repository holds, apply retention
     #[command(subcommand)]
     Backup(backup::BackupCommand),
@@ -180,6 +184,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Init(a) => init::run(a, &ctx),
         Command::Check(a) => check::run(a, &ctx).await,
         Command::Cluster(c) => cluster::run(c, &ctx).await,
+        Command::Node(c) => node::run(c, &ctx).await,
         Command::Backup(c) => backup::run(c, &ctx).await,
         Command::VerifyBackup(a) => verify::run(a, &ctx).await,
         Command::Restore(a) => restore::run(a, &ctx).await,

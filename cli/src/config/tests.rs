@@ -335,12 +335,24 @@ fn secrets_problems() {
     let no_patroni_token = VALID_SECRETS.replace("consul_patroni_token = \"9e8d7c6b-5a49-4382-a716-151413121110\"\n", "");
     let (_d, r) = setup(&consul, &no_patroni_token, 0o600);
     let err = r.expect_err("missing Patroni token");
-    assert!(err.0.iter().any(|p| p.key == "consul_patroni_token" && p.message.contains("missing")), "{err}");
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.key == "consul_patroni_token" && p.message.contains("missing")),
+        "{err}"
+    );
     let (_d, r) = setup(VALID_HOSTS, &no_patroni_token, 0o600);
     r.unwrap_or_else(|e| panic!("etcd needs no Consul token: {e}"));
-    let (_d, r) = setup(&consul, &VALID_SECRETS.replace("1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d", "agent-token"), 0o600);
+    let (_d, r) = setup(
+        &consul,
+        &VALID_SECRETS.replace("1a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d", "agent-token"),
+        0o600,
+    );
     let err = r.expect_err("a token that is no UUID");
-    assert!(err.0.iter().any(|p| p.key == "consul_agent_token" && p.message.contains("UUID")), "{err}");
+    assert!(
+        err.0.iter().any(|p| p.key == "consul_agent_token" && p.message.contains("UUID")),
+        "{err}"
+    );
 }
 
 #[test]

@@ -59,7 +59,11 @@ impl Store for Consul {
                 "agent": expose(&cfg.secrets.consul_agent_token),
                 "patroni": expose(&cfg.secrets.consul_patroni_token),
             });
-            files.push(File::new(layout::CONSUL_MANAGEMENT_TOKEN, expose(&cfg.secrets.consul_management_token), false));
+            files.push(File::new(
+                layout::CONSUL_MANAGEMENT_TOKEN,
+                expose(&cfg.secrets.consul_management_token),
+                false,
+            ));
             files.push(File::new(layout::CONSUL_ACL, acl.to_string(), false));
         }
         Ok(Some(ContainerSpec::new(
@@ -76,7 +80,11 @@ impl Store for Consul {
     fn prepare<'a>(&'a self, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
             let script = crate::render::script("consul-acl.py");
-            let out = consul(engine, &["python3", "-c", script, layout::CONSUL_MANAGEMENT_TOKEN, layout::CONSUL_ACL]).await?;
+            let out = consul(
+                engine,
+                &["python3", "-c", script, layout::CONSUL_MANAGEMENT_TOKEN, layout::CONSUL_ACL],
+            )
+            .await?;
             Ok(out.ok("consul ACL setup")?.trim().to_string())
         })
     }
@@ -89,9 +97,7 @@ impl Store for Consul {
             if !peers.contains("leader") {
                 bail!("consul: no Raft leader yet");
             }
-            let members = consul(engine, &["consul", "members"])
-                .await?
-                .ok("consul members")?;
+            let members = consul(engine, &["consul", "members"]).await?.ok("consul members")?;
             let alive: Vec<&str> = members
                 .lines()
                 .filter(|l| l.contains(" alive "))
@@ -109,7 +115,11 @@ impl Store for Consul {
                 .filter(|n| !alive.contains(n))
                 .collect();
             if !missing.is_empty() {
-                bail!("consul: not a live member: {} ({} of {total} members alive)", missing.join(", "), alive.len());
+                bail!(
+                    "consul: not a live member: {} ({} of {total} members alive)",
+                    missing.join(", "),
+                    alive.len()
+                );
             }
             let alive = alive.len();
             Ok(format!("consul: leader elected, {alive} member(s) alive"))
@@ -133,6 +143,22 @@ impl Store for Consul {
             consul(engine, &["consul", "kv", "delete", "-recurse", prefix])
                 .await?
                 .ok("consul kv delete")?;
+            Ok(())
+        })
+    }
+
+    fn forget_agent<'a>(&'a self, engine: &'a Engine, node: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            consul(engine, &["consul", "force-leave", "-prune", node])
+                .await?
+                .ok("consul force-leave")?;
+            Ok(())
+        })
+    }
+
+    fn delete_key<'a>(&'a self, engine: &'a Engine, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            consul(engine, &["consul", "kv", "delete", key]).await?.ok("consul kv delete")?;
             Ok(())
         })
     }

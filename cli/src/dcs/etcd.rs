@@ -109,6 +109,16 @@ impl Store for Etcd {
             Ok(())
         })
     }
+
+    fn delete_key<'a>(&'a self, engine: &'a Engine, key: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let out = etcdctl_v2(engine, &["rm", key]).await?;
+            if !out.success() && !out.stderr.contains("Key not found") {
+                out.ok("etcdctl rm")?;
+            }
+            Ok(())
+        })
+    }
 }
 
 async fn etcdctl_v2(engine: &Engine, args: &[&str]) -> Result<ExecOutput> {

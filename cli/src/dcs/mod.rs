@@ -39,6 +39,12 @@ pub trait Store: Send + Sync {
     fn get<'a>(&'a self, engine: &'a Engine, key: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
     /// Deletes every key under `prefix` (nothing there is fine).
     fn delete_prefix<'a>(&'a self, engine: &'a Engine, prefix: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Forgets the agent of a host that left for good (Consul: force-leave and prune).
+    fn forget_agent<'a>(&'a self, _engine: &'a Engine, _node: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Deletes exactly `key` (not there is fine).
+    fn delete_key<'a>(&'a self, engine: &'a Engine, key: &'a str) -> BoxFuture<'a, Result<()>>;
 }
 
 /// The store hosts.toml chooses: the one place the choice is made.
@@ -63,7 +69,10 @@ pub async fn health(cfg: &Config, engine: &Engine) -> Result<String> {
 /// Makes the healthy store ready for Patroni from the first of `engines` (a voter).
 pub async fn prepare(cfg: &Config, engines: &[&Engine]) -> Result<String> {
     let engine = engines.first().context("no DCS member reachable")?;
-    store(cfg).prepare(engine).await.with_context(|| format!("{}: preparing the DCS", engine.host))
+    store(cfg)
+        .prepare(engine)
+        .await
+        .with_context(|| format!("{}: preparing the DCS", engine.host))
 }
 
 /// Waits until `health` passes on some engine, up to `timeout`.
@@ -92,6 +101,17 @@ pub async fn initialize_key(cfg: &Config, engine: &Engine, scope: &str) -> Resul
 pub async fn remove_scope(cfg: &Config, engine: &Engine, scope: &str) -> Result<()> {
     let s = store(cfg);
     s.delete_prefix(engine, &s.key(scope, "")).await
+}
+
+/// Deletes member `name`'s key of `scope` now instead of when its TTL runs out.
+pub async fn remove_member(cfg: &Config, engine: &Engine, scope: &str, name: &str) -> Result<()> {
+    let s = store(cfg);
+    s.delete_key(engine, &s.key(scope, &format!("members/{name}"))).await
+}
+
+/// Forgets `node`'s agent, as seen from the voter `engine`.
+pub async fn forget_agent(cfg: &Config, engine: &Engine, node: &str) -> Result<()> {
+    store(cfg).forget_agent(engine, node).await
 }
 
 /// The command a user runs to clear a stale scope by hand.

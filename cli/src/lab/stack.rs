@@ -15,12 +15,12 @@ impl Stack {
     /// etcd / pgBackRest (Debian packages) for a part it does not. `dcs`/`engine` choose.
     pub fn choose(dcs: Option<&str>, engine: Option<&str>, artifacts: &Path) -> Stack {
         let has = |patterns| crate::image::artifacts_provide(artifacts, patterns);
-        let dcs = dcs.map(str::to_string).unwrap_or_else(|| {
-            if has(crate::image::CONSUL_ARTIFACTS) { "consul" } else { "etcd" }.into()
-        });
-        let backup_engine = engine.map(str::to_string).unwrap_or_else(|| {
-            if has(crate::image::WALG_ARTIFACTS) { "walg" } else { "pgbackrest" }.into()
-        });
+        let dcs = dcs
+            .map(str::to_string)
+            .unwrap_or_else(|| if has(crate::image::CONSUL_ARTIFACTS) { "consul" } else { "etcd" }.into());
+        let backup_engine = engine
+            .map(str::to_string)
+            .unwrap_or_else(|| if has(crate::image::WALG_ARTIFACTS) { "walg" } else { "pgbackrest" }.into());
         Stack { dcs, backup_engine }
     }
 
