@@ -710,8 +710,7 @@ impl Lab {
         self.wait_archived(host, &segment, std::time::Duration::from_secs(120))?;
         let out = self.walg(host, &["wal-verify", "integrity", "--json"])?;
         let json = out.lines().find(|l| l.trim_start().starts_with('{')).unwrap_or_default();
-        let report: serde_json::Value =
-            serde_json::from_str(json).with_context(|| format!("wal-g wal-verify output: {out}"))?;
+        let report: serde_json::Value = serde_json::from_str(json).with_context(|| format!("wal-g wal-verify output: {out}"))?;
         let status = report["integrity"]["status"].as_str().unwrap_or_default();
         anyhow::ensure!(
             status == "OK" || status == "WARNING",

@@ -95,9 +95,15 @@ fn backups_with_pgbackrest() -> Result<()> {
     let refused = lab.pgctl(&["check", "--online"]);
     garage(&["bucket", "deny", "--write", "pgctl-backups", "--key", "pgctl-ro"])?;
     refused.assert_code(exit::REFUSED, "check --online with a read-only key that can write");
-    assert!(refused.stderr.contains("s3.readonly_access_key_id"), "names the key: {}", refused.stderr);
     assert!(
-        !lab.s3_list("lab/pgctl-read-only-probe")?.iter().any(|k| k.starts_with("lab/pgctl-read-only-probe")),
+        refused.stderr.contains("s3.readonly_access_key_id"),
+        "names the key: {}",
+        refused.stderr
+    );
+    assert!(
+        !lab.s3_list("lab/pgctl-read-only-probe")?
+            .iter()
+            .any(|k| k.starts_with("lab/pgctl-read-only-probe")),
         "the probe object was removed"
     );
 

@@ -27,7 +27,10 @@ fn failover_consul_vs_etcd() -> Result<()> {
     for (dcs, subnet) in [("consul", "172.30.90.0/24"), ("etcd", "172.30.91.0/24")] {
         let lab = Lab::up_with(&format!("pgctl-bench-{dcs}"), subnet, &["--dcs", dcs, "--backup-engine", "walg"])?;
         lab.pgctl_ok(&["up"])?;
-        lab.sql(&lab.leader()?, "CREATE TABLE bench(id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")?;
+        lab.sql(
+            &lab.leader()?,
+            "CREATE TABLE bench(id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
+        )?;
         let mut times = Vec::new();
         for _ in 0..runs() {
             let leader = lab.leader()?;
@@ -42,11 +45,18 @@ fn failover_consul_vs_etcd() -> Result<()> {
                 std::thread::sleep(Duration::from_millis(250));
             };
             times.push(took.as_secs_f64());
-            report(&format!("MEASURED: failover ({dcs}) run {}: {:.1}s", times.len(), took.as_secs_f64()));
+            report(&format!(
+                "MEASURED: failover ({dcs}) run {}: {:.1}s",
+                times.len(),
+                took.as_secs_f64()
+            ));
             docker_local(&["start", &lab.container(&leader)])?;
             wait_all_streaming(&lab, Duration::from_secs(240))?;
         }
-        report(&format!("MEASURED: failover ({dcs}, leader host stopped -> first accepted write): {}", summary(&times)));
+        report(&format!(
+            "MEASURED: failover ({dcs}, leader host stopped -> first accepted write): {}",
+            summary(&times)
+        ));
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     }
     Ok(())
@@ -60,7 +70,11 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
     require_e2e("backup_and_pitr_walg_vs_pgbackrest");
     let scale = std::env::var("PGCTL_BENCH_SCALE").unwrap_or_else(|_| "68".into());
     for (engine, subnet) in [("walg", "172.30.92.0/24"), ("pgbackrest", "172.30.93.0/24")] {
-        let lab = Lab::up_with(&format!("pgctl-bench-{engine}"), subnet, &["--dcs", "etcd", "--backup-engine", engine])?;
+        let lab = Lab::up_with(
+            &format!("pgctl-bench-{engine}"),
+            subnet,
+            &["--dcs", "etcd", "--backup-engine", engine],
+        )?;
         lab.pgctl_ok(&["up"])?;
         let leader = lab.leader()?;
         lab.pgbench(&leader, &["-i", "-q", "-s", &scale], false)?;
@@ -72,7 +86,10 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
             lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
             backups.push(started.elapsed().as_secs_f64());
             let leader = lab.leader()?;
-            lab.sql(&leader, &format!("CREATE TABLE IF NOT EXISTS pitr(run int); INSERT INTO pitr VALUES ({run})"))?;
+            lab.sql(
+                &leader,
+                &format!("CREATE TABLE IF NOT EXISTS pitr(run int); INSERT INTO pitr VALUES ({run})"),
+            )?;
             std::thread::sleep(Duration::from_secs(2));
             let target = lab.sql(&leader, "SELECT clock_timestamp()::text")?;
             std::thread::sleep(Duration::from_secs(2));
@@ -92,7 +109,10 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
             ));
             let leader = lab.leader().context("a leader after the restore")?;
             let expected: Vec<String> = (0..=run).map(|r| r.to_string()).collect();
-            assert_eq!(lab.sql(&leader, "SELECT string_agg(run::text, ',' ORDER BY run) FROM pitr")?, expected.join(","));
+            assert_eq!(
+                lab.sql(&leader, "SELECT string_agg(run::text, ',' ORDER BY run) FROM pitr")?,
+                expected.join(",")
+            );
         }
         report(&format!("MEASURED: backup now ({engine}, {size}): {}", summary(&backups)));
         report(&format!("MEASURED: PITR ({engine}, {size}): {}", summary(&restores)));

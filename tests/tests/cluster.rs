@@ -98,7 +98,12 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
     let inspect = lab.docker(&l, &["inspect", "patroni", &lab.dcs_container()])?;
     let mut keys = vec!["superuser_password", "replication_password", "rewind_password", "rest_api_password"];
     if lab.dcs_container() == "consul" {
-        keys.extend(["consul_gossip_key", "consul_management_token", "consul_agent_token", "consul_patroni_token"]);
+        keys.extend([
+            "consul_gossip_key",
+            "consul_management_token",
+            "consul_agent_token",
+            "consul_patroni_token",
+        ]);
     }
     for key in keys {
         let secret = secrets[key].as_str().unwrap();

@@ -24,13 +24,23 @@ fn consul_cluster_end_to_end() -> Result<()> {
         );
         return Ok(());
     }
-    let (app, _) = lab.app_hosts().into_iter().next().context("the default lab has an application host")?;
+    let (app, _) = lab
+        .app_hosts()
+        .into_iter()
+        .next()
+        .context("the default lab has an application host")?;
     lab.pgctl_ok(&["up"])?;
     // The application host runs the Consul client agent and nothing of the database.
-    assert_eq!(lab.docker(&app, &["ps", "--format", "{{.Names}}"])?, "consul", "{app} runs only Consul");
+    assert_eq!(
+        lab.docker(&app, &["ps", "--format", "{{.Names}}"])?,
+        "consul",
+        "{app} runs only Consul"
+    );
     let members = lab.docker(&lab.hosts()[0].0, &["exec", "consul", "consul", "members"])?;
     assert!(
-        members.lines().any(|l| l.starts_with(&app) && l.contains("alive") && l.contains("client")),
+        members
+            .lines()
+            .any(|l| l.starts_with(&app) && l.contains("alive") && l.contains("client")),
         "{app} joined as a client: {members}"
     );
     let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
@@ -69,8 +79,16 @@ fn consul_cluster_end_to_end() -> Result<()> {
     // above all), from an application host as from a server; Patroni's token reaches its own
     // scope's keys and nothing else; the management token (on the servers only) reads all.
     let leader_key = "/v1/kv/service/lab/leader?raw";
-    assert_eq!(consul_http(&lab, &app, "GET", leader_key, None)?.0, 403, "anonymous read from {app}");
-    assert_eq!(consul_http(&lab, &leader, "GET", leader_key, None)?.0, 403, "anonymous read on {leader}");
+    assert_eq!(
+        consul_http(&lab, &app, "GET", leader_key, None)?.0,
+        403,
+        "anonymous read from {app}"
+    );
+    assert_eq!(
+        consul_http(&lab, &leader, "GET", leader_key, None)?.0,
+        403,
+        "anonymous read on {leader}"
+    );
     let patroni = lab.secret("consul_patroni_token")?;
     assert_eq!(
         consul_http(&lab, &app, "GET", leader_key, Some(&patroni))?,
@@ -87,7 +105,10 @@ fn consul_cluster_end_to_end() -> Result<()> {
         "the management token stays on the servers"
     );
     let management = lab.secret("consul_management_token")?;
-    assert_eq!(consul_http(&lab, &leader, "GET", leader_key, Some(&management))?, (200, leader.clone()));
+    assert_eq!(
+        consul_http(&lab, &leader, "GET", leader_key, Some(&management))?,
+        (200, leader.clone())
+    );
 
     // Gossip is encrypted with the key from secrets: an agent without it cannot join, and the
     // same agent with the key can (so the check can tell the two apart).
@@ -194,7 +215,10 @@ except urllib.error.HTTPError as e:
     let env = format!("TOKEN={}", token.unwrap_or_default());
     let out = lab.docker(host, &["exec", "-e", &env, "consul", "python3", "-c", CLIENT, method, path])?;
     let (code, body) = out.split_once(' ').unwrap_or((out.as_str(), ""));
-    Ok((code.trim().parse().with_context(|| format!("HTTP status from {host}: {out}"))?, body.trim().to_string()))
+    Ok((
+        code.trim().parse().with_context(|| format!("HTTP status from {host}: {out}"))?,
+        body.trim().to_string(),
+    ))
 }
 
 /// Starts a Consul client agent `node` on `host` (its own ports, beside the cluster's agent,
@@ -212,8 +236,26 @@ fn rogue_agent_joins(lab: &Lab, host: &str, node: &str, key: &str, wait: Duratio
     lab.docker(
         host,
         &[
-            "run", "-d", "--name", node, "--network", "host", "--entrypoint", "consul", image.trim(), "agent", "-node", node,
-            "-data-dir", &data_dir, "-bind", &address, "-client", "127.0.0.1", "-hcl", &hcl,
+            "run",
+            "-d",
+            "--name",
+            node,
+            "--network",
+            "host",
+            "--entrypoint",
+            "consul",
+            image.trim(),
+            "agent",
+            "-node",
+            node,
+            "-data-dir",
+            &data_dir,
+            "-bind",
+            &address,
+            "-client",
+            "127.0.0.1",
+            "-hcl",
+            &hcl,
         ],
     )?;
     let started = Instant::now();

@@ -213,7 +213,11 @@ fn unreachable_host_is_named(work: &Path, lab_dir: &Path) -> Result<()> {
     assert!(error.contains(&format!("tcp://{address}:2376")), "names the endpoint: {error}");
     // The other hosts were still served (one failure does not stop the others).
     assert_eq!(outcomes.iter().filter(|o| o["result"] == "present").count(), n - 1, "{outcomes:?}");
-    assert!(run.stderr.contains(&format!("not delivered to 1 of {n} host(s): host2")), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("not delivered to 1 of {n} host(s): host2")),
+        "{}",
+        run.stderr
+    );
     Ok(())
 }
 

@@ -246,4 +246,3 @@ fn interrupt_restore(lab: &Lab, target: &str) -> Result<String> {
     lab.docker(&host, &["kill", "pgctl-restore-lab"])?;
     Ok(host)
 }
-

@@ -71,7 +71,10 @@ fn backups_and_restore_with_walg() -> Result<()> {
     }
     let down = down.json()?;
     assert_eq!(names(&down), names(&before), "the listing with every host stopped: {down}");
-    assert!(down["wal_max"].as_str().is_some() && down["latest_restorable"].as_i64().is_some(), "{down}");
+    assert!(
+        down["wal_max"].as_str().is_some() && down["latest_restorable"].as_i64().is_some(),
+        "{down}"
+    );
 
     // The hosts' engines come back within seconds of their start.
     let started = std::time::Instant::now();
@@ -87,7 +90,10 @@ fn backups_and_restore_with_walg() -> Result<()> {
 fn plant_canary(lab: &Lab, leader: &str) -> Result<(String, String)> {
     let canary = format!("pgctl-plaintext-canary-{}", std::process::id());
     lab.sql(leader, "CREATE TABLE canary(t text)")?;
-    lab.sql(leader, &format!("INSERT INTO canary SELECT '{canary}' FROM generate_series(1, 100)"))?;
+    lab.sql(
+        leader,
+        &format!("INSERT INTO canary SELECT '{canary}' FROM generate_series(1, 100)"),
+    )?;
     let segment = lab.sql(leader, "SELECT pg_walfile_name(pg_switch_wal())")?;
     lab.wait_archived(leader, &segment, Duration::from_secs(120))?;
     Ok((canary, segment))
@@ -97,11 +103,13 @@ fn plant_canary(lab: &Lab, leader: &str) -> Result<(String, String)> {
 /// (so the check can see it), but neither in that segment's object as S3 stores it nor in any
 /// base backup object, and no object is a bare compression frame.
 fn assert_encrypted_in_s3(lab: &Lab, leader: &str, canary: &str, segment: &str) -> Result<()> {
-
     // Positive control: WAL-G's own fetch (decrypting, decompressing) has the canary.
     lab.walg(leader, &["wal-fetch", segment, "/tmp/canary-segment"])?;
     let found = lab.docker(leader, &["exec", "patroni", "grep", "-c", "-a", canary, "/tmp/canary-segment"])?;
-    assert!(found.trim().parse::<u32>().unwrap_or(0) > 0, "the canary is in {segment} as fetched");
+    assert!(
+        found.trim().parse::<u32>().unwrap_or(0) > 0,
+        "the canary is in {segment} as fetched"
+    );
 
     let objects: Vec<String> = lab
         .s3_list("lab/")?
@@ -110,15 +118,28 @@ fn assert_encrypted_in_s3(lab: &Lab, leader: &str, canary: &str, segment: &str) 
         .filter(|k| k.contains(segment) || k.contains("/tar_partitions/"))
         .collect();
     assert!(objects.iter().any(|k| k.contains(segment)), "{segment} is in S3: {objects:?}");
-    assert!(objects.iter().any(|k| k.contains("/tar_partitions/")), "a base backup is in S3: {objects:?}");
-    const FRAMES: [(&str, &[u8]); 3] = [("lz4", &[0x04, 0x22, 0x4d, 0x18]), ("zstd", &[0x28, 0xb5, 0x2f, 0xfd]), ("gzip", &[0x1f, 0x8b])];
+    assert!(
+        objects.iter().any(|k| k.contains("/tar_partitions/")),
+        "a base backup is in S3: {objects:?}"
+    );
+    const FRAMES: [(&str, &[u8]); 3] = [
+        ("lz4", &[0x04, 0x22, 0x4d, 0x18]),
+        ("zstd", &[0x28, 0xb5, 0x2f, 0xfd]),
+        ("gzip", &[0x1f, 0x8b]),
+    ];
     for key in &objects {
         let bytes = lab.s3_object(&format!("pgctl-backups/{key}"))?;
-        assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "{key}: the canary in plaintext");
+        assert!(
+            !bytes.windows(canary.len()).any(|w| w == canary.as_bytes()),
+            "{key}: the canary in plaintext"
+        );
         for (name, magic) in FRAMES {
             assert!(!bytes.starts_with(magic), "{key}: a bare {name} frame, not encrypted");
         }
     }
-    report(&format!("S3: {} WAL-G objects checked, none holds plaintext or a bare compression frame", objects.len()));
+    report(&format!(
+        "S3: {} WAL-G objects checked, none holds plaintext or a bare compression frame",
+        objects.len()
+    ));
     Ok(())
 }

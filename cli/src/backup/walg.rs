@@ -140,7 +140,7 @@ fn backup_from_metadata(name: &str, text: &[u8]) -> Result<Backup> {
             .unix_timestamp())
     };
     // base_<24 hex: the WAL segment the backup starts in>[_D_<its base>] for deltas.
-    let wal_start = name.strip_prefix("base_").map(|s| s.chars().take(24).collect()).unwrap_or_default();
+    let wal_start: String = name.strip_prefix("base_").map(|s| s.chars().take(24).collect()).unwrap_or_default();
     let kind = if m["is_permanent"].as_bool().unwrap_or(false) {
         "permanent"
     } else if name.contains("_D_") {
@@ -155,9 +155,22 @@ fn backup_from_metadata(name: &str, text: &[u8]) -> Result<Backup> {
         stop: time(&m["finish_time"])?,
         // The database's size (what was backed up, not what is stored).
         size_bytes: m["uncompressed_size"].as_u64().unwrap_or_default(),
+        wal_stop: wal_stop(&wal_start, m["finish_lsn"].as_u64()),
         wal_start,
-        wal_stop: String::new(),
     })
+}
+
+/// The segment holding the backup's finish LSN, on the timeline it started on (a backup does
+/// not cross a timeline switch); the start segment when the metadata has no finish LSN.
+fn wal_stop(wal_start: &str, finish_lsn: Option<u64>) -> String {
+    match (wal_start.get(..8), finish_lsn) {
+        (Some(tli), Some(lsn)) => format!(
+            "{tli}{:08X}{:08X}",
+            lsn >> 32,
+            (lsn & 0xFFFF_FFFF) / crate::layout::WAL_SEGMENT_BYTES
+        ),
+        _ => wal_start.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +196,13 @@ mod tests {
         let b = super::backup_from_metadata("base_000000010000000000000004", meta).unwrap();
         assert_eq!((b.kind.as_str(), b.size_bytes, b.stop - b.start), ("full", 56789, 9));
         assert_eq!(b.wal_start, "000000010000000000000004");
+        // finish_lsn 0/4000128 lies in segment 4; 1/2000000 in segment 2 of log 1.
+        assert_eq!(b.wal_stop, "000000010000000000000004");
+        assert_eq!(
+            super::wal_stop("000000030000000000000004", Some(0x1_0200_0000)),
+            "000000030000000100000002"
+        );
+        assert_eq!(super::wal_stop("000000010000000000000004", None), "000000010000000000000004");
         let delta = super::backup_from_metadata("base_000000010000000000000006_D_000000010000000000000004", meta).unwrap();
         assert_eq!(delta.kind, "delta");
         assert!(
