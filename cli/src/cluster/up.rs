@@ -328,12 +328,7 @@ async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Act
                     s.name
                 ));
             }
-            let options = bollard::query_parameters::StopContainerOptions {
-                t: Some(60),
-                ..Default::default()
-            };
-            docker.stop_container(s.name, Some(options)).await.ok();
-            docker::remove_container(docker, s.name).await?;
+            docker::stop_and_remove(docker, s.name).await?;
         }
         _ => output::step(format!("{host}: creating `{}`", s.name)),
     }

@@ -325,6 +325,17 @@ pub async fn create_container(docker: &Docker, name: &str, body: ContainerCreate
     Ok(true)
 }
 
+/// Stops `name` cleanly (PostgreSQL gets 60 s for its shutdown checkpoint), then removes it;
+/// a container that is not there is fine.
+pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
+    let options = bollard::query_parameters::StopContainerOptions {
+        t: Some(60),
+        ..Default::default()
+    };
+    docker.stop_container(name, Some(options)).await.ok();
+    remove_container(docker, name).await
+}
+
 pub async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
     let options = RemoveContainerOptions {
         force: true,

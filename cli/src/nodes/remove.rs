@@ -130,12 +130,7 @@ pub async fn remove(cfg: &Config, opts: &RemoveOptions) -> Result<Removed> {
 }
 
 async fn stop_and_remove(engine: &Engine, container: &str) -> Result<()> {
-    let options = bollard::query_parameters::StopContainerOptions {
-        t: Some(60),
-        ..Default::default()
-    };
-    engine.docker.stop_container(container, Some(options)).await.ok();
-    docker::remove_container(&engine.docker, container)
+    docker::stop_and_remove(&engine.docker, container)
         .await
         .with_context(|| format!("{}: removing {container}", engine.host))
 }
