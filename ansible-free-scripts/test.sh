@@ -51,7 +51,7 @@ export PGCTL_GARAGE_BIN=${PGCTL_CACHE:-/var/cache/pgctl}/garage-2.5.0/bin/garage
 export PGCTL_ARTIFACTS=${PGCTL_ARTIFACTS:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts}
 # Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.
 cleanup() {
-  for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-nodes:pgctl-e2e-nodes pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup pgctl-e2e-restore:pgctl-e2e-restore pgctl-e2e-walg:pgctl-e2e-walg \
+  for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-nodes:pgctl-e2e-nodes pgctl-e2e-migrate:pgctl-e2e-migrate pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup pgctl-e2e-restore:pgctl-e2e-restore pgctl-e2e-walg:pgctl-e2e-walg \
              pgctl-bench-consul:pgctl-bench-consul pgctl-bench-etcd:pgctl-bench-etcd pgctl-bench-walg:pgctl-bench-walg pgctl-bench-pgbackrest:pgctl-bench-pgbackrest; do
     "$PGCTL_BIN" lab down --name "${lab%%:*}" --dir "target/e2e/${lab#*:}/lab" >/dev/null 2>&1 || true
   done
@@ -93,7 +93,7 @@ run unit --workspace --exclude pgctl-tests --all-targets -- "$@"
 # The files of tests/ in a fixed order (quick checks first, then the labs); a file listed in
 # tests/Cargo.toml but not here runs last, so none is forgotten. Benchmarks (bench) run only
 # when named: PGCTL_TEST_FILES=bench.
-order=(gitlab_ci amcheck image ground cluster nodes consul walg backup restore timescaledb)
+order=(gitlab_ci amcheck image ground cluster nodes migrate consul walg backup restore timescaledb)
 declared=$(awk '/^\[\[test\]\]/ { t = 1; next } t && /^name *=/ { gsub(/^name *= *"|".*$/, ""); print; t = 0 }' tests/Cargo.toml)
 for name in $declared; do
   case " ${order[*]} bench " in

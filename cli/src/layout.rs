@@ -65,6 +65,8 @@ pub const CRONTAB: &str = "/etc/pgctl/crontab";
 pub const IMAGE_MANIFEST: &str = "/etc/pgctl/manifest.json";
 /// The recovery script pgctl uploads into its throwaway recovery containers.
 pub const RECOVER_SCRIPT: &str = "/usr/local/lib/pgctl/recover.sh";
+/// SQL a restore runs after promotion: the cluster's own roles as secrets.toml has them.
+pub const CLUSTER_ROLES_SQL: &str = "/etc/pgctl/cluster-roles.sql";
 /// The data volume's mount point and the data directory inside it.
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";

@@ -14,11 +14,13 @@ mod image;
 mod lab;
 mod layout;
 mod member;
+mod migrate;
 mod nodes;
 mod output;
 mod recovery;
 mod render;
 mod restore;
+mod roles;
 mod s3;
 mod verify;
 

@@ -107,6 +107,10 @@ for p in restore_command recovery_target recovery_target_time recovery_target_ls
   recovery_target_xid recovery_target_action recovery_target_timeline recovery_target_inclusive archive_mode; do
   sql -c "ALTER SYSTEM RESET $p"
 done
+if [ "$MODE" = restore ] && [ -f /etc/pgctl/cluster-roles.sql ]; then
+  sql -f /etc/pgctl/cluster-roles.sql >/dev/null
+  say "the cluster's superuser, replication and rewind roles match secrets.toml"
+fi
 sql -c "CHECKPOINT"
 
 indexes=0

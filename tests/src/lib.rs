@@ -82,6 +82,15 @@ pub mod exit {
     }
 }
 
+/// What a client writing one row at a time saw ([`Lab::writing_during`]).
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// Ids whose commit returned success.
+    pub acked: Vec<i64>,
+    /// The longest time between two acknowledged writes.
+    pub longest_gap: Duration,
+}
+
 /// Result of one pgctl run.
 pub struct Run {
     pub ok: bool,
@@ -650,6 +659,56 @@ impl Lab {
                 return Ok(out);
             }
         }
+    }
+
+    /// Runs `work` while a client inserts one row at a time into `table` (created here, `id int
+    /// PRIMARY KEY`) on whichever member accepts writes: a replica refuses at once and the
+    /// client moves on to the next host, as a multi-host connection string does. The client
+    /// goes on for 3 s after `work`, so a gap at its end counts too.
+    pub fn writing_during<T>(&self, table: &str, work: impl FnOnce() -> Result<T>) -> Result<(T, Writes)> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let hosts: Vec<String> = self.hosts().into_iter().map(|(h, _)| h).collect();
+        self.sql(
+            &self.leader()?,
+            &format!("CREATE TABLE {table}(id int PRIMARY KEY, at timestamptz DEFAULT now())"),
+        )?;
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| {
+                let mut writes = Writes::default();
+                let (mut current, mut next, mut last) = (0, 1, Instant::now());
+                while !stop.load(Ordering::Relaxed) {
+                    // Generous: a commit waiting for its synchronous standby must not be
+                    // cancelled into a local-only success.
+                    let sql = format!("SET statement_timeout = '60s'; INSERT INTO {table}(id) VALUES ({next})");
+                    if self.sql(&hosts[current], &sql).is_ok() {
+                        writes.acked.push(next);
+                        writes.longest_gap = writes.longest_gap.max(last.elapsed());
+                        last = Instant::now();
+                    } else {
+                        current = (current + 1) % hosts.len();
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    next += 1;
+                }
+                writes
+            });
+            let result = work();
+            std::thread::sleep(Duration::from_secs(3));
+            stop.store(true, Ordering::Relaxed);
+            let writes = writer.join().expect("the writing client panicked");
+            result.map(|r| (r, writes))
+        })
+    }
+
+    /// The ids of `writes` missing from `table` on `host`.
+    pub fn lost_writes(&self, host: &str, table: &str, writes: &Writes) -> Result<Vec<i64>> {
+        let present: std::collections::HashSet<i64> = self
+            .sql(host, &format!("SELECT id FROM {table}"))?
+            .lines()
+            .map(|l| l.parse().context("an id"))
+            .collect::<Result<_>>()?;
+        Ok(writes.acked.iter().copied().filter(|id| !present.contains(id)).collect())
     }
 
     /// The cluster's leader, as `pgctl status` reports it.

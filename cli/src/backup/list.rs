@@ -19,6 +19,8 @@ pub struct Backup {
     pub size_bytes: u64,
     pub wal_start: String,
     pub wal_stop: String,
+    /// The PostgreSQL major version the backup was taken from, when the catalog says.
+    pub pg_major: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]

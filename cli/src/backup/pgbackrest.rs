@@ -166,15 +166,28 @@ fn parse_backup_info(text: &str) -> Result<Vec<Backup>> {
     }
     let mut section = "";
     let mut out = Vec::new();
+    // [db:history] maps each db-id to its PostgreSQL version; backups name their db-id.
+    let mut versions = std::collections::HashMap::new();
+    let mut db_ids = Vec::new();
     for line in text.lines() {
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
             section = name;
             continue;
         }
-        let Some((label, json)) = line.split_once('=').filter(|_| section == "backup:current") else {
+        let Some((label, json)) = line.split_once('=') else {
             continue;
         };
+        if section == "db:history" {
+            let d: serde_json::Value = serde_json::from_str(json).with_context(|| format!("db:history {label}"))?;
+            let major = d["db-version"].as_str().and_then(|v| v.split('.').next()?.parse::<u32>().ok());
+            versions.insert(label.to_string(), major);
+            continue;
+        }
+        if section != "backup:current" {
+            continue;
+        }
         let b: serde_json::Value = serde_json::from_str(json).with_context(|| format!("backup {label}"))?;
+        db_ids.push(b["db-id"].as_u64().map(|id| id.to_string()).unwrap_or_default());
         out.push(Backup {
             name: label.into(),
             kind: b["backup-type"].as_str().unwrap_or_default().into(),
@@ -183,7 +196,11 @@ fn parse_backup_info(text: &str) -> Result<Vec<Backup>> {
             size_bytes: b["backup-info-size"].as_u64().unwrap_or_default(),
             wal_start: b["backup-archive-start"].as_str().unwrap_or_default().into(),
             wal_stop: b["backup-archive-stop"].as_str().unwrap_or_default().into(),
+            pg_major: None,
         });
+    }
+    for (backup, id) in out.iter_mut().zip(db_ids) {
+        backup.pg_major = versions.get(&id).copied().flatten();
     }
     Ok(out)
 }
@@ -237,6 +254,9 @@ db-control-version=1300
 db-id=1
 db-system-id=7441234567890123456
 db-version="15"
+
+[db:history]
+1={"db-catalog-version":202209061,"db-control-version":1300,"db-system-id":7441234567890123456,"db-version":"15"}
 "#;
         let b = super::parse_backup_info(text).unwrap();
         assert_eq!(b.len(), 1);
@@ -245,6 +265,7 @@ db-version="15"
             ("20261121-210000F", "full", 1763758805, 31522334)
         );
         assert_eq!(b[0].wal_stop, "000000010000000000000003");
+        assert_eq!(b[0].pg_major, Some(15));
         assert!(super::parse_backup_info("garbage").is_err());
         assert!(super::parse_backup_info("[backrest]\nbackrest-format=5\n").unwrap().is_empty());
     }

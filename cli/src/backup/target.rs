@@ -237,6 +237,7 @@ mod tests {
             size_bytes: 1,
             wal_start: String::new(),
             wal_stop: String::new(),
+            pg_major: Some(15),
         }
     }
 

@@ -156,6 +156,8 @@ fn backup_from_metadata(name: &str, text: &[u8]) -> Result<Backup> {
         // The database's size (what was backed up, not what is stored).
         size_bytes: m["uncompressed_size"].as_u64().unwrap_or_default(),
         wal_stop: wal_stop(&wal_start, m["finish_lsn"].as_u64()),
+        // 150010 -> 15 (server_version_num).
+        pg_major: m["pg_version"].as_u64().map(|v| (v / 10000) as u32),
         wal_start,
     })
 }
@@ -196,6 +198,7 @@ mod tests {
         let b = super::backup_from_metadata("base_000000010000000000000004", meta).unwrap();
         assert_eq!((b.kind.as_str(), b.size_bytes, b.stop - b.start), ("full", 56789, 9));
         assert_eq!(b.wal_start, "000000010000000000000004");
+        assert_eq!(b.pg_major, Some(15));
         // finish_lsn 0/4000128 lies in segment 4; 1/2000000 in segment 2 of log 1.
         assert_eq!(b.wal_stop, "000000010000000000000004");
         assert_eq!(

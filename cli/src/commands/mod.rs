@@ -10,6 +10,7 @@ mod config;
 mod image;
 mod init;
 mod lab;
+mod migrate;
 mod node;
 mod restore;
 mod verify;
@@ -84,6 +85,9 @@ enum Command {
     /// Grow and shrink the running cluster: add a host as a replica (from the leader or a backup), remove one
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Bring a standalone PostgreSQL into the cluster (from its backups in S3)
+    #[command(subcommand)]
+    Migrate(migrate::MigrateCommand),
     /// Backups to S3: take one now, list what the repository holds, apply retention
     #[command(subcommand)]
     Backup(backup::BackupCommand),
@@ -185,6 +189,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Check(a) => check::run(a, &ctx).await,
         Command::Cluster(c) => cluster::run(c, &ctx).await,
         Command::Node(c) => node::run(c, &ctx).await,
+        Command::Migrate(c) => migrate::run(c, &ctx).await,
         Command::Backup(c) => backup::run(c, &ctx).await,
         Command::VerifyBackup(a) => verify::run(a, &ctx).await,
         Command::Restore(a) => restore::run(a, &ctx).await,

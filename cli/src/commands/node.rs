@@ -11,8 +11,8 @@ use clap::Subcommand;
 pub enum NodeCommand {
     /// Join a host (already added to hosts.toml) to the running cluster as a replica
     #[command(long_about = "Join a host to the running cluster as a replica.\n\n\
-Add the host to hosts.toml first (roles = [\"patroni\", \"consul-client\"] on Consul: a new database host runs a Consul \
-client agent unless you make it a server, and pgctl refuses an even number of servers). The replica's data comes from:\n  \
+Add the host to hosts.toml first (roles = [\"patroni\"]; on Consul the host runs a Consul client agent unless its \
+roles make it a `consul-server`, and pgctl refuses an even number of servers). The replica's data comes from:\n  \
 leader  pg_basebackup from the leader\n  \
 backup  the newest backup in S3 plus the WAL archived since: the leader is not read from (a failed fetch falls back \
 to the basebackup); refused when no backup can serve\n  \

@@ -1,5 +1,6 @@
-//! Consul: servers on the hosts with `consul-server`, client agents on `consul-client` hosts;
-//! Patroni talks to its local agent.
+//! Consul: servers on the hosts with `consul-server`, client agents on `consul-client` hosts
+//! and on every other database host (a node added later joins as a client unless hosts.toml
+//! makes it a server); Patroni talks to its local agent.
 
 use super::{addresses_with, Member, Store};
 use crate::config::{Config, HostConfig, Role};
@@ -11,6 +12,24 @@ use futures_util::future::BoxFuture;
 use std::collections::BTreeMap;
 
 pub struct Consul;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Agent {
+    Server,
+    Client,
+}
+
+/// The agent `host` runs, if any. Patroni needs a local agent, so a database host without a
+/// Consul role gets a client one.
+fn agent(host: &HostConfig) -> Option<Agent> {
+    if host.has_role(Role::ConsulServer) {
+        Some(Agent::Server)
+    } else if host.has_role(Role::ConsulClient) || host.has_role(Role::Patroni) {
+        Some(Agent::Client)
+    } else {
+        None
+    }
+}
 
 impl Store for Consul {
     fn container(&self) -> &'static str {
@@ -26,16 +45,16 @@ impl Store for Consul {
     }
 
     fn config_file(&self, cfg: &Config, host: &HostConfig) -> Result<Option<String>> {
-        if !host.has_role(Role::ConsulServer) && !host.has_role(Role::ConsulClient) {
+        let Some(agent) = agent(host) else {
             return Ok(None);
-        }
+        };
         let s = &cfg.secrets;
         let text = crate::render::render(
             "consul.json.j2",
             minijinja::context! {
                 datacenter => "dc1",
                 member => Member { name: &host.name, address: &host.address },
-                server => host.has_role(Role::ConsulServer),
+                server => agent == Agent::Server,
                 servers => addresses_with(cfg, Role::ConsulServer),
                 secrets => BTreeMap::from([
                     ("consul_gossip_key", expose(&s.consul_gossip_key)),
@@ -110,7 +129,7 @@ impl Store for Consul {
                 .hosts
                 .hosts
                 .iter()
-                .filter(|h| h.has_role(Role::ConsulServer) || h.has_role(Role::ConsulClient))
+                .filter(|h| agent(h).is_some())
                 .map(|h| h.name.as_str())
                 .filter(|n| !alive.contains(n))
                 .collect();
@@ -145,6 +164,10 @@ impl Store for Consul {
                 .ok("consul kv delete")?;
             Ok(())
         })
+    }
+
+    fn runs_client_agent(&self, host: &HostConfig) -> bool {
+        agent(host) == Some(Agent::Client)
     }
 
     fn forget_agent<'a>(&'a self, engine: &'a Engine, node: &'a str) -> BoxFuture<'a, Result<()>> {

@@ -39,6 +39,11 @@ pub trait Store: Send + Sync {
     fn get<'a>(&'a self, engine: &'a Engine, key: &'a str) -> BoxFuture<'a, Result<Option<String>>>;
     /// Deletes every key under `prefix` (nothing there is fine).
     fn delete_prefix<'a>(&'a self, engine: &'a Engine, prefix: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Whether `host` runs an agent of the store that is not a voter (a Consul client), which
+    /// leaves with the host's database member.
+    fn runs_client_agent(&self, _host: &HostConfig) -> bool {
+        false
+    }
     /// Forgets the agent of a host that left for good (Consul: force-leave and prune).
     fn forget_agent<'a>(&'a self, _engine: &'a Engine, _node: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async { Ok(()) })

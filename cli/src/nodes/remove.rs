@@ -8,7 +8,7 @@ use super::add::{database_host, member_role};
 use super::slot_name;
 use crate::cluster::status::{self, ClusterStatus};
 use crate::cluster::{ops, volumes};
-use crate::config::{Config, Role};
+use crate::config::Config;
 use crate::docker::{self, Engine};
 use crate::layout::{CONSUL, PATRONI};
 use crate::{dcs, error, member, output};
@@ -89,7 +89,7 @@ pub async fn remove(cfg: &Config, opts: &RemoveOptions) -> Result<Removed> {
     output::step(done.last().unwrap());
 
     if let Some(t) = target {
-        if host.has_role(Role::ConsulClient) {
+        if dcs::store(cfg).runs_client_agent(host) {
             stop_and_remove(t, CONSUL).await?;
             dcs::forget_agent(cfg, voter, &name).await?;
             done.push(format!("{name}: its Consul client agent left"));

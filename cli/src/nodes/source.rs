@@ -154,6 +154,7 @@ mod tests {
             size_bytes: 1,
             wal_start: wal_start.into(),
             wal_stop: wal_stop.into(),
+            pg_major: Some(15),
         }
     }
 

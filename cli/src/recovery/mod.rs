@@ -66,6 +66,17 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
     let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
     let mut files = backup::upload_files(source, Access::ReadOnly, owner)?;
     files.push(FileSpec::root(layout::RECOVER_SCRIPT, crate::render::script("recover.sh"), 0o755));
+    if mode == Mode::Restore {
+        // Data from elsewhere (a migration, a point before a password change) gets the roles
+        // Patroni logs in with, as secrets.toml has them.
+        files.push(FileSpec {
+            path: layout::CLUSTER_ROLES_SQL.into(),
+            contents: crate::roles::cluster_roles_sql(cfg)?.into_bytes(),
+            mode: 0o600,
+            uid: owner.0,
+            gid: owner.1,
+        });
+    }
 
     let bindir = format!("/usr/lib/postgresql/{}/bin", cfg.hosts.cluster.postgres_major);
     let mut cmd: Vec<String> = vec!["/bin/sh".into(), layout::RECOVER_SCRIPT.into(), mode.arg().into(), bindir];

@@ -34,7 +34,7 @@ pub struct RestoreOptions {
 /// What a restore will do, decided by the pre-flight; nothing has changed yet.
 #[derive(Debug, Serialize)]
 pub struct Plan {
-    /// For a clone: the cluster whose backups are restored.
+    /// For a clone or a migration: whose backups are restored (a cluster, or an S3 prefix).
     pub clone_of: Option<String>,
     pub backup: Backup,
     pub target: String,
@@ -72,7 +72,7 @@ pub struct Report {
 /// the clone is made from. A clone reads them with the source's read-only key and must archive
 /// (if at all) into a prefix of its own.
 pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &RestoreOptions) -> Result<Plan> {
-    let clone_of = is_clone(source, cfg).then(|| source.hosts.cluster.name.clone());
+    let clone_of = is_clone(source, cfg).then(|| source_label(source, cfg));
     if clone_of.is_some() {
         check_clone(source, cfg).kind(Kind::Refused)?;
     }
@@ -89,6 +89,13 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
     let backup = target::choose_backup(&listing, &opts.target, opts.backup.as_deref())
         .kind(Kind::Refused)?
         .clone();
+    let major = cfg.hosts.cluster.postgres_major;
+    if let Some(m) = backup.pg_major.filter(|m| *m != major) {
+        return Err(crate::error::refused(format!(
+            "pre-flight: backup {} is of PostgreSQL {m}, the cluster runs {major}: a backup restores into the same major only (`pgctl migrate from-volume` upgrades a data directory); nothing was changed",
+            backup.name
+        )));
+    }
     let scope = &cfg.hosts.cluster.name;
     let members: Vec<&Engine> = engines
         .iter()
@@ -148,7 +155,7 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
 impl Plan {
     pub fn describe(&self, cfg: &Config, keep_old: bool) -> String {
         let what = match &self.clone_of {
-            Some(source) => format!("clone cluster `{source}` into cluster `{}`", cfg.hosts.cluster.name),
+            Some(source) => format!("restore the backups of {source} into cluster `{}`", cfg.hosts.cluster.name),
             None => format!("restore cluster `{}`", cfg.hosts.cluster.name),
         };
         let mut out = format!(
@@ -246,8 +253,24 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     })
 }
 
+/// Whether the backups are another's: a clone's source cluster, or a migration's S3 prefix.
 fn is_clone(source: &Config, cfg: &Config) -> bool {
-    source.hosts_path != cfg.hosts_path
+    source.hosts_path != cfg.hosts_path || location(source) != location(cfg)
+}
+
+/// (endpoint, bucket, prefix) of a configuration's archive, if it has one.
+fn location(cfg: &Config) -> Option<(String, String, String)> {
+    let b = cfg.hosts.backup.as_ref()?;
+    let trim = |s: &str| s.trim_matches('/').to_string();
+    Some((trim(&b.s3_endpoint), b.s3_bucket.clone(), trim(&b.s3_prefix)))
+}
+
+/// How the source of a clone or a migration is named in plans and messages.
+fn source_label(source: &Config, cfg: &Config) -> String {
+    match location(source) {
+        Some((_, bucket, prefix)) if source.hosts_path == cfg.hosts_path => format!("s3://{bucket}/{prefix}"),
+        _ => format!("cluster `{}`", source.hosts.cluster.name),
+    }
 }
 
 /// A clone never writes into the source's archive: its own prefix (or no archiving), and the
@@ -262,9 +285,8 @@ fn check_clone(source: &Config, cfg: &Config) -> Result<()> {
             source.hosts_path.display()
         );
     }
-    if let (Some(s), Some(c)) = (&source.hosts.backup, &cfg.hosts.backup) {
-        let same = |a: &str, b: &str| a.trim_matches('/') == b.trim_matches('/');
-        if same(&s.s3_endpoint, &c.s3_endpoint) && s.s3_bucket == c.s3_bucket && same(&s.s3_prefix, &c.s3_prefix) {
+    if let (Some(s), Some(c)) = (location(source), &cfg.hosts.backup) {
+        if location(cfg) == Some(s) {
             bail!(
                 "--into {}: its backup.s3_prefix `{}` is the source's own; a clone must archive into a prefix of its own (or have no [backup]), never into the archive it is made from",
                 cfg.hosts_path.display(),
