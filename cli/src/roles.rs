@@ -15,16 +15,9 @@ const ITERATIONS: u32 = 4096;
 /// Patroni uses, with the grants Patroni gives its rewind role at bootstrap.
 pub fn cluster_roles_sql(cfg: &Config) -> Result<String> {
     let s = &cfg.secrets;
-    let verifier = |secret: &Option<Secret>, key: &str| -> Result<String> {
-        let password = secret
-            .as_ref()
-            .with_context(|| format!("{}: {key} is missing", cfg.secrets_path.display()))?;
-        scram_verifier(password.expose(), &rand::random::<[u8; 16]>(), ITERATIONS)
-            .with_context(|| format!("{}: {key}", cfg.secrets_path.display()))
-    };
-    let superuser = verifier(&s.superuser_password, "superuser_password")?;
-    let replication = verifier(&s.replication_password, "replication_password")?;
-    let rewind = verifier(&s.rewind_password, "rewind_password")?;
+    let superuser = verifier(cfg, &s.superuser_password, "superuser_password")?;
+    let replication = verifier(cfg, &s.replication_password, "replication_password")?;
+    let rewind = verifier(cfg, &s.rewind_password, "rewind_password")?;
     Ok(format!(
         "SET log_statement = 'none';
 SET log_min_error_statement = 'panic';
@@ -41,6 +34,15 @@ GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO rewinder;
 GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO rewinder;
 "
     ))
+}
+
+/// A fresh SCRAM verifier (random salt) of the secret `key` of secrets.toml.
+pub fn verifier(cfg: &Config, secret: &Option<Secret>, key: &str) -> Result<String> {
+    let password = secret
+        .as_ref()
+        .with_context(|| format!("{}: {key} is missing", cfg.secrets_path.display()))?;
+    scram_verifier(password.expose(), &rand::random::<[u8; 16]>(), ITERATIONS)
+        .with_context(|| format!("{}: {key}", cfg.secrets_path.display()))
 }
 
 /// `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, as PostgreSQL stores it

@@ -108,8 +108,26 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Resul
             archive => crate::backup::archive_parameters(cfg),
             restore_command => crate::backup::restore_command(cfg),
             replica_script => cfg.hosts.backup.is_some().then_some(crate::layout::REPLICA_SCRIPT),
+            standby => cfg.hosts.standby,
         },
     )
+}
+
+/// patroni.yml, hashed without its `bootstrap` section: Patroni reads that only when it
+/// initializes the cluster, so a change there (a migration's `standby_cluster`, new initial
+/// parameters) never needs the running members recreated.
+fn patroni_file(yml: String) -> File {
+    let mut in_bootstrap = false;
+    let rest: Vec<&str> = yml
+        .lines()
+        .filter(|line| {
+            if !line.starts_with([' ', '#']) && !line.is_empty() {
+                in_bootstrap = line.starts_with("bootstrap:");
+            }
+            !in_bootstrap
+        })
+        .collect();
+    File::new(PATRONI_CONFIG, yml.clone(), true).hashing_only(rest.join("\n"))
 }
 
 /// Files `pgctl config render --file` shows.
@@ -150,7 +168,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
             .unwrap_or_default();
         let files = [
             vec![
-                File::new(PATRONI_CONFIG, patroni_yml(cfg, host, image)?, true),
+                patroni_file(patroni_yml(cfg, host, image)?),
                 // For pgctl's own psql calls through exec (scram-sha-256 everywhere, no trust).
                 File::new(PGPASS, format!("*:*:*:postgres:{}\n", pgpass_escape(&superuser)), true),
             ],
@@ -174,7 +192,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
     Ok(out)
 }
 
-fn pgpass_escape(s: &str) -> String {
+pub fn pgpass_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace(':', "\\:")
 }
 
@@ -310,6 +328,20 @@ roles = ["CLIENT"]
         let restored = containers(&cfg, cfg.host("pg1").unwrap(), &facts("sha256:abc"), "main-pgdata-g2").unwrap();
         assert_eq!(restored[1].volume, "main-pgdata-g2");
         assert_ne!(specs[1].hash, restored[1].hash, "a new data volume generation recreates");
+        // A standby source lives under `bootstrap`: rendered, yet running members stay.
+        let mut standby = cfg.clone();
+        standby.hosts.standby = Some(crate::config::StandbyConfig {
+            host: "10.0.0.9".into(),
+            port: 5433,
+            primary_slot_name: Some("pgctl_migration".into()),
+        });
+        let as_standby = containers(&standby, standby.host("pg1").unwrap(), &facts("sha256:abc"), "main-pgdata").unwrap();
+        let yml = &as_standby[1].files[0].contents;
+        assert!(
+            yml.contains("standby_cluster:\n      host: \"10.0.0.9\"\n      port: 5433\n      primary_slot_name: \"pgctl_migration\""),
+            "{yml}"
+        );
+        assert_eq!(specs[1].hash, as_standby[1].hash, "bootstrap-only changes keep running members");
         let consul = config("consul");
         let app = containers(&consul, consul.host("app1").unwrap(), &facts("sha256:abc"), "main-pgdata").unwrap();
         assert_eq!(

@@ -71,6 +71,8 @@ pub struct ClusterStatus {
     pub scope: String,
     pub leader: Option<String>,
     pub paused: bool,
+    /// A standby cluster: its leader replicates from a server outside the cluster (read-only).
+    pub standby: bool,
     pub members: Vec<Member>,
     pub hosts: Vec<HostInfo>,
     pub dcs: String,
@@ -102,7 +104,8 @@ impl ClusterStatus {
         if leaders.len() != 1 {
             return Err(format!("{} leader(s)", leaders.len()));
         }
-        if leaders[0].state != "running" {
+        // A standby leader's state is `streaming` (from the server outside the cluster).
+        if !matches!(leaders[0].state.as_str(), "running" | "streaming") {
             return Err(format!("leader {} is {}", leaders[0].name, leaders[0].state));
         }
         if self.members.len() < expected {
@@ -199,6 +202,11 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
             .map(|h| h.name.clone())
             .unwrap_or(addr.to_string())
     };
+    let standby = cluster["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| m["role"] == "standby_leader");
     let mut members: Vec<Member> = cluster["members"]
         .as_array()
         .into_iter()
@@ -258,6 +266,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         scope: cfg.hosts.cluster.name.clone(),
         leader,
         paused: cluster["pause"].as_bool().unwrap_or(false),
+        standby,
         members,
         hosts,
         dcs,

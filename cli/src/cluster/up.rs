@@ -156,7 +156,9 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     converge(cfg, &plans, owner, |s| s.name == PATRONI, &leader.into_iter().collect::<Vec<_>>()).await?;
 
     let status = wait_healthy(cfg, &engines, opts).await?;
-    if let Some(leader) = status.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
+    // A standby cluster is read-only until promoted: no repository to create, no extensions.
+    let writable = status.leader.as_ref().filter(|_| !status.standby);
+    if let Some(leader) = writable.and_then(|l| engines.iter().find(|e| &e.host == l)) {
         crate::backup::init_repository(cfg, leader).await?;
         for line in super::extensions::ensure(cfg, leader).await? {
             output::step(line);

@@ -118,10 +118,10 @@ pub fn status_text(s: &ClusterStatus) -> String {
         "cluster {} — leader: {}{}\nDCS: {}{extra}\n{table}",
         s.scope,
         s.leader.as_deref().unwrap_or("NONE"),
-        if s.paused {
-            " (maintenance mode: automatic failover is paused)"
-        } else {
-            ""
+        match (s.paused, s.standby) {
+            (true, _) => " (maintenance mode: automatic failover is paused)",
+            (false, true) => " (a standby cluster: the leader replicates from outside; `pgctl migrate cutover` promotes it)",
+            (false, false) => "",
         },
         s.dcs
     )
@@ -154,6 +154,7 @@ mod tests {
             scope: "main".into(),
             leader: None,
             paused: false,
+            standby: false,
             members: vec![],
             hosts: vec![],
             dcs: "etcd: 3 member(s) healthy".into(),

@@ -13,6 +13,10 @@ pub struct HostsFile {
     pub backup: Option<BackupConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryConfig>,
+    /// A standby cluster: its leader replicates from this PostgreSQL server instead of
+    /// bootstrapping (`pgctl migrate from-primary` sets it for the migration's run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyConfig>,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostConfig>,
 }
@@ -131,6 +135,22 @@ fn default_schedule() -> String {
 }
 fn default_keep_full() -> u32 {
     7
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyConfig {
+    /// The server the standby leader streams from (its replicas cascade from the standby leader).
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// A physical replication slot on that server, so it keeps the WAL the standby still needs.
+    #[serde(default)]
+    pub primary_slot_name: Option<String>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

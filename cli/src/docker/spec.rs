@@ -11,6 +11,9 @@ pub struct File {
     pub contents: String,
     /// Owned by postgres (else root); always 0600: these files hold secrets.
     pub postgres_owned: bool,
+    /// What the container's hash covers of this file, when not all of it (a part that only
+    /// acts once, like Patroni's `bootstrap`, must not recreate running containers).
+    pub hashed: Option<String>,
 }
 
 impl File {
@@ -19,7 +22,14 @@ impl File {
             path: path.into(),
             contents,
             postgres_owned,
+            hashed: None,
         }
+    }
+
+    /// The same file, with only `part` of it in the container's hash.
+    pub fn hashing_only(mut self, part: String) -> File {
+        self.hashed = Some(part);
+        self
     }
 
     /// The file ready to upload into a container whose postgres user is `owner` (uid, gid).
@@ -74,7 +84,7 @@ impl ContainerSpec {
         h.update(mount.as_bytes());
         for f in &files {
             h.update(f.path.as_bytes());
-            h.update(f.contents.as_bytes());
+            h.update(f.hashed.as_ref().unwrap_or(&f.contents).as_bytes());
         }
         ContainerSpec {
             name,

@@ -6,11 +6,11 @@
 //! data as leader with the cluster's own pg_hba, the replicas are built from it, and a first
 //! full backup goes into the cluster's own, empty, prefix.
 
-use crate::backup::{self, target::Target, Access};
+use crate::backup::{self, target::Target};
 use crate::config::{BackupEngine, Config, Secret};
 use crate::docker::Engine;
 use crate::restore::{self, Plan, Report, RestoreOptions};
-use crate::{error, member, output, s3};
+use crate::{error, output};
 use anyhow::Result;
 use serde::Serialize;
 use std::time::Duration;
@@ -81,21 +81,7 @@ pub async fn plan_from_backup(cfg: &Config, engines: &[Engine], opts: &FromBacku
             opts.prefix
         )));
     }
-    if let Ok(leader) = member::leader(cfg, engines).await {
-        return Err(error::refused(format!(
-            "cluster `{}` is running (leader {}): a migration makes a new cluster from the source; remove this one first (`pgctl remove --i-am-aware`, its volumes are kept) or use another hosts.toml; nothing was changed",
-            cfg.hosts.cluster.name, leader.host
-        )));
-    }
-    let bucket = s3::Bucket::connect(cfg, Access::ReadOnly)?;
-    if let Some(object) = bucket.list("").await?.first() {
-        return Err(error::refused(format!(
-            "{}: the cluster's own prefix is not empty ({} and more): a migrated cluster starts a new archive; set backup.s3_prefix in {} to a new prefix; nothing was changed",
-            bucket.place,
-            object.key,
-            cfg.hosts_path.display()
-        )));
-    }
+    super::check_new_cluster(cfg, engines).await?;
     let ropts = restore_options(opts);
     let plan = restore::plan(&source, cfg, engines, &ropts).await?;
     Ok((source, plan))
