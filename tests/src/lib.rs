@@ -91,6 +91,43 @@ pub struct Writes {
     pub longest_gap: Duration,
 }
 
+/// One place a client can send SQL to (a member, a standalone server); `Err` when it refuses.
+pub type SqlTarget<'a> = Box<dyn Fn(&str) -> Result<String> + Sync + 'a>;
+
+/// Runs `work` while a client inserts one row at a time into `table` (which must exist where
+/// the writes land) through the first of `targets` that accepts it: on a failure the client moves
+/// on to the next target. The client goes on for 3 s after `work`, so a gap at its end counts.
+pub fn write_during<T>(targets: &[SqlTarget<'_>], table: &str, work: impl FnOnce() -> Result<T>) -> Result<(T, Writes)> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut writes = Writes::default();
+            let (mut current, mut next, mut last) = (0, 1, Instant::now());
+            while !stop.load(Ordering::Relaxed) {
+                // Generous: a commit waiting for its synchronous standby must not be
+                // cancelled into a local-only success.
+                let sql = format!("SET statement_timeout = '60s'; INSERT INTO {table}(id) VALUES ({next})");
+                if targets[current](&sql).is_ok() {
+                    writes.acked.push(next);
+                    writes.longest_gap = writes.longest_gap.max(last.elapsed());
+                    last = Instant::now();
+                } else {
+                    current = (current + 1) % targets.len();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                next += 1;
+            }
+            writes
+        });
+        let result = work();
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        let writes = writer.join().expect("the writing client panicked");
+        result.map(|r| (r, writes))
+    })
+}
+
 /// Result of one pgctl run.
 pub struct Run {
     pub ok: bool,
@@ -663,42 +700,18 @@ impl Lab {
 
     /// Runs `work` while a client inserts one row at a time into `table` (created here, `id int
     /// PRIMARY KEY`) on whichever member accepts writes: a replica refuses at once and the
-    /// client moves on to the next host, as a multi-host connection string does. The client
-    /// goes on for 3 s after `work`, so a gap at its end counts too.
+    /// client moves on to the next host, as a multi-host connection string does.
     pub fn writing_during<T>(&self, table: &str, work: impl FnOnce() -> Result<T>) -> Result<(T, Writes)> {
-        use std::sync::atomic::{AtomicBool, Ordering};
         let hosts: Vec<String> = self.hosts().into_iter().map(|(h, _)| h).collect();
         self.sql(
             &self.leader()?,
             &format!("CREATE TABLE {table}(id int PRIMARY KEY, at timestamptz DEFAULT now())"),
         )?;
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            let writer = scope.spawn(|| {
-                let mut writes = Writes::default();
-                let (mut current, mut next, mut last) = (0, 1, Instant::now());
-                while !stop.load(Ordering::Relaxed) {
-                    // Generous: a commit waiting for its synchronous standby must not be
-                    // cancelled into a local-only success.
-                    let sql = format!("SET statement_timeout = '60s'; INSERT INTO {table}(id) VALUES ({next})");
-                    if self.sql(&hosts[current], &sql).is_ok() {
-                        writes.acked.push(next);
-                        writes.longest_gap = writes.longest_gap.max(last.elapsed());
-                        last = Instant::now();
-                    } else {
-                        current = (current + 1) % hosts.len();
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    next += 1;
-                }
-                writes
-            });
-            let result = work();
-            std::thread::sleep(Duration::from_secs(3));
-            stop.store(true, Ordering::Relaxed);
-            let writes = writer.join().expect("the writing client panicked");
-            result.map(|r| (r, writes))
-        })
+        let members: Vec<SqlTarget<'_>> = hosts
+            .iter()
+            .map(|h| Box::new(move |sql: &str| self.sql(h, sql)) as SqlTarget)
+            .collect();
+        write_during(&members, table, work)
     }
 
     /// The ids of `writes` missing from `table` on `host`.

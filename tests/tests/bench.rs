@@ -41,7 +41,12 @@ fn failover_consul_vs_etcd() -> Result<()> {
                 if survivors.iter().any(|h| lab.sql(h, "INSERT INTO bench DEFAULT VALUES").is_ok()) {
                     break stopped.elapsed();
                 }
-                anyhow::ensure!(stopped.elapsed() < Duration::from_secs(180), "{dcs}: no new leader within 180 s");
+                if stopped.elapsed() > Duration::from_secs(180) {
+                    anyhow::bail!(
+                        "{dcs}: no new leader within 180 s of stopping {leader}\n{}",
+                        diagnose(&lab, &survivors)
+                    );
+                }
                 std::thread::sleep(Duration::from_millis(250));
             };
             times.push(took.as_secs_f64());
@@ -119,6 +124,27 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     }
     Ok(())
+}
+
+/// What the survivors' Patroni and DCS say, for a failed run.
+fn diagnose(lab: &Lab, survivors: &[String]) -> String {
+    let mut out = String::new();
+    for h in survivors {
+        // Inside the lab host, where `2>&1` keeps Patroni's log (it writes to stderr).
+        let inside = |cmd: &str| docker_local(&["exec", &lab.container(h), "sh", "-c", cmd]).unwrap_or_else(|e| format!("{e:#}"));
+        let logs = inside("docker logs --tail 25 patroni 2>&1");
+        let dcs = if lab.stack().0 == "consul" {
+            let token = "CONSUL_HTTP_TOKEN_FILE=/etc/pgctl/consul-management.token";
+            let peers = lab.docker(h, &["exec", "-e", token, "consul", "consul", "operator", "raft", "list-peers"]);
+            let members = lab.docker(h, &["exec", "-e", token, "consul", "consul", "members"]);
+            let tail = inside("docker logs --tail 15 consul 2>&1");
+            format!("{peers:?}\n{members:?}\n{tail}")
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("--- {h}: patroni ---\n{logs}\n--- {h}: dcs ---\n{dcs}\n"));
+    }
+    out
 }
 
 fn wait_all_streaming(lab: &Lab, timeout: Duration) -> Result<()> {

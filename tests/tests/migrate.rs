@@ -4,6 +4,10 @@
 //! those written after its base backup), the source's own role logs in with its own password
 //! over the network, the cluster's roles work (replicas stream), the cluster archives and backs
 //! up into its own prefix, and the source prefix is byte-identical afterwards.
+//!
+//! Then, in the same lab with a new prefix, a streaming migration: the cluster follows a
+//! standalone primary (TCP, password logins) as a standby cluster, and a cutover under a
+//! client write loop switches to it without losing an acknowledged write.
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
@@ -16,33 +20,37 @@ const APP_PASSWORD: &str = "legacy-app-password-7";
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// The standalone server: container `legacy` on `host`, unix socket in /tmp only.
+/// A standalone server: container `name` on `host`, its unix socket in /tmp (port `port`).
 struct Legacy<'a> {
     lab: &'a Lab,
     host: String,
+    name: String,
+    port: u16,
 }
 
 impl Legacy<'_> {
     fn exec(&self, user: &str, cmd: &[&str]) -> Result<String> {
-        self.lab.docker(&self.host, &[&["exec", "-u", user, "legacy"][..], cmd].concat())
+        self.lab
+            .docker(&self.host, &[&["exec", "-u", user, self.name.as_str()][..], cmd].concat())
     }
 
     fn sql(&self, db: &str, sql: &str) -> Result<String> {
-        self.exec(
-            "postgres",
-            &[
-                &format!("{BIN}/psql"),
-                "-h",
-                "/tmp",
-                "-d",
-                db,
-                "-XAtq",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-        )
+        let (psql, port) = (format!("{BIN}/psql"), self.port.to_string());
+        let cmd = [
+            psql.as_str(),
+            "-h",
+            "/tmp",
+            "-p",
+            &port,
+            "-d",
+            db,
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ];
+        self.exec("postgres", &cmd)
     }
 
     fn walg(&self, args: &[&str]) -> Result<String> {
@@ -50,16 +58,22 @@ impl Legacy<'_> {
     }
 
     fn write_file(&self, path: &str, contents: &str) -> Result<()> {
-        self.exec(
-            "root",
-            &["sh", "-c", "printf '%s' \"$1\" > \"$2\" && chmod 644 \"$2\"", "sh", contents, path],
-        )?;
+        let script = "printf '%s' \"$1\" > \"$2\" && chmod 644 \"$2\"";
+        self.exec("root", &["sh", "-c", script, "sh", contents, path])?;
         Ok(())
     }
 }
 
-/// Starts the standalone server with WAL-G archiving into `s3://<bucket>/legacy`.
-fn start_legacy<'a>(lab: &'a Lab, host: &str) -> Result<Legacy<'a>> {
+/// How a standalone server is started: archiving with WAL-G into `s3://<bucket>/legacy`
+/// (unix socket only), or reachable over TCP for streaming (password logins, replication).
+enum Serving {
+    Archiving,
+    Tcp { port: u16, superuser_password: &'static str },
+}
+
+/// Starts a standalone server in container `name` on `host` (the cluster's image, plain
+/// `postgres`, no Patroni).
+fn start_legacy<'a>(lab: &'a Lab, host: &str, name: &str, serving: Serving) -> Result<Legacy<'a>> {
     let hosts: toml::Value = toml::from_str(&std::fs::read_to_string(lab.hosts_toml())?)?;
     let backup = &hosts["backup"];
     let field = |k: &str| {
@@ -70,93 +84,91 @@ fn start_legacy<'a>(lab: &'a Lab, host: &str) -> Result<Legacy<'a>> {
     };
     let image = hosts["cluster"]["image"].as_str().context("cluster.image")?.to_string();
     let s3_host = format!("{}:{}", field("s3_endpoint")?.trim_start_matches("https://"), lab.s3_address()?);
-    lab.docker(
-        host,
-        &[
-            "run",
-            "-d",
-            "--name",
-            "legacy",
-            "--network",
-            "host",
-            "--add-host",
-            &s3_host,
-            "-v",
-            "legacy-data:/var/lib/postgresql/data",
-            "--entrypoint",
-            "sleep",
-            &image,
-            "infinity",
-        ],
-    )?;
-    let legacy = Legacy { lab, host: host.into() };
-    let walg = serde_json::json!({
-        "WALG_S3_PREFIX": format!("s3://{}/{SOURCE_PREFIX}", field("s3_bucket")?),
-        "AWS_ENDPOINT": field("s3_endpoint")?,
-        "AWS_REGION": field("s3_region")?,
-        "AWS_S3_FORCE_PATH_STYLE": "true",
-        "AWS_ACCESS_KEY_ID": lab.s3_secret("access_key_id")?,
-        "AWS_SECRET_ACCESS_KEY": lab.s3_secret("secret_access_key")?,
-        "WALG_S3_CA_CERT_FILE": "/tmp/s3-ca.pem",
-        "WALG_COMPRESSION_METHOD": "lz4",
-        "PGDATA": PGDATA,
-        "PGHOST": "/tmp",
-        "PGUSER": "postgres",
-    });
-    legacy.write_file("/tmp/walg.json", &walg.to_string())?;
-    let ca = std::fs::read_to_string(lab.hosts_toml().with_file_name(field("s3_ca_file")?))?;
-    legacy.write_file("/tmp/s3-ca.pem", &ca)?;
+    let volume = format!("{name}-data:/var/lib/postgresql/data");
+    let run = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        "host",
+        "--add-host",
+        &s3_host,
+        "-v",
+        &volume,
+    ];
+    lab.docker(host, &[&run[..], &["--entrypoint", "sleep", &image, "infinity"]].concat())?;
+    let port = match serving {
+        Serving::Archiving => 5432,
+        Serving::Tcp { port, .. } => port,
+    };
+    let legacy = Legacy {
+        lab,
+        host: host.into(),
+        name: name.into(),
+        port,
+    };
     legacy.exec("root", &["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", PGDATA])?;
-    legacy.exec(
+    let initdb = format!("{BIN}/initdb");
+    legacy.exec("postgres", &[&initdb, "-D", PGDATA, "--data-checksums", "-A", "peer"])?;
+    let postgres = format!("{BIN}/postgres");
+    let port_setting = format!("port={port}");
+    let mut cmd = vec![
+        "exec",
+        "-d",
+        "-u",
         "postgres",
-        &[&format!("{BIN}/initdb"), "-D", PGDATA, "--data-checksums", "-A", "peer"],
-    )?;
-    let archive = "archive_command=wal-g --config /tmp/walg.json wal-push %p";
-    lab.docker(
-        host,
-        &[
-            "exec",
-            "-d",
-            "-u",
-            "postgres",
-            "legacy",
-            &format!("{BIN}/postgres"),
-            "-D",
-            PGDATA,
-            "-c",
-            "listen_addresses=",
-            "-c",
-            "unix_socket_directories=/tmp",
-            "-c",
-            "archive_mode=on",
-            "-c",
-            archive,
-        ],
-    )?;
+        name,
+        &postgres,
+        "-D",
+        PGDATA,
+        "-c",
+        "unix_socket_directories=/tmp",
+    ];
+    match serving {
+        Serving::Archiving => {
+            let walg = serde_json::json!({
+                "WALG_S3_PREFIX": format!("s3://{}/{SOURCE_PREFIX}", field("s3_bucket")?),
+                "AWS_ENDPOINT": field("s3_endpoint")?,
+                "AWS_REGION": field("s3_region")?,
+                "AWS_S3_FORCE_PATH_STYLE": "true",
+                "AWS_ACCESS_KEY_ID": lab.s3_secret("access_key_id")?,
+                "AWS_SECRET_ACCESS_KEY": lab.s3_secret("secret_access_key")?,
+                "WALG_S3_CA_CERT_FILE": "/tmp/s3-ca.pem",
+                "WALG_COMPRESSION_METHOD": "lz4",
+                "PGDATA": PGDATA,
+                "PGHOST": "/tmp",
+                "PGUSER": "postgres",
+            });
+            legacy.write_file("/tmp/walg.json", &walg.to_string())?;
+            let ca = std::fs::read_to_string(lab.hosts_toml().with_file_name(field("s3_ca_file")?))?;
+            legacy.write_file("/tmp/s3-ca.pem", &ca)?;
+            cmd.extend(["-c", "listen_addresses=", "-c", "archive_mode=on"]);
+            cmd.extend(["-c", "archive_command=wal-g --config /tmp/walg.json wal-push %p"]);
+        }
+        Serving::Tcp { .. } => {
+            let hba = "host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n";
+            legacy.exec("postgres", &["sh", "-c", &format!("printf '{hba}' >> {PGDATA}/pg_hba.conf")])?;
+            cmd.extend(["-c", "listen_addresses=*", "-c", &port_setting]);
+        }
+    }
+    lab.docker(host, &cmd)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while legacy.sql("postgres", "SELECT 1").is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the standalone PostgreSQL did not start");
+        anyhow::ensure!(Instant::now() < deadline, "the standalone PostgreSQL {name} did not start");
         std::thread::sleep(Duration::from_secs(1));
+    }
+    if let Serving::Tcp { superuser_password, .. } = serving {
+        legacy.sql("postgres", &format!("ALTER ROLE postgres PASSWORD '{superuser_password}'"))?;
     }
     Ok(legacy)
 }
 
 /// SQL as postgres in database appdb of a cluster member.
 fn appdb_sql(lab: &Lab, host: &str, sql: &str) -> Result<String> {
-    let cmd = [
-        "exec",
-        "-u",
-        "postgres",
-        "patroni",
-        "psql",
-        "-h",
-        "/var/run/postgresql",
-        "-d",
-        "appdb",
-        "-XAtqc",
-        sql,
-    ];
-    lab.docker(host, &cmd)
+    let socket = ["-h", "/var/run/postgresql", "-U", "postgres", "-d", "appdb", "-XAtqc", sql];
+    let exec = ["exec", "-u", "postgres", "-e", "PGPASSFILE=/etc/pgctl/pgpass", "patroni", "psql"];
+    lab.docker(host, &[&exec[..], &socket[..]].concat())
 }
 
 #[test]
@@ -165,7 +177,7 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
     require_e2e("migrate_a_standalone_postgres_through_its_walg_backup");
     let lab = Lab::up_with(LAB, SUBNET, &["--backup-engine", "walg"])?;
     let host = lab.hosts()[0].0.clone();
-    let legacy = start_legacy(&lab, &host)?;
+    let legacy = start_legacy(&lab, &host, "legacy", Serving::Archiving)?;
 
     // The source's data: its own role and database, rows before and after its base backup.
     legacy.sql("postgres", &format!("CREATE ROLE app_owner LOGIN PASSWORD '{APP_PASSWORD}'"))?;
@@ -219,7 +231,7 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
     for (h, _) in lab.hosts() {
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
-            let got = appdb_sql(&lab, &h, checksum_sql).unwrap_or_default();
+            let got = appdb_sql(&lab, &h, checksum_sql).unwrap_or_else(|e| format!("{e:#}"));
             if got == checksum {
                 break;
             }
@@ -274,5 +286,110 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
         &format!("s3://pgctl-backups/{SOURCE_PREFIX}"),
     ]);
     again.assert_code(exit::REFUSED, "migrate into a running cluster");
+
+    // The same lab, a new cluster (new prefix) for the streaming migration.
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    lab.edit_hosts(&[("s3_prefix = \"lab\"", "s3_prefix = \"lab2\"")])?;
+    migrate_by_streaming(&lab, &host)
+}
+
+const SOURCE_SUPERUSER_PASSWORD: &str = "source-superuser-password-3";
+
+/// `migrate from-primary` + `cutover` under a client that writes to the source, then (once
+/// the source refuses) to the cluster: no acknowledged write is lost, the gap is measured.
+fn migrate_by_streaming(lab: &Lab, host: &str) -> Result<()> {
+    let serving = Serving::Tcp {
+        port: 5433,
+        superuser_password: SOURCE_SUPERUSER_PASSWORD,
+    };
+    let source = start_legacy(lab, host, "primary", serving)?;
+    source.sql(
+        "postgres",
+        "CREATE TABLE before_cutover (id int PRIMARY KEY, note text); INSERT INTO before_cutover SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
+    )?;
+    source.sql("postgres", "CREATE TABLE moving (id int PRIMARY KEY, at timestamptz DEFAULT now())")?;
+    let password_file = lab.hosts_toml().with_file_name("source-superuser.pw");
+    std::fs::write(&password_file, SOURCE_SUPERUSER_PASSWORD)?;
+    let address = lab.address(host);
+    let source_args = [
+        "--source-host",
+        address.as_str(),
+        "--source-port",
+        "5433",
+        "--source-password-file",
+        password_file.to_str().unwrap(),
+    ];
+
+    let started = Instant::now();
+    lab.pgctl_ok(&[&["--yes", "migrate", "from-primary"][..], &source_args[..]].concat())?;
+    report(&format!(
+        "MEASURED: migrate from-primary (a standby cluster streaming from the source, 20,000 rows): {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+    assert_eq!(s["standby"], true, "a standby cluster: {s}");
+    assert_eq!(s["members"].as_array().map(Vec::len), Some(lab.hosts().len()), "{s}");
+    // Writes on the source stream into the cluster.
+    source.sql(
+        "postgres",
+        "INSERT INTO before_cutover SELECT g, 'late' FROM generate_series(20001, 20100) g",
+    )?;
+    let leader = lab.leader()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab.sql(&leader, "SELECT count(*) FROM before_cutover")? != "20100" {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the standby cluster did not receive the source's new rows"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let lag = lab
+        .pgctl_ok(&[&["--output", "json", "migrate", "lag"][..], &source_args[..]].concat())?
+        .json()?;
+    assert!(lag["lag_bytes"].as_u64().is_some(), "{lag}");
+
+    // The cutover under a client writing to the source, then to whichever member takes writes.
+    let mut targets: Vec<SqlTarget<'_>> = vec![Box::new(|sql: &str| source.sql("postgres", sql))];
+    for (h, _) in lab.hosts() {
+        targets.push(Box::new(move |sql: &str| lab.sql(&h, sql)));
+    }
+    let started = Instant::now();
+    let (cut, writes) = write_during(&targets, "moving", || {
+        std::thread::sleep(Duration::from_secs(3));
+        lab.pgctl_ok(&[&["--yes", "--output", "json", "migrate", "cutover"][..], &source_args[..]].concat())?
+            .json()
+    })?;
+    report(&format!(
+        "MEASURED: migrate cutover: {:.1} s; pgctl's write gap {:.1} s; the client wrote {} rows, longest gap between two acknowledged writes {:.1} s",
+        started.elapsed().as_secs_f64(),
+        cut["write_gap_seconds"].as_f64().unwrap_or_default(),
+        writes.acked.len(),
+        writes.longest_gap.as_secs_f64()
+    ));
+    let leader = lab.leader()?;
+    assert_eq!(lab.sql(&leader, "SELECT pg_is_in_recovery()")?, "f");
+    let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+    assert_eq!(s["standby"], false, "{s}");
+    assert_eq!(
+        lab.lost_writes(&leader, "moving", &writes)?,
+        Vec::<i64>::new(),
+        "acknowledged writes lost"
+    );
+    let on_cluster: usize = lab.sql(&leader, "SELECT count(*) FROM moving")?.parse()?;
+    let on_source: usize = source.sql("postgres", "SELECT count(*) FROM moving")?.parse()?;
+    assert!(
+        on_cluster > on_source,
+        "no write landed on the cluster after the cutover ({on_cluster} there, {on_source} on the source)"
+    );
+    assert_eq!(lab.sql(&leader, "SELECT count(*) FROM before_cutover")?, "20100");
+    // The source refuses writes and keeps no slot for the cluster.
+    assert!(
+        source.sql("postgres", "INSERT INTO moving(id) VALUES (-1)").is_err(),
+        "the source still takes writes"
+    );
+    assert_eq!(source.sql("postgres", "SELECT count(*) FROM pg_replication_slots")?, "0");
+    // The cluster backs up and archives into its own, new prefix.
+    assert!(!lab.s3_list("lab2/")?.is_empty(), "nothing in the cluster's prefix");
+    lab.archive_check(&leader)?;
     Ok(())
 }

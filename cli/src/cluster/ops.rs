@@ -102,7 +102,8 @@ pub async fn switchover(cfg: &Config, engines: &[Engine], to: Option<&str>, at: 
         crate::output::step(format!("switchover scheduled: {text}"));
         return status::fetch(cfg, engines).await;
     }
-    let expected = patroni_hosts(cfg).len();
+    // The members there were before (a host of hosts.toml may be out: `node remove`).
+    let expected = before.members.len();
     wait_for(cfg, engines, timeout, "switchover", |s| {
         s.leader.as_deref().is_some_and(|l| l != leader && to.is_none_or(|t| t == l)) && s.healthy(expected, u64::MAX).is_ok()
     })
@@ -135,22 +136,24 @@ pub async fn reinit(cfg: &Config, engines: &[Engine], member: &str, timeout: Dur
     check(code, &text, "reinit")?;
     // The member goes through "creating replica" before it streams again.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let expected = patroni_hosts(cfg).len();
+    let expected = before.members.len();
     wait_for(cfg, engines, timeout, "reinit", |s| s.healthy(expected, MAX_LAG_BYTES).is_ok()).await
 }
 
 /// Restarts PostgreSQL on `member` (or every member) through Patroni.
 pub async fn restart(cfg: &Config, engines: &[Engine], member: Option<&str>, timeout: Duration) -> Result<ClusterStatus> {
+    // The members there are (a host of hosts.toml may be out: `node remove`).
+    let present: Vec<String> = status::fetch(cfg, engines).await?.members.into_iter().map(|m| m.name).collect();
+    let expected = present.len();
     let members = match member {
         Some(m) => vec![m.to_string()],
-        None => patroni_hosts(cfg),
+        None => present,
     };
     for m in &members {
         let (code, text) = member::patroni_api(engine_of(engines, cfg, m)?, "POST", "/restart", &serde_json::json!({})).await?;
         check(code, &text, &format!("restart of {m}"))?;
         crate::output::step(format!("{m}: restarted"));
     }
-    let expected = patroni_hosts(cfg).len();
     wait_for(cfg, engines, timeout, "restart", |s| s.healthy(expected, MAX_LAG_BYTES).is_ok()).await
 }
 

@@ -96,7 +96,7 @@ impl Store for Consul {
         )))
     }
 
-    fn prepare<'a>(&'a self, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
+    fn prepare<'a>(&'a self, cfg: &'a Config, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
             let script = crate::render::script("consul-acl.py");
             let out = consul(
@@ -104,7 +104,15 @@ impl Store for Consul {
                 &["python3", "-c", script, layout::CONSUL_MANAGEMENT_TOKEN, layout::CONSUL_ACL],
             )
             .await?;
-            Ok(out.ok("consul ACL setup")?.trim().to_string())
+            let acl = out.ok("consul ACL setup")?.trim().to_string();
+            // Autopilot would otherwise prune a server that is down for a while from the Raft
+            // peers; when it comes back it is not a voter at once, and losing one more server
+            // then loses quorum. The config file sets this only when the servers bootstrap.
+            let servers = addresses_with(cfg, Role::ConsulServer).len().to_string();
+            consul(engine, &["consul", "operator", "autopilot", "set-config", "-min-quorum", &servers])
+                .await?
+                .ok("consul operator autopilot set-config")?;
+            Ok(format!("{acl}; autopilot keeps {servers} servers (min-quorum)"))
         })
     }
 
@@ -115,6 +123,25 @@ impl Store for Consul {
                 .ok("consul operator raft list-peers")?;
             if !peers.contains("leader") {
                 bail!("consul: no Raft leader yet");
+            }
+            // Every server of hosts.toml must vote: one that is back but not (yet) a voter
+            // does not count for quorum.
+            let voters: Vec<&str> = peers
+                .lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(4) == Some("true"))
+                .filter_map(|l| l.split_whitespace().next())
+                .collect();
+            let not_voting: Vec<&str> = cfg
+                .hosts
+                .hosts
+                .iter()
+                .filter(|h| agent(h) == Some(Agent::Server))
+                .map(|h| h.name.as_str())
+                .filter(|n| !voters.contains(n))
+                .collect();
+            if !not_voting.is_empty() {
+                bail!("consul: server(s) not a Raft voter: {}", not_voting.join(", "));
             }
             let members = consul(engine, &["consul", "members"]).await?.ok("consul members")?;
             let alive: Vec<&str> = members

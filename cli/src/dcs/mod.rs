@@ -27,7 +27,7 @@ pub trait Store: Send + Sync {
     fn container_spec(&self, cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Option<ContainerSpec>>;
     /// Makes the running store ready for Patroni (Consul: its ACL policies and tokens);
     /// idempotent. `Ok(description)` of what is in place.
-    fn prepare<'a>(&'a self, _engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
+    fn prepare<'a>(&'a self, _cfg: &'a Config, _engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
         Box::pin(async { Ok(String::new()) })
     }
     /// `Ok(description)` when the store has quorum and every host of hosts.toml that runs a
@@ -75,7 +75,7 @@ pub async fn health(cfg: &Config, engine: &Engine) -> Result<String> {
 pub async fn prepare(cfg: &Config, engines: &[&Engine]) -> Result<String> {
     let engine = engines.first().context("no DCS member reachable")?;
     store(cfg)
-        .prepare(engine)
+        .prepare(cfg, engine)
         .await
         .with_context(|| format!("{}: preparing the DCS", engine.host))
 }
