@@ -296,8 +296,10 @@ roles = ["CLIENT"]
             assert_eq!(v["bootstrap"]["dcs"]["postgresql"]["parameters"]["shared_buffers"], "1GB");
             assert_eq!(v["bootstrap"]["dcs"]["postgresql"]["parameters"]["max_connections"], 300);
             let hba = v["postgresql"]["pg_hba"].as_array().unwrap();
+            // scram everywhere; peer only for the OS user postgres over the local socket.
             assert!(
-                hba.iter().all(|l| l.as_str().unwrap().ends_with("scram-sha-256")),
+                hba.iter()
+                    .all(|l| l.as_str().unwrap().ends_with("scram-sha-256") || l == "local all postgres peer"),
                 "scram only: {hba:?}"
             );
         }

@@ -14,6 +14,7 @@ use crate::cluster::status::{self, ClusterStatus};
 use crate::cluster::up::{self, UpOptions};
 use crate::config::{Config, Role, Secret, StandbyConfig};
 use crate::docker::{Engine, FileSpec, Throwaway};
+use crate::layout::{PATRONI, PG_SOCKET_DIR};
 use crate::{error, member, output};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -233,6 +234,28 @@ pub async fn follow(cfg: &Config, engines: &[Engine], source: &SourceServer, fac
     })
 }
 
+/// The data came from the source with its roles: the cluster's three roles are set to match
+/// secrets.toml on the promoted leader (the SQL goes as a 0600 file, never on a command line).
+async fn adopt_cluster_roles(cfg: &Config, leader: &Engine) -> Result<()> {
+    const FILE: &str = "/tmp/pgctl-cluster-roles.sql";
+    let image = &cfg.hosts.cluster.image;
+    let owner = crate::image::postgres_owner(&crate::image::manifest(leader, image).await?, image)?;
+    let file = FileSpec {
+        path: FILE.into(),
+        contents: crate::roles::cluster_roles_sql(cfg)?.into_bytes(),
+        mode: 0o600,
+        uid: owner.0,
+        gid: owner.1,
+    };
+    crate::docker::upload(&leader.docker, PATRONI, &[file]).await?;
+    let script =
+        format!("psql -h {PG_SOCKET_DIR} -U postgres -XAtq -v ON_ERROR_STOP=1 -f {FILE} >/dev/null; rc=$?; rm -f {FILE}; exit $rc");
+    crate::docker::exec(&leader.docker, PATRONI, &["sh", "-c", &script], Some("postgres"))
+        .await?
+        .ok(&format!("{}: setting the cluster's roles", leader.host))?;
+    Ok(())
+}
+
 /// How far the standby leader's replay is behind the source's current WAL position, in bytes.
 pub async fn lag(cfg: &Config, engines: &[Engine], source: &SourceServer) -> Result<u64> {
     let leader = member::leader(cfg, engines).await.context("the standby cluster has no leader")?;
@@ -312,6 +335,12 @@ pub async fn cutover(cfg: &Config, engines: &[Engine], source: &SourceServer, ti
     output::step(format!(
         "the cluster takes writes {} after the source stopped taking them",
         output::seconds(write_gap_seconds)
+    ));
+    let leader = member::leader(cfg, engines).await?;
+    adopt_cluster_roles(cfg, leader).await?;
+    output::step(format!(
+        "{}: the cluster's superuser, replication and rewind roles match secrets.toml",
+        leader.host
     ));
 
     let dropped = source
