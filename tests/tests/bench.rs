@@ -153,7 +153,9 @@ fn wait_all_streaming(lab: &Lab, timeout: Duration) -> Result<()> {
         let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
         let members = s["members"].as_array().cloned().unwrap_or_default();
         let streaming = members.iter().filter(|m| m["role"] != "leader" && m["streaming"] == true).count();
-        if s["leader"].is_string() && streaming == lab.hosts().len() - 1 {
+        // The next failover needs a synchronous standby to promote (synchronous_mode).
+        let sync = members.iter().any(|m| m["role"] == "sync_standby");
+        if s["leader"].is_string() && streaming == lab.hosts().len() - 1 && sync {
             return Ok(());
         }
         anyhow::ensure!(started.elapsed() < timeout, "not every replica streams again: {s}");

@@ -73,6 +73,8 @@ pub struct ClusterStatus {
     pub paused: bool,
     /// A standby cluster: its leader replicates from a server outside the cluster (read-only).
     pub standby: bool,
+    /// hosts.toml's `synchronous_mode`: only a synchronous standby may be promoted.
+    pub synchronous_mode: bool,
     pub members: Vec<Member>,
     pub hosts: Vec<HostInfo>,
     pub dcs: String,
@@ -126,6 +128,13 @@ impl ClusterStatus {
                     m.lag_bytes.map(|l| l.to_string()).unwrap_or("unknown".into())
                 ));
             }
+        }
+        // In synchronous mode Patroni promotes only the synchronous standby: until it has
+        // picked one (a few seconds after a failover or a rejoin), losing the leader leaves
+        // no member it may promote.
+        let replicas = self.members.len() > 1;
+        if self.synchronous_mode && !self.standby && replicas && !self.members.iter().any(|m| m.role == "sync_standby") {
+            return Err("no synchronous standby yet: a failover now would have no member to promote".into());
         }
         Ok(())
     }
@@ -267,6 +276,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         leader,
         paused: cluster["pause"].as_bool().unwrap_or(false),
         standby,
+        synchronous_mode: cfg.hosts.cluster.patroni.synchronous_mode,
         members,
         hosts,
         dcs,

@@ -155,6 +155,7 @@ mod tests {
             leader: None,
             paused: false,
             standby: false,
+            synchronous_mode: true,
             members: vec![],
             hosts: vec![],
             dcs: "etcd: 3 member(s) healthy".into(),
