@@ -89,9 +89,16 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
     assert_eq!(
         lab.sql(
             &l,
-            "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method NOT IN ('scram-sha-256')"
+            "SELECT count(*) FROM pg_hba_file_rules WHERE auth_method NOT IN ('scram-sha-256') \
+             AND NOT (type = 'local' AND user_name = '{postgres}' AND auth_method = 'peer')"
         )?,
-        "0"
+        "0",
+        "every rule but the OS user postgres over the local socket asks for a SCRAM password"
+    );
+    assert_eq!(
+        lab.sql(&l, "SELECT count(*) FROM pg_hba_file_rules WHERE type <> 'local' AND auth_method <> 'scram-sha-256'")?,
+        "0",
+        "no network rule without a password"
     );
     // Secrets reach the containers as files, never as environment or command line.
     let secrets: toml::Value = toml::from_str(&std::fs::read_to_string(lab.dir.join("secrets.toml"))?)?;
