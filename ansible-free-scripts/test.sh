@@ -51,7 +51,7 @@ export PGCTL_GARAGE_BIN=${PGCTL_CACHE:-/var/cache/pgctl}/garage-2.5.0/bin/garage
 export PGCTL_ARTIFACTS=${PGCTL_ARTIFACTS:-${PGCTL_CACHE:-/var/cache/pgctl}/artifacts}
 # Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.
 cleanup() {
-  for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-nodes:pgctl-e2e-nodes pgctl-e2e-migrate:pgctl-e2e-migrate pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup pgctl-e2e-restore:pgctl-e2e-restore pgctl-e2e-walg:pgctl-e2e-walg \
+  for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-nodes:pgctl-e2e-nodes pgctl-e2e-migrate:pgctl-e2e-migrate pgctl-e2e-dr:pgctl-e2e-dr pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup pgctl-e2e-restore:pgctl-e2e-restore pgctl-e2e-walg:pgctl-e2e-walg \
              pgctl-bench-consul:pgctl-bench-consul pgctl-bench-etcd:pgctl-bench-etcd pgctl-bench-walg:pgctl-bench-walg pgctl-bench-pgbackrest:pgctl-bench-pgbackrest; do
     "$PGCTL_BIN" lab down --name "${lab%%:*}" --dir "target/e2e/${lab#*:}/lab" >/dev/null 2>&1 || true
   done
@@ -104,7 +104,20 @@ done
 if [ -n "${PGCTL_TEST_FILES:-}" ]; then
   read -r -a order <<<"$PGCTL_TEST_FILES"
 fi
+# The PostgreSQL 13 image migrate upgrades from (Debian bullseye's packages, its base made with
+# mmdebstrap) is mostly downloads: it is built in the background while the files before
+# migrate run, and migrate waits for it (its own build then finds every step cached).
+prebuild_pid=""
+if [[ " ${order[*]} " == *" migrate "* ]]; then
+  "$PGCTL_BIN" image build --source debian --suite bullseye --tag pgctl/postgres:13-debian-bullseye \
+    --without timescaledb,walg,consul >target/e2e/prebuild-pg13.log 2>&1 &
+  prebuild_pid=$!
+fi
 for name in "${order[@]}"; do
+  if [ "$name" = migrate ] && [ -n "$prebuild_pid" ]; then
+    wait "$prebuild_pid" || echo "the background build of the PostgreSQL 13 image failed (target/e2e/prebuild-pg13.log); migrate builds it"
+    prebuild_pid=""
+  fi
   run "$name" -p pgctl-tests --test "$name" -- --include-ignored --test-threads=1 "$@"
 done
 

@@ -22,6 +22,7 @@ mod render;
 mod restore;
 mod roles;
 mod s3;
+mod standby;
 mod verify;
 
 use clap::Parser;

@@ -21,6 +21,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../images/postgres/Dockerfile.labels.j2"),
     ),
     ("lab-host/Dockerfile.j2", include_str!("../../images/lab-host/Dockerfile.j2")),
+    ("upgrade/Dockerfile.j2", include_str!("../../images/upgrade/Dockerfile.j2")),
     ("lab-s3/Dockerfile.j2", include_str!("../../images/lab-s3/Dockerfile.j2")),
     ("lab-s3/garage.toml.j2", include_str!("../../images/lab-s3/garage.toml.j2")),
     ("lab-s3/nginx.conf.j2", include_str!("../../images/lab-s3/nginx.conf.j2")),
@@ -30,6 +31,7 @@ const TEMPLATES: &[(&str, &str)] = &[
 /// Rust strings), by name.
 const SCRIPTS: &[(&str, &str)] = &[
     ("recover.sh", include_str!("../../compose-templates/scripts/recover.sh")),
+    ("upgrade.sh", include_str!("../../compose-templates/scripts/upgrade.sh")),
     ("patroni-api.py", include_str!("../../compose-templates/scripts/patroni-api.py")),
     ("port-check.py", include_str!("../../compose-templates/scripts/port-check.py")),
     ("consul-acl.py", include_str!("../../compose-templates/scripts/consul-acl.py")),

@@ -7,10 +7,12 @@
 # Patroni then cleans the data directory and takes the basebackup (the fallback).
 # The request is used once (a later reinit takes the basebackup again); RESULT tells pgctl
 # what happened. Run by Patroni as postgres, with no parameters (no_params).
+# With a file as its argument (the standby leader of a disaster-recovery cluster, see
+# patroni.yml's pgctl_primary_backup), it runs the fetch that file holds, every time.
 set -u
 DATA=/var/lib/postgresql/data
 PGDATA=$DATA/pgdata
-REQUEST=$DATA/pgctl-replica-request
+REQUEST=${1:-$DATA/pgctl-replica-request}
 RESULT=$DATA/pgctl-replica-result
 
 if [ ! -s "$REQUEST" ]; then
@@ -21,15 +23,18 @@ set --
 while IFS= read -r arg; do
   set -- "$@" "$arg"
 done <"$REQUEST"
-rm -f "$REQUEST"
+case "$REQUEST" in
+"$DATA"/*) rm -f "$REQUEST" ;;
+esac
 start=$(date +%s)
 echo "pgctl: creating this replica from the backup in S3: $*"
 mkdir -m 0700 "$PGDATA"
-if "$@"; then
+"$@"
+code=$?
+if [ "$code" -eq 0 ]; then
   echo "{\"method\":\"backup\",\"seconds\":$(($(date +%s) - start))}" >"$RESULT"
   exit 0
 fi
-code=$?
 echo "pgctl: the fetch from S3 failed (exit $code): Patroni falls back to a basebackup from the leader"
 echo "{\"method\":\"basebackup after a failed fetch\",\"fetch_exit\":$code,\"seconds\":$(($(date +%s) - start))}" >"$RESULT"
 exit 1

@@ -96,7 +96,10 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
         "every rule but the OS user postgres over the local socket asks for a SCRAM password"
     );
     assert_eq!(
-        lab.sql(&l, "SELECT count(*) FROM pg_hba_file_rules WHERE type <> 'local' AND auth_method <> 'scram-sha-256'")?,
+        lab.sql(
+            &l,
+            "SELECT count(*) FROM pg_hba_file_rules WHERE type <> 'local' AND auth_method <> 'scram-sha-256'"
+        )?,
         "0",
         "no network rule without a password"
     );

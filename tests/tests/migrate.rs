@@ -8,10 +8,22 @@
 //! Then, in the same lab with a new prefix, a streaming migration: the cluster follows a
 //! standalone primary (TCP, password logins) as a standby cluster, and a cutover under a
 //! client write loop switches to it without losing an acknowledged write.
+//!
+//! Last, that cluster gets a disaster-recovery standby cluster in a second lab network (the
+//! other region, whose hosts reach the first region's S3 and database hosts): bootstrapped
+//! from the primary's backup, streaming, then replaying the archive alone; every host of the
+//! primary is lost, `pgctl promote` makes the standby writable with the rows it had.
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
 use std::time::{Duration, Instant};
+
+#[path = "migrate/dr.rs"]
+mod dr;
+#[path = "migrate/volume.rs"]
+mod volume;
+use dr::disaster_recovery_standby;
+use volume::migrate_a_pg13_volume;
 
 const LAB: &str = "pgctl-e2e-migrate";
 const SUBNET: &str = "172.30.86.0/24";
@@ -26,6 +38,8 @@ struct Legacy<'a> {
     host: String,
     name: String,
     port: u16,
+    /// Its major's binaries.
+    bin: String,
 }
 
 impl Legacy<'_> {
@@ -35,7 +49,7 @@ impl Legacy<'_> {
     }
 
     fn sql(&self, db: &str, sql: &str) -> Result<String> {
-        let (psql, port) = (format!("{BIN}/psql"), self.port.to_string());
+        let (psql, port) = (format!("{}/psql", self.bin), self.port.to_string());
         let cmd = [
             psql.as_str(),
             "-h",
@@ -107,6 +121,7 @@ fn start_legacy<'a>(lab: &'a Lab, host: &str, name: &str, serving: Serving) -> R
         host: host.into(),
         name: name.into(),
         port,
+        bin: BIN.into(),
     };
     legacy.exec("root", &["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", PGDATA])?;
     let initdb = format!("{BIN}/initdb");
@@ -177,6 +192,17 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
     require_e2e("migrate_a_standalone_postgres_through_its_walg_backup");
     let lab = Lab::up_with(LAB, SUBNET, &["--backup-engine", "walg"])?;
     let host = lab.hosts()[0].0.clone();
+    // While developing one phase: PGCTL_MIGRATE_ONLY=dr or =volume runs it alone on a fresh lab.
+    match std::env::var("PGCTL_MIGRATE_ONLY").as_deref() {
+        Ok("dr") => {
+            lab.edit_hosts(&[("s3_prefix = \"lab\"", "s3_prefix = \"lab2\"")])?;
+            lab.pgctl_ok(&["up"])?;
+            lab.pgctl_ok(&["backup", "now"])?;
+            return disaster_recovery_standby(&lab);
+        }
+        Ok("volume") => return migrate_a_pg13_volume(&lab, &host),
+        _ => {}
+    }
     let legacy = start_legacy(&lab, &host, "legacy", Serving::Archiving)?;
 
     // The source's data: its own role and database, rows before and after its base backup.
@@ -287,10 +313,18 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
     ]);
     again.assert_code(exit::REFUSED, "migrate into a running cluster");
 
+    // The same lab, a new cluster (new prefix) from a PostgreSQL 13 + PostGIS data volume.
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    lab.edit_hosts(&[("s3_prefix = \"lab\"", "s3_prefix = \"lab-pg13\"")])?;
+    migrate_a_pg13_volume(&lab, &host)?;
+
     // The same lab, a new cluster (new prefix) for the streaming migration.
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
-    lab.edit_hosts(&[("s3_prefix = \"lab\"", "s3_prefix = \"lab2\"")])?;
-    migrate_by_streaming(&lab, &host)
+    lab.edit_hosts(&[("s3_prefix = \"lab-pg13\"", "s3_prefix = \"lab2\"")])?;
+    migrate_by_streaming(&lab, &host)?;
+
+    // The migrated cluster is now the primary of a disaster-recovery standby in another lab.
+    disaster_recovery_standby(&lab)
 }
 
 const SOURCE_SUPERUSER_PASSWORD: &str = "source-superuser-password-3";

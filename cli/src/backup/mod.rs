@@ -4,6 +4,7 @@
 //! restore, backup, retention, listing and fetch commands; this module holds what they share.
 
 mod cipher;
+pub mod elsewhere;
 pub mod list;
 pub mod owner;
 mod pgbackrest;

@@ -94,6 +94,7 @@ fn secrets_ctx(cfg: &Config) -> BTreeMap<&'static str, String> {
 
 pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Result<String> {
     let c = &cfg.hosts.cluster;
+    let standby_archive = crate::backup::elsewhere::standby_archive(cfg)?;
     render(
         "patroni.yml.j2",
         minijinja::context! {
@@ -106,11 +107,23 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Resul
             local_parameters => local_parameters(cfg, image),
             secrets => secrets_ctx(cfg),
             archive => crate::backup::archive_parameters(cfg),
-            restore_command => crate::backup::restore_command(cfg),
+            restore_command => restore_command(cfg, standby_archive.as_ref())?,
             replica_script => cfg.hosts.backup.is_some().then_some(crate::layout::REPLICA_SCRIPT),
             standby => cfg.hosts.standby,
+            standby_restore_command => standby_archive.as_ref().map(crate::backup::elsewhere::standby_restore_command).transpose()?,
+            standby_fetch_request => crate::backup::elsewhere::FETCH_REQUEST,
         },
     )
+}
+
+/// The members' restore_command: the cluster's own archive, then (a disaster-recovery standby)
+/// the primary's, where everything before the promotion lies.
+fn restore_command(cfg: &Config, standby_archive: Option<&Config>) -> Result<Option<String>> {
+    let own = crate::backup::restore_command(cfg);
+    Ok(match (own, standby_archive) {
+        (Some(own), Some(primary)) => Some(format!("{own} || {}", crate::backup::elsewhere::standby_restore_command(primary)?)),
+        (own, _) => own,
+    })
 }
 
 /// patroni.yml, hashed without its `bootstrap` section: Patroni reads that only when it
@@ -176,6 +189,8 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
             crate::backup::files(cfg, crate::backup::Access::ReadWrite)?,
             crate::backup::crontab(cfg)?.into_iter().collect(),
             crate::backup::replica_script(cfg).into_iter().collect(),
+            // A disaster-recovery standby: the primary's archive, read-only.
+            crate::backup::elsewhere::standby_files(cfg)?,
         ]
         .concat();
         out.push(ContainerSpec::new(
@@ -333,9 +348,12 @@ roles = ["CLIENT"]
         // A standby source lives under `bootstrap`: rendered, yet running members stay.
         let mut standby = cfg.clone();
         standby.hosts.standby = Some(crate::config::StandbyConfig {
-            host: "10.0.0.9".into(),
+            host: Some("10.0.0.9".into()),
             port: 5433,
             primary_slot_name: Some("pgctl_migration".into()),
+            archive: None,
+            archive_engine: None,
+            archive_stanza: None,
         });
         let as_standby = containers(&standby, standby.host("pg1").unwrap(), &facts("sha256:abc"), "main-pgdata").unwrap();
         let yml = &as_standby[1].files[0].contents;
@@ -376,6 +394,63 @@ roles = ["CLIENT"]
             .contains("archive-get %f \"%p\""));
         let walg_yml = crate::cluster::spec::patroni_yml(&walg, walg.host("pg1").unwrap(), &ImageFacts::default()).unwrap();
         assert!(walg_yml.contains("wal-g --config /etc/pgctl/walg.json wal-push %p"));
+    }
+
+    #[test]
+    fn disaster_recovery_standby_reads_the_primarys_archive() {
+        for engine in ["walg", "pgbackrest"] {
+            let mut cfg = crate::backup::tests::config(engine);
+            cfg.hosts.standby = Some(crate::config::StandbyConfig {
+                host: Some("10.1.0.11".into()),
+                port: 5432,
+                primary_slot_name: None,
+                archive: Some("s3://backups/primary-region/main".into()),
+                archive_engine: None,
+                archive_stanza: Some("main".into()),
+            });
+            let pg1 = cfg.host("pg1").unwrap();
+            let yml = patroni_yml(&cfg, pg1, &ImageFacts::default()).unwrap();
+            let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
+            let sc = &v["bootstrap"]["dcs"]["standby_cluster"];
+            let restore = sc["restore_command"].as_str().unwrap();
+            assert!(
+                restore.contains("/etc/pgctl/primary-"),
+                "{engine}: reads the primary's archive: {restore}"
+            );
+            assert_eq!(
+                sc["create_replica_methods"],
+                serde_json::json!(["pgctl_primary_backup", "basebackup"])
+            );
+            assert!(v["postgresql"]["pgctl_primary_backup"]["command"]
+                .as_str()
+                .unwrap()
+                .ends_with(crate::backup::elsewhere::FETCH_REQUEST));
+            // The cluster's own archiving stays on its own prefix with the read-write key.
+            let own = v["postgresql"]["parameters"]["archive_command"].as_str().unwrap();
+            assert!(!own.contains("primary-"), "{own}");
+            let files = containers(&cfg, pg1, &ImageFacts::default(), "main-pgdata")
+                .unwrap()
+                .pop()
+                .unwrap()
+                .files;
+            let primary = files
+                .iter()
+                .find(|f| f.path.contains("/primary-") && f.path != crate::backup::elsewhere::FETCH_REQUEST)
+                .unwrap();
+            assert!(primary.contents.contains("primary-region/main"), "{engine}: {}", primary.contents);
+            let own_conf = files
+                .iter()
+                .find(|f| !f.path.contains("primary") && f.path.ends_with(if engine == "walg" { "walg.json" } else { ".conf" }))
+                .unwrap();
+            assert!(!own_conf.contents.contains("primary-region"));
+            let readonly = cfg.secrets.s3.readonly_access_key_id.as_ref().unwrap().expose();
+            assert!(
+                primary.contents.contains(readonly),
+                "{engine}: the primary's archive is read with the read-only key"
+            );
+            let fetch = files.iter().find(|f| f.path == crate::backup::elsewhere::FETCH_REQUEST).unwrap();
+            assert!(fetch.contents.contains("/etc/pgctl/primary-"), "{}", fetch.contents);
+        }
     }
 
     #[test]

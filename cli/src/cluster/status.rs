@@ -66,6 +66,23 @@ pub struct ScheduledBackups {
     pub last_failure_end: Option<i64>,
 }
 
+/// Where a standby cluster's leader stands against its primary.
+#[derive(Debug, Clone, Serialize)]
+pub struct StandbyLag {
+    /// The WAL receiver's state (`streaming`); `None` while the leader only replays the
+    /// primary's archive (the primary is unreachable, or the standby has no `host`).
+    pub receiver: Option<String>,
+    /// `host:port` it streams from.
+    pub sender: Option<String>,
+    /// Bytes between the primary's end of WAL (as its sender last reported it) and what the
+    /// leader replayed; `None` when not streaming.
+    pub streaming_lag_bytes: Option<u64>,
+    pub replay_lsn: String,
+    /// Seconds since the last replayed transaction committed on the primary (grows while the
+    /// primary is idle too).
+    pub last_replayed_commit_age_seconds: Option<f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ClusterStatus {
     pub scope: String,
@@ -75,6 +92,8 @@ pub struct ClusterStatus {
     pub standby: bool,
     /// hosts.toml's `synchronous_mode`: only a synchronous standby may be promoted.
     pub synchronous_mode: bool,
+    /// A standby cluster's leader, behind the primary it follows.
+    pub standby_lag: Option<StandbyLag>,
     pub members: Vec<Member>,
     pub hosts: Vec<HostInfo>,
     pub dcs: String,
@@ -261,6 +280,10 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
             }
         }
     }
+    let standby_lag = match leader_engine {
+        Some(e) if standby => standby_lag(e).await.ok(),
+        _ => None,
+    };
     let dcs_engine = engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host));
     let dcs = match dcs_engine {
         Some(e) => crate::dcs::health(cfg, e).await.unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
@@ -277,11 +300,35 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         paused: cluster["pause"].as_bool().unwrap_or(false),
         standby,
         synchronous_mode: cfg.hosts.cluster.patroni.synchronous_mode,
+        standby_lag,
         members,
         hosts,
         dcs,
         archiver,
         scheduled_backups,
+    })
+}
+
+/// The standby leader's WAL receiver and replay position. `latest_end_lsn` is the end of WAL
+/// the primary's sender last reported.
+async fn standby_lag(leader: &Engine) -> Result<StandbyLag> {
+    let sql = "SELECT coalesce(r.status, ''), coalesce(r.sender_host || ':' || r.sender_port, ''), \
+               coalesce(greatest(0, pg_wal_lsn_diff(r.latest_end_lsn, pg_last_wal_replay_lsn()))::bigint::text, ''), \
+               coalesce(pg_last_wal_replay_lsn()::text, ''), \
+               coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8::text, '') \
+               FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r ON true";
+    let row = member::psql(leader, sql).await?;
+    let f: Vec<&str> = row.trim().split('|').collect();
+    let [status, sender, lag, replay, age] = f[..] else {
+        bail!("unexpected answer: {row}");
+    };
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Ok(StandbyLag {
+        receiver: some(status),
+        sender: some(sender),
+        streaming_lag_bytes: lag.parse().ok(),
+        replay_lsn: replay.into(),
+        last_replayed_commit_age_seconds: age.parse().ok(),
     })
 }
 

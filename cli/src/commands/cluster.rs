@@ -50,6 +50,23 @@ recreates nothing.\n\nExamples:\n  pgctl up\n  pgctl up --limit pg4            (
         #[command(flatten)]
         wait: Wait,
     },
+    /// Make a standby cluster (hosts.toml [standby]) a writable cluster of its own: disaster recovery
+    #[command(long_about = "Make a standby cluster a writable cluster of its own (disaster recovery).\n\n\
+A standby cluster (hosts.toml [standby]) follows a primary outside it: streaming from `host` and/or replaying the primary's \
+archive in S3 (`archive`). `pgctl status` shows how far behind it is. When the primary is lost, `pgctl promote` removes \
+standby_cluster from Patroni's dynamic configuration: the standby leader finishes replaying what it has and becomes a leader \
+on a new timeline. Then the cluster's superuser, replication and rewind roles are set to match its secrets.toml, its own \
+backup repository is prepared and a first full backup goes into its own prefix (backup.s3_prefix).\n\n\
+Refused while the standby leader still streams from the primary (the primary is alive: two writable clusters would \
+diverge); --force overrides that. For a planned move from a standalone server use `pgctl migrate cutover`.\n\n\
+Afterwards remove [standby] from hosts.toml.\n\nExamples:\n  pgctl status            (the Standby: line shows the lag)\n  pgctl promote --yes")]
+    Promote {
+        /// Promote even though the standby leader still streams from a live primary
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Maintenance mode: stop automatic failover
     Pause,
     /// Leave maintenance mode
@@ -120,6 +137,23 @@ pub async fn run(command: ClusterCommand, ctx: &Ctx) -> Result<()> {
             let (cfg, engines) = ctx.connect_available().await?;
             ctx.confirm(&format!("restart PostgreSQL on {}", member.as_deref().unwrap_or("every member")))?;
             cluster::ops::restart(&cfg, &engines, member.as_deref(), wait.duration()).await?
+        }
+        ClusterCommand::Promote { force, wait } => {
+            let (cfg, engines) = ctx.connect_available().await?;
+            ctx.confirm_typed("promote the standby cluster", &cfg.hosts.cluster.name)?;
+            let done = crate::standby::promote(&cfg, &engines, force, wait.duration().max(Duration::from_secs(300))).await?;
+            return output::result(&done, |p| {
+                format!(
+                    "{}\npromoted: writable {} after the request, on timeline {}{}",
+                    status_text(&p.status),
+                    output::seconds(p.seconds),
+                    p.timeline,
+                    p.first_backup
+                        .as_ref()
+                        .map(|b| format!("; first full backup {b}"))
+                        .unwrap_or_default()
+                )
+            });
         }
         ClusterCommand::Pause | ClusterCommand::Resume => {
             let paused = matches!(command, ClusterCommand::Pause);

@@ -13,9 +13,10 @@ use std::path::PathBuf;
 pub enum ImageCommand {
     /// Build the image (PostgreSQL, PostGIS, TimescaleDB, Patroni, WAL-G, pgBackRest) on the local engine
     #[command(long_about = "Build the database image on the local Docker engine.\n\n\
-Sources: `pgdg` (default; PGDG apt for PostgreSQL 13-17, TimescaleDB from Timescale's apt repo, WAL-G release with a pinned sha256, Consul from HashiCorp's apt repo) or `debian` (Debian bookworm only: PostgreSQL 15; TimescaleDB, WAL-G and Consul only from --artifacts).\n\
+Sources: `pgdg` (default; PGDG apt for PostgreSQL 13-17, TimescaleDB from Timescale's apt repo, WAL-G release with a pinned sha256, Consul from HashiCorp's apt repo) or `debian` (Debian's own packages: --suite bullseye has PostgreSQL 13, bookworm 15, trixie 17; TimescaleDB, WAL-G and Consul only from --artifacts).\n\
 A component that cannot be had must be left out explicitly with --without; the build checks that every included component runs, and records versions in labels and /etc/pgctl/manifest.json.\n\n\
-Example (offline, this machine):  pgctl image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul")]
+Examples (offline, this machine):\n  pgctl image build --source debian --base pgctl/debian:bookworm --without timescaledb,walg,consul\n  \
+pgctl image build --source debian --suite bullseye --tag pgctl/postgres:13-debian --without timescaledb,walg,consul   (base pgctl/debian:bullseye, made with mmdebstrap if missing)")]
     Build(BuildArgs),
     /// Deliver the cluster's image to every host (stream engine-to-engine, or registry pull)
     Push {
@@ -51,12 +52,15 @@ pub struct BuildArgs {
     /// Where packages come from
     #[arg(long, value_enum, default_value_t = Source::Pgdg)]
     source: Source,
-    /// PostgreSQL major version
-    #[arg(long, default_value_t = 15)]
-    pg_major: u32,
-    /// Base image (must be Debian bookworm). Without a registry, make one: `pgctl image base`
-    #[arg(long, default_value = "debian:bookworm-slim")]
-    base: String,
+    /// Debian suite of the base image: bullseye, bookworm or trixie (with --source debian it decides the PostgreSQL major)
+    #[arg(long, default_value = "bookworm")]
+    suite: String,
+    /// PostgreSQL major version [default: 15; with --source debian the suite's]
+    #[arg(long)]
+    pg_major: Option<u32>,
+    /// Base image of that suite [default: debian:<suite>-slim; with --suite other than bookworm, pgctl/debian:<suite>, made locally if missing]
+    #[arg(long)]
+    base: Option<String>,
     /// Tag for the result [default: cluster.image from --hosts if that file exists, else pgctl/postgres:<major>]
     #[arg(long)]
     tag: Option<String>,
@@ -102,16 +106,27 @@ pub async fn run(command: ImageCommand, ctx: &Ctx) -> Result<()> {
 }
 
 async fn build(a: BuildArgs, ctx: &Ctx) -> Result<()> {
+    let pg_major = match (a.pg_major, a.source) {
+        (Some(m), _) => m,
+        (None, Source::Debian) => image::debian_major(&a.suite).unwrap_or(15),
+        (None, Source::Pgdg) => 15,
+    };
+    let base = match (&a.base, a.suite.as_str()) {
+        (Some(b), _) => b.clone(),
+        (None, "bookworm") => "debian:bookworm-slim".into(),
+        (None, suite) => format!("pgctl/debian:{suite}"),
+    };
     let hosts = &ctx.global.hosts;
     let tag = match a.tag {
         Some(t) => t,
         None if hosts.exists() => config::load(hosts, ctx.global.secrets.as_deref())?.hosts.cluster.image,
-        None => format!("pgctl/postgres:{}", a.pg_major),
+        None => format!("pgctl/postgres:{pg_major}"),
     };
     let plan = image::plan(image::BuildRequest {
         source: a.source,
-        pg_major: a.pg_major,
-        base: a.base.clone(),
+        suite: a.suite.clone(),
+        pg_major,
+        base: base.clone(),
         tag,
         artifacts: a.artifacts,
         without: a.without.into_iter().collect(),
@@ -122,10 +137,13 @@ async fn build(a: BuildArgs, ctx: &Ctx) -> Result<()> {
         walg_sha256: a.walg_sha256,
     })?;
     let local = docker::local().await?;
-    if docker::image_id(&local.docker, &a.base).await?.is_none() && a.base.starts_with("pgctl/") {
+    if a.base.is_none() && a.suite != "bookworm" {
+        // No registry needed: the suite's base is made here (mmdebstrap), once.
+        image::base::ensure_base(&local, &base, &a.suite, image::base::DEFAULT_MIRROR, false).await?;
+    } else if docker::image_id(&local.docker, &base).await?.is_none() && base.starts_with("pgctl/") {
         return Err(error::usage(format!(
-            "base image {} is not in the local engine: make it with `pgctl image base --tag {}`",
-            a.base, a.base
+            "base image {base} is not in the local engine: make it with `pgctl image base --tag {base} --suite {}`",
+            a.suite
         )));
     }
     let built = image::build::build_postgres(&local, &plan, ctx.global.verbose || a.log).await?;

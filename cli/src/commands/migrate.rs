@@ -5,7 +5,7 @@ use super::{Ctx, Wait};
 use crate::backup::target::Target;
 use crate::config::BackupEngine;
 use crate::error::{Classify, Kind};
-use crate::migrate::{self, from_primary};
+use crate::migrate::{self, from_primary, from_volume};
 use crate::output;
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
@@ -73,6 +73,53 @@ Example:\n  pgctl migrate from-primary --source-host 10.0.0.5 --source-password-
         #[command(flatten)]
         wait: Wait,
     },
+    /// Make the cluster from a standalone PostgreSQL's data volume of an older major, upgraded with pg_upgrade
+    #[command(
+        long_about = "Make the cluster from the data volume of a standalone PostgreSQL of an older major (pg_upgrade).\n\n\
+The volume is on one of the cluster's database hosts (--host; it becomes the leader); --source-image is the image the \
+standalone server ran (Debian layout: /usr/lib/postgresql/N), present on that host. Stop the standalone server cleanly first.\n\n\
+Pre-flight (no data changes): pg_controldata (cleanly shut down, the major, checksums, free space); an upgrade image built on \
+that host (the cluster's image plus the old major's binaries and the libraries they need, resolved with ldd); one clean \
+start and stop of the old server to read its locale, install user and extensions; `pg_upgrade --check` against a scratch \
+cluster made like the old one; the cluster is not running, has no data volume on that host, and its own backup.s3_prefix \
+is empty. The plan is printed and must be confirmed by typing the cluster name (--yes in scripts).\n\n\
+Then pg_upgrade --link (default: the new cluster shares the old files, fast, no extra space) or --copy (keeps the old \
+directory as it was, needs the space twice) into the host's new cluster volume; Patroni adopts it as leader; the \
+cluster's superuser, replication and rewind roles are set to match secrets.toml (every other role keeps its password); \
+every extension is updated (postgis_extensions_upgrade(), ALTER EXTENSION ... UPDATE); vacuumdb --analyze-in-stages \
+rebuilds the statistics; indexes under a glibc collation are reported when the C library changed (--reindex rebuilds \
+them); the replicas are built from the leader and a first full backup starts the cluster's own archive.\n\n\
+The way back: if pg_upgrade fails, the old directory is restored and starts again (after --link its global/pg_control is \
+renamed back). The point of no return is the new cluster's first start: after --link the old files are the new cluster's.\n\n\
+--method dump (slower, always possible: another install user, a locale the new image lacks): the cluster starts empty, \
+the old server runs in a container of its image on the volume (loopback only, archiving off), PostgreSQL's new pg_dumpall \
+reads it and psql restores everything (roles with their passwords, databases, extensions at the new image's versions) \
+into the leader; the old directory stays usable.\n\n\
+Examples:\n  pgctl migrate from-volume --host pg1 --volume legacy-pgdata --source-image postgis/postgis:13-3.4\n  \
+pgctl migrate from-volume --host pg1 --volume legacy-pgdata --source-image postgis/postgis:13-3.4 --method dump"
+    )]
+    FromVolume {
+        /// The database host the volume is on (it becomes the leader)
+        #[arg(long)]
+        host: String,
+        /// The standalone server's data volume on that host
+        #[arg(long)]
+        volume: String,
+        /// The image the standalone server ran (present on that host)
+        #[arg(long, value_name = "IMAGE")]
+        source_image: String,
+        /// upgrade: pg_upgrade on the host (fast); dump: the old server in its own container, pg_dumpall into the cluster (slower, always possible)
+        #[arg(long, value_enum, default_value_t = MethodArg::Upgrade)]
+        method: MethodArg,
+        /// With --method upgrade: pg_upgrade --copy instead of --link, keeping the old directory as it was (needs the space twice)
+        #[arg(long)]
+        copy: bool,
+        /// Rebuild the indexes whose collation may have changed with the C library
+        #[arg(long)]
+        reindex: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// How far the standby cluster is behind the source (bytes of WAL)
     Lag {
         #[command(flatten)]
@@ -126,6 +173,12 @@ impl SourceArgs {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+pub enum MethodArg {
+    Upgrade,
+    Dump,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 pub enum EngineArg {
     Walg,
     Pgbackrest,
@@ -173,6 +226,54 @@ pub async fn run(command: MigrateCommand, ctx: &Ctx) -> Result<()> {
                     leader_timeline(&m.restore.status),
                     m.first_backup,
                     output::phases(&m.restore.phases)
+                )
+            })
+        }
+        MigrateCommand::FromVolume {
+            host,
+            volume,
+            source_image,
+            method,
+            copy,
+            reindex,
+            wait,
+        } => {
+            let opts = from_volume::FromVolume {
+                method: match method {
+                    MethodArg::Upgrade => from_volume::Method::Upgrade,
+                    MethodArg::Dump => from_volume::Method::Dump,
+                },
+                host,
+                volume,
+                source_image,
+                copy,
+                reindex,
+                timeout: wait.duration().max(MIN_TIMEOUT),
+            };
+            let (cfg, engines) = ctx.connect_all().await?;
+            let plan = from_volume::plan(&cfg, &engines, &opts).await?;
+            output::passthrough(&plan.describe(&cfg));
+            ctx.confirm_typed("upgrade and migrate now", &cfg.hosts.cluster.name)?;
+            let done = from_volume::execute(&cfg, &engines, plan, &opts).await?;
+            output::result(&done, |m| {
+                let extensions = m
+                    .extensions
+                    .iter()
+                    .map(|e| format!("{}.{} {} -> {}", e.database, e.name, e.from, e.to))
+                    .collect::<Vec<_>>();
+                format!(
+                    "{}\nmigrated PostgreSQL {} to {} (pg_upgrade --{}); extensions updated: {}; first full backup {}\n{}",
+                    status_text(&m.status),
+                    m.old_major,
+                    m.new_major,
+                    m.method,
+                    if extensions.is_empty() {
+                        "none".into()
+                    } else {
+                        extensions.join(", ")
+                    },
+                    m.first_backup.as_deref().unwrap_or("none (no [backup])"),
+                    output::phases(&m.phases)
                 )
             })
         }

@@ -87,6 +87,21 @@ pub fn status_text(s: &ClusterStatus) -> String {
             }
         ));
     }
+    if let Some(l) = &s.standby_lag {
+        let source = match (l.receiver.as_deref(), &l.sender) {
+            (Some("streaming"), Some(sender)) => format!(
+                "streaming from {sender}, {} behind the primary",
+                l.streaming_lag_bytes.map(size).unwrap_or_else(|| "?".into())
+            ),
+            (Some(state), _) => format!("WAL receiver {state}; replaying the primary's archive"),
+            (None, _) => "not streaming; replaying the primary's archive".into(),
+        };
+        let age = l
+            .last_replayed_commit_age_seconds
+            .map(|a| format!("; last replayed commit {} ago", output::seconds(a)))
+            .unwrap_or_default();
+        extra.push_str(&format!("\nStandby: {source}; replayed up to {}{age}", l.replay_lsn));
+    }
     if let Some(b) = &s.scheduled_backups {
         let data = b
             .runs
@@ -120,7 +135,8 @@ pub fn status_text(s: &ClusterStatus) -> String {
         s.leader.as_deref().unwrap_or("NONE"),
         match (s.paused, s.standby) {
             (true, _) => " (maintenance mode: automatic failover is paused)",
-            (false, true) => " (a standby cluster: the leader replicates from outside; `pgctl migrate cutover` promotes it)",
+            (false, true) =>
+                " (a standby cluster: the leader replicates from outside; `pgctl promote` or `pgctl migrate cutover` promotes it)",
             (false, false) => "",
         },
         s.dcs
@@ -155,6 +171,7 @@ mod tests {
             leader: None,
             paused: false,
             standby: false,
+            standby_lag: None,
             synchronous_mode: true,
             members: vec![],
             hosts: vec![],

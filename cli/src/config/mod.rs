@@ -8,6 +8,7 @@ pub mod model;
 mod validate;
 
 pub use validate::is_dns_label as validate_name;
+pub use validate::split_s3_url;
 
 pub use model::*;
 

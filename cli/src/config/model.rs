@@ -140,13 +140,27 @@ fn default_keep_full() -> u32 {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StandbyConfig {
-    /// The server the standby leader streams from (its replicas cascade from the standby leader).
-    pub host: String,
+    /// The server the standby leader streams from (its replicas cascade from the standby
+    /// leader): a migration's source, or the primary cluster's leader (or its HAProxy).
+    #[serde(default)]
+    pub host: Option<String>,
     #[serde(default = "default_pg_port")]
     pub port: u16,
     /// A physical replication slot on that server, so it keeps the WAL the standby still needs.
     #[serde(default)]
     pub primary_slot_name: Option<String>,
+    /// A disaster-recovery standby: `s3://BUCKET/PREFIX` of the primary cluster's archive on
+    /// this cluster's S3 service ([backup] endpoint, CA and keys), read with the read-only key.
+    /// The standby leader bootstraps from its newest backup and replays its WAL whenever
+    /// streaming from `host` is not possible.
+    #[serde(default)]
+    pub archive: Option<String>,
+    /// The primary's backup engine [default: this cluster's].
+    #[serde(default)]
+    pub archive_engine: Option<BackupEngine>,
+    /// The primary's pgBackRest stanza (its cluster name) [default: this cluster's name].
+    #[serde(default)]
+    pub archive_stanza: Option<String>,
 }
 
 fn default_pg_port() -> u16 {

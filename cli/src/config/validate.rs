@@ -56,6 +56,9 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
     if let Some(b) = &cfg.backup {
         backup(b, c.backup_engine, base, &mut err);
     }
+    if let Some(s) = &cfg.standby {
+        standby(s, cfg, &mut err);
+    }
     hosts_list(cfg, base, &mut err);
 
     // Warnings: allowed, but a DBA should know.
@@ -87,6 +90,42 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
         }
     }
     out
+}
+
+fn standby(s: &StandbyConfig, cfg: &HostsFile, err: &mut impl FnMut(String, String)) {
+    if s.host.is_none() && s.archive.is_none() {
+        err(
+            "standby".into(),
+            "a standby cluster needs `host` (the primary to stream from), `archive` (the primary's s3://BUCKET/PREFIX), or both".into(),
+        );
+    }
+    if let Some(archive) = &s.archive {
+        if split_s3_url(archive).is_none() {
+            err("standby.archive".into(), format!("`{archive}`: expected s3://BUCKET/PREFIX"));
+        } else if cfg.backup.is_none() {
+            err(
+                "standby.archive".into(),
+                "reading the primary's archive needs a [backup] section (this cluster's S3 endpoint, CA and keys, and its own prefix for after the promotion)".into(),
+            );
+        } else if let Some(b) = &cfg.backup {
+            if split_s3_url(archive) == Some((b.s3_bucket.as_str(), b.s3_prefix.trim_matches('/'))) {
+                err(
+                    "standby.archive".into(),
+                    "is this cluster's own backup.s3_prefix: a standby cluster archives into a prefix of its own once promoted".into(),
+                );
+            }
+        }
+    }
+    if s.archive.is_none() && (s.archive_engine.is_some() || s.archive_stanza.is_some()) {
+        err("standby.archive".into(), "archive_engine and archive_stanza need `archive`".into());
+    }
+}
+
+/// `s3://BUCKET/PREFIX` as (bucket, prefix without surrounding slashes).
+pub fn split_s3_url(url: &str) -> Option<(&str, &str)> {
+    let (bucket, prefix) = url.strip_prefix("s3://")?.split_once('/')?;
+    let prefix = prefix.trim_matches('/');
+    (!bucket.is_empty() && !prefix.is_empty()).then_some((bucket, prefix))
 }
 
 fn timing(t: &PatroniTiming, err: &mut impl FnMut(String, String)) {

@@ -42,6 +42,7 @@ pub fn dockerfile(plan: &BuildPlan) -> Result<String> {
             security_mirror => super::base::DEFAULT_SECURITY_MIRROR,
             source => r.source,
             pg_major => r.pg_major,
+            suite => r.suite,
             ca_cert => r.ca_cert.is_some(),
             timescaledb => origin(&plan.timescaledb),
             walg => origin(&plan.walg),
@@ -81,6 +82,7 @@ mod tests {
 
     fn rendered(source: Source, without: &[Component]) -> String {
         let p = plan(BuildRequest {
+            suite: "bookworm".into(),
             source,
             pg_major: 15,
             base: "pgctl/debian:bookworm".into(),

@@ -20,7 +20,8 @@ pub use crate::layout::{LABEL_IMAGE, LABEL_MANIFEST_PREFIX};
 pub enum Source {
     /// PGDG apt (PostgreSQL 13-17), Timescale's apt repo, WAL-G release binary, HashiCorp apt.
     Pgdg,
-    /// Debian bookworm only (PostgreSQL 15); TimescaleDB/WAL-G/Consul only from --artifacts.
+    /// Debian's own packages (bullseye: PostgreSQL 13, bookworm: 15, trixie: 17);
+    /// TimescaleDB/WAL-G/Consul only from --artifacts.
     Debian,
 }
 
@@ -48,6 +49,8 @@ impl Component {
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub source: Source,
+    /// The Debian suite of the base image (and of Timescale's apt repository).
+    pub suite: String,
     pub pg_major: u32,
     pub base: String,
     pub tag: String,
@@ -123,8 +126,16 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
     if !(13..=17).contains(&req.pg_major) {
         bail!("PostgreSQL {} is not supported; allowed: 13-17", req.pg_major);
     }
-    if req.source == Source::Debian && req.pg_major != 15 {
-        bail!("--source debian has PostgreSQL 15 only (Debian bookworm); use --pg-major 15 or --source pgdg");
+    if req.source == Source::Debian {
+        match debian_major(&req.suite) {
+            Some(major) if major == req.pg_major => {}
+            Some(major) => bail!(
+                "--source debian --suite {} has PostgreSQL {major} only; use --pg-major {major}, another suite ({}), or --source pgdg",
+                req.suite,
+                suites_text()
+            ),
+            None => bail!("--suite {}: pgctl knows {}", req.suite, suites_text()),
+        }
     }
     if let Some(ca) = &req.ca_cert {
         if !ca.is_file() {
@@ -156,8 +167,9 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
             .map(|d| format!(" (none found in {})", d.display()))
             .unwrap_or_default();
         bail!(
-            "{} is not available from Debian bookworm{dir_hint}: supply it with --artifacts DIR ({}, listed in DIR/SHA256SUMS), or build without it: --without {}",
+            "{} is not available from Debian {}{dir_hint}: supply it with --artifacts DIR ({}, listed in DIR/SHA256SUMS), or build without it: --without {}",
             c.name(),
+            req.suite,
             patterns.join(" or "),
             c.name()
         )
@@ -178,6 +190,22 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
         consul,
         artifact_files: files,
     })
+}
+
+/// Debian suites and the PostgreSQL major each ships (with PostGIS, Patroni, pgBackRest, etcd).
+pub const DEBIAN_SUITES: [(&str, u32); 3] = [("bullseye", 13), ("bookworm", 15), ("trixie", 17)];
+
+/// The PostgreSQL major Debian `suite` ships.
+pub fn debian_major(suite: &str) -> Option<u32> {
+    DEBIAN_SUITES.iter().find(|(s, _)| *s == suite).map(|(_, m)| *m)
+}
+
+fn suites_text() -> String {
+    DEBIAN_SUITES
+        .iter()
+        .map(|(s, m)| format!("{s} (PostgreSQL {m})"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// File names in an --artifacts directory that supply WAL-G and Consul.
@@ -278,6 +306,7 @@ mod tests {
     fn req(source: Source) -> BuildRequest {
         BuildRequest {
             source,
+            suite: "bookworm".into(),
             pg_major: 15,
             base: "debian:bookworm-slim".into(),
             tag: "t".into(),

@@ -6,6 +6,7 @@
 //! data as leader with the cluster's own pg_hba, the replicas are built from it, and a first
 //! full backup goes into the cluster's own, empty, prefix.
 
+use crate::backup::elsewhere::{self, Archive};
 use crate::backup::{self, target::Target};
 use crate::config::{BackupEngine, Config, Secret};
 use crate::docker::Engine;
@@ -40,32 +41,19 @@ pub struct Migrated {
 /// The configuration that reads the source's archive: the cluster's S3 endpoint, CA and keys,
 /// the source's bucket, prefix, engine, stanza and encryption key.
 pub fn source_config(cfg: &Config, opts: &FromBackup) -> Result<Config> {
-    let (bucket, prefix) = opts
-        .prefix
-        .strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(b, p)| (b.to_string(), p.trim_matches('/').to_string()))
-        .filter(|(b, p)| !b.is_empty() && !p.is_empty())
-        .ok_or_else(|| error::usage(format!("--prefix {}: expected s3://BUCKET/PATH", opts.prefix)))?;
-    let mut source = cfg.clone();
-    let Some(b) = source.hosts.backup.as_mut() else {
-        return Err(error::usage(format!(
-            "{} has no [backup] section: the cluster needs S3 (endpoint, keys) and a prefix of its own to migrate through a backup",
-            cfg.hosts_path.display()
-        )));
-    };
-    b.s3_bucket = bucket;
-    b.s3_prefix = prefix;
     let engine = opts.engine.unwrap_or(cfg.hosts.cluster.backup_engine);
-    source.hosts.cluster.backup_engine = engine;
-    if engine == BackupEngine::Pgbackrest {
-        source.hosts.cluster.name = opts
-            .stanza
-            .clone()
-            .ok_or_else(|| error::usage("--engine pgbackrest needs --stanza: the source repository's stanza name"))?;
+    if engine == BackupEngine::Pgbackrest && opts.stanza.is_none() {
+        return Err(error::usage(
+            "--engine pgbackrest needs --stanza: the source repository's stanza name",
+        ));
     }
-    source.secrets.backup_encryption_key = opts.encryption_key.clone();
-    Ok(source)
+    let archive = Archive {
+        url: opts.prefix.clone(),
+        engine: Some(engine),
+        stanza: opts.stanza.clone(),
+        encryption_key: opts.encryption_key.clone(),
+    };
+    elsewhere::config_for(cfg, &archive).map_err(|e| error::usage(format!("--prefix: {e:#}")))
 }
 
 /// Pre-flight: a source prefix that is not the cluster's, a cluster that is not running, the

@@ -14,7 +14,6 @@ use crate::cluster::status::{self, ClusterStatus};
 use crate::cluster::up::{self, UpOptions};
 use crate::config::{Config, Role, Secret, StandbyConfig};
 use crate::docker::{Engine, FileSpec, Throwaway};
-use crate::layout::{PATRONI, PG_SOCKET_DIR};
 use crate::{error, member, output};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -214,9 +213,12 @@ pub async fn follow(cfg: &Config, engines: &[Engine], source: &SourceServer, fac
 
     let mut standby = cfg.clone();
     standby.hosts.standby = Some(StandbyConfig {
-        host: source.host.clone(),
+        host: Some(source.host.clone()),
         port: source.port,
         primary_slot_name: Some(SLOT.into()),
+        archive: None,
+        archive_engine: None,
+        archive_stanza: None,
     });
     output::step(format!(
         "starting cluster `{}` as a standby of {}",
@@ -232,28 +234,6 @@ pub async fn follow(cfg: &Config, engines: &[Engine], source: &SourceServer, fac
         seconds: started.elapsed().as_secs_f64(),
         status,
     })
-}
-
-/// The data came from the source with its roles: the cluster's three roles are set to match
-/// secrets.toml on the promoted leader (the SQL goes as a 0600 file, never on a command line).
-async fn adopt_cluster_roles(cfg: &Config, leader: &Engine) -> Result<()> {
-    const FILE: &str = "/tmp/pgctl-cluster-roles.sql";
-    let image = &cfg.hosts.cluster.image;
-    let owner = crate::image::postgres_owner(&crate::image::manifest(leader, image).await?, image)?;
-    let file = FileSpec {
-        path: FILE.into(),
-        contents: crate::roles::cluster_roles_sql(cfg)?.into_bytes(),
-        mode: 0o600,
-        uid: owner.0,
-        gid: owner.1,
-    };
-    crate::docker::upload(&leader.docker, PATRONI, &[file]).await?;
-    let script =
-        format!("psql -h {PG_SOCKET_DIR} -U postgres -XAtq -v ON_ERROR_STOP=1 -f {FILE} >/dev/null; rc=$?; rm -f {FILE}; exit $rc");
-    crate::docker::exec(&leader.docker, PATRONI, &["sh", "-c", &script], Some("postgres"))
-        .await?
-        .ok(&format!("{}: setting the cluster's roles", leader.host))?;
-    Ok(())
 }
 
 /// How far the standby leader's replay is behind the source's current WAL position, in bytes.
@@ -310,37 +290,11 @@ pub async fn cutover(cfg: &Config, engines: &[Engine], source: &SourceServer, ti
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    output::step(format!("promoting the standby cluster (leader {})", leader.host));
-    let (code, body) = member::patroni_api(leader, "PATCH", "/config", &serde_json::json!({ "standby_cluster": null })).await?;
-    if code != 200 {
-        bail!("Patroni refused the promotion (HTTP {code}): {body}");
-    }
-    let deadline = Instant::now() + timeout;
-    loop {
-        let writable = member::leader(cfg, engines).await.ok();
-        if let Some(l) = writable {
-            if member::psql(l, "SELECT pg_is_in_recovery()").await.unwrap_or_default().trim() == "f" {
-                break;
-            }
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the cluster did not leave recovery within {} s after the promotion",
-                timeout.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let write_gap_seconds = stopped.elapsed().as_secs_f64();
+    let writable = crate::standby::promote_leader(cfg, engines, timeout).await?;
+    let write_gap_seconds = (writable - stopped).as_secs_f64();
     output::step(format!(
         "the cluster takes writes {} after the source stopped taking them",
         output::seconds(write_gap_seconds)
-    ));
-    let leader = member::leader(cfg, engines).await?;
-    adopt_cluster_roles(cfg, leader).await?;
-    output::step(format!(
-        "{}: the cluster's superuser, replication and rewind roles match secrets.toml",
-        leader.host
     ));
 
     let dropped = source
@@ -358,15 +312,7 @@ pub async fn cutover(cfg: &Config, engines: &[Engine], source: &SourceServer, ti
         ));
     }
     let status = up::wait_healthy(cfg, engines, &UpOptions::new(timeout)).await?;
-    let first_backup = match cfg.hosts.backup {
-        Some(_) => {
-            let taken = crate::backup::backup_now(cfg, engines, true).await.map_err(|e| {
-                anyhow::anyhow!("the cluster takes writes, but its first full backup failed: {e:#}\n  Take it with: pgctl backup now")
-            })?;
-            Some(format!("on {} in {}", taken.host, output::seconds(taken.seconds)))
-        }
-        None => None,
-    };
+    let first_backup = crate::standby::first_backup(cfg, engines).await?;
     Ok(CutOver {
         source: source.describe(),
         final_lsn,

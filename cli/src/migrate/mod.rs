@@ -2,10 +2,13 @@
 //! - `from_backup`: its WAL-G or pgBackRest archive in S3 becomes the cluster's data (the
 //!   restore machinery, reading another prefix with the read-only key);
 //! - `from_primary`: the cluster starts as a Patroni standby cluster streaming from it, and
-//!   `cutover` makes the source read-only, waits for the last byte and promotes the cluster.
+//!   `cutover` makes the source read-only, waits for the last byte and promotes the cluster;
+//! - `from_volume`: its data volume of an older major, upgraded with pg_upgrade on its host.
 
+mod by_dump;
 pub mod from_backup;
 pub mod from_primary;
+pub mod from_volume;
 
 pub use from_backup::{from_backup, plan_from_backup, FromBackup};
 
