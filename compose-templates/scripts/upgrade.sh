@@ -8,9 +8,10 @@
 #       its locale, install user and extensions, then `pg_upgrade --check` against a scratch
 #       new cluster. The old directory gets only that clean start and stop.
 #   upgrade.sh upgrade OLD_MAJOR NEW_MAJOR OLD_PGDATA NEW_PGDATA link|copy UID GID
-#       initdb NEW_PGDATA like the old cluster, pg_upgrade --link or --copy, then hands the new
-#       directory to the cluster's postgres (UID:GID). On failure the new directory is removed
-#       and, after --link, the old one's global/pg_control restored (it starts again).
+#       initdb NEW_PGDATA like the old cluster, pg_upgrade --link or --copy, the cluster's roles
+#       from /tmp/pgctl-roles.sql, then hands the new directory to the cluster's postgres
+#       (UID:GID). On failure the new directory is emptied and, after --link, the old one's
+#       global/pg_control restored (it starts again).
 # The old and new servers run as the old directory's owner (a throwaway user with its uid),
 # so the old directory is never chowned; only on unix sockets in /tmp, with trust for that
 # user in a pg_hba.conf of their own (the directories' own pg_hba.conf stay as they are).
@@ -75,7 +76,7 @@ check | upgrade)
   log "phase inspect"
   as_owner "$oldbin/pg_ctl" -D "$old" -o "$SERVER_OPTS -p 50431" -l /tmp/pgctl-work/old.log -w -t 120 start >/dev/null ||
     die "the old server does not start: $(tail -5 /tmp/pgctl-work/old.log)"
-  q() { as_owner "$oldbin/psql" -h /tmp/pgctl-sock -p 50431 -d "${2:-template1}" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+  q() { as_owner "$oldbin/psql" -h /tmp/pgctl-sock -p 50431 -U postgres -d "${2:-template1}" -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
   locale=$(q "SELECT pg_encoding_to_char(encoding) || '|' || datcollate || '|' || datctype FROM pg_database WHERE datname = 'template0'")
   install_user=$(q "SELECT rolname FROM pg_authid WHERE oid = 10")
   extensions=""
@@ -108,13 +109,18 @@ check | upgrade)
   as_owner "$newbin/initdb" -D "$new" -U "$install_user" --encoding "$encoding" --lc-collate "$collate" --lc-ctype "$ctype" $checksums >/tmp/pgctl-work/initdb.log 2>&1 ||
     die "initdb of the new cluster like the old one (encoding $encoding, collation $collate) failed: $(tail -3 /tmp/pgctl-work/initdb.log)"
 
+  new_started=no
   restore_old() {
-    if [ -f "$old/global/pg_control.old" ] && [ ! -f "$old/global/pg_control" ]; then
+    # After --link the old directory is usable again until the new cluster has started once.
+    if [ "$new_started" = no ] && [ -f "$old/global/pg_control.old" ] && [ ! -f "$old/global/pg_control" ]; then
       mv "$old/global/pg_control.old" "$old/global/pg_control"
       log "the old data directory's global/pg_control is restored: it starts again"
     fi
   }
   upgrade_failed() {
+    if [ "$new_started" = yes ] && [ "$method" = link ]; then
+      log "the new cluster had started on the linked files: the old data directory is no longer usable (restore it from a backup, or retry with --copy)"
+    fi
     restore_old
     rm -rf "${new:?}"/* 2>/dev/null || true
     die "$1"
@@ -134,9 +140,21 @@ check | upgrade)
       find "$new" -name '*.txt' -path '*pg_upgrade_output*' -exec cat {} + >&2 2>/dev/null || true
       upgrade_failed "pg_upgrade --$method: $(grep -v '^$' /tmp/pgctl-work/pg_upgrade.out | tail -8)"
     }
-    # The cluster's postgres owns the new directory (after --link the old one's files too:
-    # they are the same files now).
+    # The cluster's own roles (superuser, replication, rewind) as secrets.toml has them, before
+    # Patroni or any replica logs in (the SQL comes as a 0600 file, never on a command line).
+    log "phase cluster roles"
+    new_started=yes
+    as_owner "$newbin/pg_ctl" -D "$new" -o "$SERVER_OPTS -p 50432" -l /tmp/pgctl-work/new.log -w -t 120 start >/dev/null ||
+      upgrade_failed "the upgraded cluster does not start: $(tail -5 /tmp/pgctl-work/new.log)"
+    as_owner "$newbin/psql" -h /tmp/pgctl-sock -p 50432 -U "$install_user" -d postgres -XAtq -v ON_ERROR_STOP=1 -f /tmp/pgctl-roles.sql >/dev/null ||
+      upgrade_failed "setting the cluster's roles failed"
+    as_owner "$newbin/pg_ctl" -D "$new" -m fast -w -t 120 stop >/dev/null
+    rm -f /tmp/pgctl-roles.sql
+    # The cluster's postgres owns the new directory and the volume's root (after --link the
+    # old files too: they are the same files now).
     chown -R "$uid:$gid" "$new"
+    chown "$uid:$gid" "$(dirname "$new")"
+    chmod 0700 "$(dirname "$new")"
     rm -f "$new/delete_old_cluster.sh" /tmp/pgctl-work/delete_old_cluster.sh
   fi
   glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}' || true)

@@ -90,7 +90,8 @@ every extension is updated (postgis_extensions_upgrade(), ALTER EXTENSION ... UP
 rebuilds the statistics; indexes under a glibc collation are reported when the C library changed (--reindex rebuilds \
 them); the replicas are built from the leader and a first full backup starts the cluster's own archive.\n\n\
 The way back: if pg_upgrade fails, the old directory is restored and starts again (after --link its global/pg_control is \
-renamed back). The point of no return is the new cluster's first start: after --link the old files are the new cluster's.\n\n\
+renamed back). The point of no return is the new cluster's first start, right after pg_upgrade (pgctl sets the cluster's \
+roles in it before Patroni starts): after --link the old files are the new cluster's.\n\n\
 --method dump (slower, always possible: another install user, a locale the new image lacks): the cluster starts empty, \
 the old server runs in a container of its image on the volume (loopback only, archiving off), PostgreSQL's new pg_dumpall \
 reads it and psql restores everything (roles with their passwords, databases, extensions at the new image's versions) \

@@ -12,9 +12,10 @@
 //! cluster's own archive.
 //!
 //! The way back: with --copy the old directory is never written (only started and stopped
-//! cleanly once to read its locale). With --link the old directory is usable again as long as
+//! cleanly once to read its locale). With --link the old directory is usable again when
 //! pg_upgrade fails (its global/pg_control is restored automatically); the point of no return
-//! is the new cluster's first start, after which the old files belong to the new cluster.
+//! is the new cluster's first start (right after pg_upgrade, to set the cluster's roles), after
+//! which the old files belong to the new cluster.
 
 use crate::cluster::status::ClusterStatus;
 use crate::cluster::volumes;
@@ -118,7 +119,7 @@ impl Plan {
         } else {
             format!(
                 "pg_upgrade --link makes the new cluster share the old files: if pg_upgrade fails, the old directory is restored and starts again; \
-                 once the new cluster has started (the point of no return) the old directory is no longer usable. Use --copy to keep it (needs {} more space)",
+                 once the new cluster has started (right after pg_upgrade: the point of no return) the old directory is no longer usable. Use --copy to keep it (needs {} more space)",
                 output::size(self.facts.size_kb * 1024)
             )
         };
@@ -221,6 +222,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &FromVolume) -> Result
         &opts.source_image,
         &[format!("{}:/old:ro", opts.volume)],
         &["facts", "/old", "/old/pgdata", "/old/data"],
+        vec![],
     )
     .await?;
     let new_major = cfg.hosts.cluster.postgres_major;
@@ -271,6 +273,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &FromVolume) -> Result
         &upgrade_image,
         &[format!("{}:/old", opts.volume)],
         &["check", &facts.major.to_string(), &new_major.to_string(), &facts.dir],
+        vec![],
     )
     .await
     .map_err(|e| refuse(format!("{e:#}")))?;
@@ -314,8 +317,15 @@ async fn timescaledb_matches(engine: &Engine, cfg: &Config, old: &OldCluster) ->
 
 /// Runs upgrade.sh in a throwaway container of `image` (as root, no network) with `binds`;
 /// progress lines on stderr, the JSON result on stdout.
-async fn run_script<T: serde::de::DeserializeOwned>(engine: &Engine, image: &str, binds: &[String], args: &[&str]) -> Result<T> {
-    let files = [FileSpec::root(SCRIPT, crate::render::script("upgrade.sh"), 0o755)];
+async fn run_script<T: serde::de::DeserializeOwned>(
+    engine: &Engine,
+    image: &str,
+    binds: &[String],
+    args: &[&str],
+    extra: Vec<FileSpec>,
+) -> Result<T> {
+    let mut files = vec![FileSpec::root(SCRIPT, crate::render::script("upgrade.sh"), 0o755)];
+    files.extend(extra);
     let mut cmd = vec!["/bin/sh", SCRIPT];
     cmd.extend(args);
     let out = Throwaway {
@@ -417,7 +427,15 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     let (uid, gid) = (owner.0.to_string(), owner.1.to_string());
     let (old_major, new_major) = (plan.facts.major.to_string(), cfg.hosts.cluster.postgres_major.to_string());
     let args = ["upgrade", &old_major, &new_major, &old_dir, &new_dir, plan.method, &uid, &gid];
-    if let Err(e) = run_script::<OldCluster>(engine, &upgrade_image, &binds, &args).await {
+    // Read by the servers' user (the old directory's owner) inside the container only.
+    let roles = FileSpec {
+        path: "/tmp/pgctl-roles.sql".into(),
+        contents: crate::roles::cluster_roles_sql(cfg)?.into_bytes(),
+        mode: 0o600,
+        uid: plan.facts.uid,
+        gid: plan.facts.gid,
+    };
+    if let Err(e) = run_script::<OldCluster>(engine, &upgrade_image, &binds, &args, vec![roles]).await {
         let removed = volumes::remove(engine, &plan.new_volume).await;
         bail!(
             "{e:#}\n  The cluster was not started; {}. Volume {} on {} is as before: the standalone server starts on it again.",
@@ -452,7 +470,6 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     let replicas: Vec<(&Engine, &str)> = replicas.iter().map(|(e, v)| (*e, v.as_str())).collect();
     restore::start_cluster(cfg, engines, &plan.host, &replicas, opts.timeout, &mut phases).await?;
     let leader = member::leader(cfg, engines).await?;
-    crate::standby::adopt_cluster_roles(cfg, leader).await?;
 
     phases.start("update extensions");
     let extensions = update_extensions(leader).await?;
