@@ -200,7 +200,10 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
             lab.pgctl_ok(&["backup", "now"])?;
             return disaster_recovery_standby(&lab);
         }
-        Ok("volume") => return migrate_a_pg13_volume(&lab, &host),
+        Ok("volume") => {
+            lab.edit_hosts(&[("s3_prefix = \"lab\"", "s3_prefix = \"lab-pg13\"")])?;
+            return migrate_a_pg13_volume(&lab, &host);
+        }
         _ => {}
     }
     let legacy = start_legacy(&lab, &host, "legacy", Serving::Archiving)?;

@@ -6,7 +6,8 @@
 //! restores the dump into the cluster's leader. The old directory is only used by its own
 //! server, started and stopped cleanly.
 
-use super::from_volume::{analyze_in_stages, engine_of, FromVolume, Migrated, Plan};
+use super::after::{analyze_in_stages, md5_roles};
+use super::from_volume::{engine_of, FromVolume, Migrated, Plan};
 use crate::cluster::spec::pgpass_escape;
 use crate::cluster::up::{self, UpOptions};
 use crate::config::{Config, Secret};
@@ -60,6 +61,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     crate::standby::adopt_cluster_roles(cfg, leader).await?;
     phases.start("rebuild statistics");
     analyze_in_stages(leader).await?;
+    let md5_roles = md5_roles(leader).await?;
     phases.start("first full backup");
     let first_backup = crate::standby::first_backup(cfg, engines).await?;
     let status = up::wait_healthy(cfg, engines, &up_opts).await?;
@@ -71,6 +73,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
         extensions: vec![],
         collation_indexes: vec![],
         reindexed: false,
+        md5_roles,
         first_backup,
         status,
     })

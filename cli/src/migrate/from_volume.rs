@@ -17,23 +17,18 @@
 //! is the new cluster's first start (right after pg_upgrade, to set the cluster's roles), after
 //! which the old files belong to the new cluster.
 
+use super::after;
 use crate::cluster::status::ClusterStatus;
 use crate::cluster::volumes;
 use crate::config::{Config, Role};
 use crate::docker::{self, Engine, FileSpec, Throwaway};
-use crate::image::build::{run_build, BuildSettings};
-use crate::image::context::{file, gzip_tar};
-use crate::layout::PATRONI;
 use crate::restore::{self, Phases};
 use crate::{error, member, output};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::time::Duration;
 
 const SCRIPT: &str = "/tmp/pgctl-upgrade.sh";
-const COLLECT_LIBS: &str = include_str!("../../../images/upgrade/collect-libs.sh");
-const KEEP_MISSING_LIBS: &str = include_str!("../../../images/upgrade/keep-missing-libs.sh");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -156,24 +151,19 @@ impl Plan {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ExtensionUpdate {
-    pub database: String,
-    pub name: String,
-    pub from: String,
-    pub to: String,
-}
-
-#[derive(Debug, Serialize)]
 pub struct Migrated {
     pub old_major: u32,
     pub new_major: u32,
     /// `link`, `copy` or `dump`.
     pub method: &'static str,
     pub phases: Vec<(String, f64)>,
-    pub extensions: Vec<ExtensionUpdate>,
+    pub extensions: Vec<after::ExtensionUpdate>,
     /// Indexes on collatable columns with a glibc collation, when the C library changed.
     pub collation_indexes: Vec<String>,
     pub reindexed: bool,
+    /// Roles whose password is an MD5 hash (password_encryption's default before PostgreSQL
+    /// 14): the cluster accepts SCRAM-SHA-256 only, so they log in once their password is set again.
+    pub md5_roles: Vec<String>,
     pub first_backup: Option<String>,
     pub status: ClusterStatus,
 }
@@ -263,7 +253,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &FromVolume) -> Result
         )));
     }
 
-    let upgrade_image = ensure_upgrade_image(cfg, engine, &opts.source_image, facts.major).await?;
+    let upgrade_image = super::upgrade_image::ensure_upgrade_image(cfg, engine, &opts.source_image, facts.major).await?;
     output::step(format!(
         "{}: pg_upgrade --check against a scratch PostgreSQL {new_major} cluster",
         host.name
@@ -360,48 +350,6 @@ async fn run_script<T: serde::de::DeserializeOwned>(
     serde_json::from_str(last).with_context(|| format!("{}: unexpected output of upgrade.sh {}: {}", engine.host, args[0], out.stdout))
 }
 
-/// The upgrade image on the volume's host, built once per (source image, cluster image).
-async fn ensure_upgrade_image(cfg: &Config, engine: &Engine, source_image: &str, old_major: u32) -> Result<String> {
-    let cluster_image = &cfg.hosts.cluster.image;
-    let dockerfile = crate::render::render(
-        "upgrade/Dockerfile.j2",
-        minijinja::context! { source_image, cluster_image, old_major },
-    )?;
-    let mut hash = Sha256::new();
-    for part in [
-        dockerfile.as_str(),
-        COLLECT_LIBS,
-        KEEP_MISSING_LIBS,
-        &docker::image_id(&engine.docker, source_image).await?.unwrap_or_default(),
-        &docker::image_id(&engine.docker, cluster_image).await?.unwrap_or_default(),
-    ] {
-        hash.update(part.as_bytes());
-    }
-    let tag = format!(
-        "pgctl/upgrade:{old_major}-to-{}-{}",
-        cfg.hosts.cluster.postgres_major,
-        &hex::encode(hash.finalize())[..12]
-    );
-    if docker::image_id(&engine.docker, &tag).await?.is_some() {
-        return Ok(tag);
-    }
-    output::step(format!(
-        "{}: building {tag} (the cluster's image with PostgreSQL {old_major} from {source_image})",
-        engine.host
-    ));
-    let context = gzip_tar(&[
-        file("Dockerfile", dockerfile, 0o644),
-        file("collect-libs.sh", COLLECT_LIBS, 0o755),
-        file("keep-missing-libs.sh", KEEP_MISSING_LIBS, 0o755),
-    ])?;
-    let settings = BuildSettings {
-        tag: Some(tag.clone()),
-        ..Default::default()
-    };
-    run_build(engine, context, "upgrade image", &settings).await?;
-    Ok(tag)
-}
-
 /// Carries out the plan.
 pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVolume) -> Result<Migrated> {
     if plan.method == "dump" {
@@ -472,12 +420,16 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     let leader = member::leader(cfg, engines).await?;
 
     phases.start("update extensions");
-    let extensions = update_extensions(leader).await?;
+    let extensions = after::update_extensions(leader).await?;
     phases.start("rebuild statistics");
-    analyze_in_stages(leader).await?;
+    after::analyze_in_stages(leader).await?;
     phases.start("collation check");
     let changed_libc = plan.facts.glibc != old.glibc;
-    let collation_indexes = if changed_libc { collation_indexes(leader).await? } else { vec![] };
+    let collation_indexes = if changed_libc {
+        after::collation_indexes(leader).await?
+    } else {
+        vec![]
+    };
     let reindexed = opts.reindex && !collation_indexes.is_empty();
     if reindexed {
         for index in &collation_indexes {
@@ -492,6 +444,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
             collation_indexes.join(", ")
         ));
     }
+    let md5_roles = after::md5_roles(leader).await?;
     phases.start("first full backup");
     let first_backup = crate::standby::first_backup(cfg, engines).await?;
     let status = crate::cluster::up::wait_healthy(cfg, engines, &crate::cluster::up::UpOptions::new(opts.timeout)).await?;
@@ -503,26 +456,10 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
         extensions,
         collation_indexes,
         reindexed,
+        md5_roles,
         first_backup,
         status,
     })
-}
-
-/// vacuumdb --all --analyze-in-stages on the leader: planner statistics are not carried over.
-pub(super) async fn analyze_in_stages(leader: &Engine) -> Result<()> {
-    let vacuum = [
-        "vacuumdb",
-        "-h",
-        crate::layout::PG_SOCKET_DIR,
-        "-U",
-        "postgres",
-        "--all",
-        "--analyze-in-stages",
-    ];
-    docker::exec(&leader.docker, PATRONI, &vacuum, Some("postgres"))
-        .await?
-        .ok(&format!("{}: vacuumdb --analyze-in-stages", leader.host))?;
-    Ok(())
 }
 
 /// --link: hard links need both directories under one mount, so the container gets the
@@ -568,65 +505,6 @@ fn link_layout(old_mount: &str, new_mount: &str, old_sub: &str) -> Option<(Strin
             format!("/volumes/{new_name}/_data/pgdata"),
         )
     })
-}
-
-/// Every extension whose installed version is older than the new image's default: PostGIS
-/// through postgis_extensions_upgrade() (it updates its companions too), others by ALTER
-/// EXTENSION ... UPDATE.
-async fn update_extensions(leader: &Engine) -> Result<Vec<ExtensionUpdate>> {
-    let stale = "SELECT e.extname || '|' || e.extversion || '|' || a.default_version FROM pg_extension e \
-                 JOIN pg_available_extensions a ON a.name = e.extname WHERE e.extversion <> a.default_version ORDER BY e.extname = 'postgis' DESC, 1";
-    let mut out = Vec::new();
-    let databases = member::psql(leader, "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").await?;
-    for db in databases.lines().map(str::trim).filter(|d| !d.is_empty()) {
-        let rows = member::psql_in(leader, db, stale).await?;
-        for row in rows.lines() {
-            let f: Vec<&str> = row.split('|').collect();
-            let [name, from, to] = f[..] else { continue };
-            let sql = if name == "postgis" {
-                "SELECT postgis_extensions_upgrade()".to_string()
-            } else if name.starts_with("postgis") {
-                continue; // postgis_extensions_upgrade() takes the companions along
-            } else {
-                format!("ALTER EXTENSION \"{name}\" UPDATE")
-            };
-            member::psql_in(leader, db, &sql)
-                .await
-                .with_context(|| format!("database {db}: updating extension {name} from {from} to {to}"))?;
-            output::step(format!("{}: database {db}: {name} {from} -> {to}", leader.host));
-            out.push(ExtensionUpdate {
-                database: db.into(),
-                name: name.into(),
-                from: from.into(),
-                to: to.into(),
-            });
-        }
-    }
-    // postgis_extensions_upgrade() updated the companions: record where they ended.
-    for u in out.iter_mut().filter(|u| u.name == "postgis") {
-        u.to = member::psql_in(leader, &u.database, "SELECT extversion FROM pg_extension WHERE extname = 'postgis'")
-            .await?
-            .trim()
-            .to_string();
-    }
-    Ok(out)
-}
-
-/// `db:index` of every user index with a key column under a glibc collation (not C/POSIX).
-async fn collation_indexes(leader: &Engine) -> Result<Vec<String>> {
-    let sql = "SELECT DISTINCT current_database() || ':' || i.indexrelid::regclass::text FROM pg_index i \
-               CROSS JOIN LATERAL unnest(i.indcollation::oid[]) AS c(coll) \
-               JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
-               LEFT JOIN pg_collation pc ON pc.oid = c.coll \
-               WHERE c.coll <> 0 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
-               AND coalesce(pc.collname, '') NOT IN ('C', 'POSIX', 'ucs_basic') \
-               AND NOT (c.coll = 100 AND (SELECT datcollate FROM pg_database WHERE datname = current_database()) IN ('C', 'POSIX'))";
-    let mut out = Vec::new();
-    let databases = member::psql(leader, "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1").await?;
-    for db in databases.lines().map(str::trim).filter(|d| !d.is_empty()) {
-        out.extend(member::psql_in(leader, db, sql).await?.lines().map(str::to_string));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@
 //!   `cutover` makes the source read-only, waits for the last byte and promotes the cluster;
 //! - `from_volume`: its data volume of an older major, upgraded with pg_upgrade on its host.
 
+mod after;
 mod by_dump;
 pub mod from_backup;
 pub mod from_primary;
 pub mod from_volume;
+mod upgrade_image;
 
 pub use from_backup::{from_backup, plan_from_backup, FromBackup};
 

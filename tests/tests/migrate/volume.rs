@@ -128,7 +128,8 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
         migrated["extensions"]
     ));
 
-    check_migrated_gis(lab, host, &fingerprint, &postgis_before)?;
+    let md5: Vec<String> = serde_json::from_value(migrated["md5_roles"].clone())?;
+    check_migrated_gis(lab, host, &fingerprint, &postgis_before, &md5)?;
 
     // The same volume's copy, by dump and restore into a new cluster (new prefix).
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
@@ -139,12 +140,15 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
         &["legacy13-copy", "--source-image", PG13_IMAGE, "--method", "dump"],
     ]
     .concat();
-    lab.pgctl_ok(&[&["--yes"][..], &dump_args[..]].concat())?;
+    let dumped = lab
+        .pgctl_ok(&[&["--yes", "--output", "json"][..], &dump_args[..]].concat())?
+        .json()?;
     report(&format!(
         "MEASURED: migrate from-volume --method dump (PostgreSQL 13 -> 15, 20,000 PostGIS rows): {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    check_migrated_gis(lab, host, &fingerprint, &postgis_before)?;
+    let md5: Vec<String> = serde_json::from_value(dumped["md5_roles"].clone())?;
+    check_migrated_gis(lab, host, &fingerprint, &postgis_before, &md5)?;
     // The dumped volume is as it was: its own server starts on it and has every row.
     lab.docker(
         host,
@@ -175,7 +179,7 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
 /// After a migration of the PostgreSQL 13 volume: every member runs PostgreSQL 15 with the same
 /// rows and geometries, the GiST index answers spatial queries, PostGIS is the new image's, the
 /// source's role logs in over the network, and the cluster's archive starts with a backup.
-fn check_migrated_gis(lab: &Lab, host: &str, fingerprint: &str, postgis_before: &str) -> Result<()> {
+fn check_migrated_gis(lab: &Lab, host: &str, fingerprint: &str, postgis_before: &str, md5_roles: &[String]) -> Result<()> {
     // Every member: PostgreSQL 15, the same rows and geometries; the index is used.
     let gis = |h: &str, sql: &str| -> Result<String> {
         let socket = ["-h", "/var/run/postgresql", "-U", "postgres", "-d", "gisdb", "-XAtqc", sql];
@@ -222,26 +226,33 @@ fn check_migrated_gis(lab: &Lab, host: &str, fingerprint: &str, postgis_before: 
         postgis_after.starts_with(&library[..3]),
         "extension {postgis_after}, library {library}"
     );
-    // The source's role logs in over the network with its own password.
-    let login = lab.docker(
-        host,
-        &[
-            "exec",
-            "-e",
-            &format!("PGPASSWORD={GIS_PASSWORD}"),
-            "patroni",
-            "psql",
-            "-h",
-            &lab.address(&leader),
-            "-U",
-            "gis_owner",
-            "-d",
-            "gisdb",
-            "-XAtqc",
-            "SELECT count(*) FROM places",
-        ],
-    )?;
-    assert_eq!(login, "20000");
+    // The source's role kept its password, hashed with MD5 (PostgreSQL 13's default): the
+    // cluster accepts SCRAM only, so pgctl names it, and it logs in once the password is set
+    // again (stored as SCRAM).
+    let login = || {
+        lab.docker(
+            host,
+            &[
+                "exec",
+                "-e",
+                &format!("PGPASSWORD={GIS_PASSWORD}"),
+                "patroni",
+                "psql",
+                "-h",
+                &lab.address(&leader),
+                "-U",
+                "gis_owner",
+                "-d",
+                "gisdb",
+                "-XAtqc",
+                "SELECT count(*) FROM places",
+            ],
+        )
+    };
+    assert_eq!(md5_roles, ["gis_owner"], "the MD5 role is reported");
+    assert!(login().is_err(), "an MD5 hash logged in to a SCRAM-only cluster");
+    gis(&leader, &format!("ALTER ROLE gis_owner PASSWORD '{GIS_PASSWORD}'"))?;
+    assert_eq!(login()?, "20000");
     // The cluster's own archive starts with a full backup of the upgraded cluster.
     let listed = lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?;
     assert!(
