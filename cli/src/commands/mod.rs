@@ -85,7 +85,7 @@ enum Command {
     /// Grow and shrink the running cluster: add a host as a replica (from the leader or a backup), remove one
     #[command(subcommand)]
     Node(node::NodeCommand),
-    /// Bring a standalone PostgreSQL into the cluster (from its backups in S3)
+    /// Bring a standalone PostgreSQL into the cluster: from its backups in S3, by streaming, or from its data volume (pg_upgrade)
     #[command(subcommand)]
     Migrate(migrate::MigrateCommand),
     /// Backups to S3: take one now, list what the repository holds, apply retention

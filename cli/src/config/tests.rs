@@ -236,6 +236,33 @@ fn bad_inputs_are_named_with_file_line_and_key() {
             "only speaks HTTPS",
         ),
         ("no hosts", ("[[host]]", "[[hosts]]"), "", "[[hosts]]", "unknown field `hosts`"),
+        (
+            "standby with nothing to follow",
+            ("[[host]]\nname = \"pg1\"", "[standby]\nport = 5432\n\n[[host]]\nname = \"pg1\""),
+            "standby",
+            "[standby]",
+            "needs `host`",
+        ),
+        (
+            "standby reading its own archive",
+            (
+                "[[host]]\nname = \"pg1\"",
+                "[standby]\narchive = \"s3://b/main\"\n\n[[host]]\nname = \"pg1\"",
+            ),
+            "standby.archive",
+            "archive = \"s3://b/main\"",
+            "own backup.s3_prefix",
+        ),
+        (
+            "standby archive not an s3 url",
+            (
+                "[[host]]\nname = \"pg1\"",
+                "[standby]\narchive = \"backups/main\"\n\n[[host]]\nname = \"pg1\"",
+            ),
+            "standby.archive",
+            "archive = \"backups/main\"",
+            "expected s3://BUCKET/PREFIX",
+        ),
     ];
     for (case, (from, to), key, line_text, fragment) in cases {
         assert!(VALID_HOSTS.contains(from), "{case}: edit does not apply");
