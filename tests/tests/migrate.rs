@@ -323,7 +323,7 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
 
     // The same lab, a new cluster (new prefix) for the streaming migration.
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
-    lab.edit_hosts(&[("s3_prefix = \"lab-pg13\"", "s3_prefix = \"lab2\"")])?;
+    lab.edit_hosts(&[("s3_prefix = \"lab-pg13-dump\"", "s3_prefix = \"lab2\"")])?;
     migrate_by_streaming(&lab, &host)?;
 
     // The migrated cluster is now the primary of a disaster-recovery standby in another lab.
