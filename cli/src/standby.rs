@@ -26,14 +26,7 @@ pub struct Promoted {
 /// `pgctl promote`: pre-flight (a standby cluster, no longer streaming from its primary unless
 /// `force`), then the promotion, the cluster's own repository and a first full backup.
 pub async fn promote(cfg: &Config, engines: &[Engine], force: bool, timeout: Duration) -> Result<Promoted> {
-    let before = status::fetch(cfg, engines).await?;
-    if !before.standby {
-        return Err(error::refused(format!(
-            "cluster `{}` is not a standby cluster (leader: {}): nothing to promote; nothing was changed",
-            cfg.hosts.cluster.name,
-            before.leader.as_deref().unwrap_or("none")
-        )));
-    }
+    let before = standby_status(cfg, engines, "promote").await?;
     if let Some(lag) = &before.standby_lag {
         if lag.receiver.as_deref() == Some("streaming") && !force {
             return Err(error::refused(format!(
@@ -64,6 +57,19 @@ pub async fn promote(cfg: &Config, engines: &[Engine], force: bool, timeout: Dur
         first_backup,
         status,
     })
+}
+
+/// The cluster's status, refused (nothing changed) unless it is a standby cluster.
+pub async fn standby_status(cfg: &Config, engines: &[Engine], what: &str) -> Result<ClusterStatus> {
+    let status = status::fetch(cfg, engines).await?;
+    if !status.standby {
+        return Err(error::refused(format!(
+            "cluster `{}` is not a standby cluster (leader: {}): nothing to {what}; nothing was changed",
+            cfg.hosts.cluster.name,
+            status.leader.as_deref().unwrap_or("none")
+        )));
+    }
+    Ok(status)
 }
 
 /// Removes `standby_cluster` from Patroni's dynamic configuration, waits for the leader to

@@ -10,7 +10,7 @@
 //! network), as the standby leader will; the source's superuser password comes from a file.
 
 use crate::cluster::spec::pgpass_escape;
-use crate::cluster::status::{self, ClusterStatus};
+use crate::cluster::status::ClusterStatus;
 use crate::cluster::up::{self, UpOptions};
 use crate::config::{Config, Role, Secret, StandbyConfig};
 use crate::docker::{Engine, FileSpec, Throwaway};
@@ -247,14 +247,7 @@ pub async fn lag(cfg: &Config, engines: &[Engine], source: &SourceServer) -> Res
 /// The cutover: source read-only and its sessions ended, the last byte replayed, the standby
 /// cluster promoted, the slot dropped, a first full backup taken.
 pub async fn cutover(cfg: &Config, engines: &[Engine], source: &SourceServer, timeout: Duration) -> Result<CutOver> {
-    let before = status::fetch(cfg, engines).await?;
-    if !before.standby {
-        return Err(error::refused(format!(
-            "cluster `{}` is not a standby cluster (leader: {}): nothing to cut over; nothing was changed",
-            cfg.hosts.cluster.name,
-            before.leader.as_deref().unwrap_or("none")
-        )));
-    }
+    crate::standby::standby_status(cfg, engines, "cut over").await?;
     let via = first_member(cfg, engines)?;
     let leader = member::leader(cfg, engines).await?;
 

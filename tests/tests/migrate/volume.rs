@@ -23,24 +23,28 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
         started.elapsed().as_secs_f64()
     ));
     let name = "legacy13";
-    let volume = format!("{name}-data:/var/lib/postgresql/data");
-    lab.docker(
-        host,
-        &[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "none",
-            "-v",
-            &volume,
-            "--entrypoint",
-            "sleep",
-            PG13_IMAGE,
-            "infinity",
-        ],
-    )?;
+    // The standalone server's container: its image, the volume, no network, idle until told.
+    let run_legacy = |volume: &str| -> Result<String> {
+        let mount = format!("{volume}:/var/lib/postgresql/data");
+        lab.docker(
+            host,
+            &[
+                "run",
+                "-d",
+                "--name",
+                name,
+                "--network",
+                "none",
+                "-v",
+                &mount,
+                "--entrypoint",
+                "sleep",
+                PG13_IMAGE,
+                "infinity",
+            ],
+        )
+    };
+    run_legacy("legacy13-data")?;
     let legacy = Legacy {
         lab,
         host: host.into(),
@@ -150,23 +154,7 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
     let md5: Vec<String> = serde_json::from_value(dumped["md5_roles"].clone())?;
     check_migrated_gis(lab, host, &fingerprint, &postgis_before, &md5)?;
     // The dumped volume is as it was: its own server starts on it and has every row.
-    lab.docker(
-        host,
-        &[
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "none",
-            "-v",
-            "legacy13-copy:/var/lib/postgresql/data",
-            "--entrypoint",
-            "sleep",
-            PG13_IMAGE,
-            "infinity",
-        ],
-    )?;
+    run_legacy("legacy13-copy")?;
     legacy.exec("postgres", &start)?;
     assert_eq!(legacy.sql("gisdb", GIS_FINGERPRINT)?, fingerprint, "the dumped volume changed");
     lab.docker(host, &["rm", "-f", name])?;
