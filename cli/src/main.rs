@@ -22,7 +22,9 @@ mod render;
 mod restore;
 mod roles;
 mod s3;
+mod settings;
 mod standby;
+mod upgrade;
 mod verify;
 
 use clap::Parser;

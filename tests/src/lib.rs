@@ -58,6 +58,15 @@ pub fn pgctl_bin() -> PathBuf {
 }
 
 /// pgctl's documented exit codes.
+pub mod legacy;
+
+/// PGCTL_FLOW_SCALE: a pgbench scale (68 is ~1 GB) the grow and migrate tests add to their
+/// source before each flow, so their MEASURED lines time the flows on that much data. Unset in
+/// the test command (the flows then move only the tests' own rows).
+pub fn flow_scale() -> Option<String> {
+    std::env::var("PGCTL_FLOW_SCALE").ok().filter(|s| !s.is_empty() && s != "0")
+}
+
 pub mod exit {
     pub const OK: i32 = 0;
     /// The operation was attempted and failed.
@@ -479,6 +488,34 @@ impl Lab {
             let ids = self.docker(&h, &["ps", "-aq", "--filter", "name=^patroni$"]).unwrap();
             assert_eq!(ids, "", "{h}: a Patroni container exists: {why}");
         }
+    }
+
+    /// Runs `work` while sampling the leader for a basebackup being served (a walsender in state
+    /// `backup`, or a row of `pg_stat_progress_basebackup`) every 250 ms: (result, samples taken,
+    /// samples that saw one).
+    pub fn sampling_basebackups<T>(&self, leader: &str, work: impl FnOnce() -> Result<T>) -> Result<(T, usize, usize)> {
+        let query = "SELECT (SELECT count(*) FROM pg_stat_replication WHERE state = 'backup') \
+                     + (SELECT count(*) FROM pg_stat_progress_basebackup)";
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let sampler = scope.spawn(|| {
+                let (mut taken, mut seen) = (0, 0);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(n) = self.sql(leader, query) {
+                        taken += 1;
+                        if n != "0" {
+                            seen += 1;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                (taken, seen)
+            });
+            let result = work();
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let (taken, seen) = sampler.join().expect("the sampler panicked");
+            result.map(|r| (r, taken, seen))
+        })
     }
 
     /// The address of a database or application host.

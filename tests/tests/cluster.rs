@@ -1,13 +1,16 @@
 //! End-to-end through the pgctl binary on the lab's default stack (Consul + WAL-G with an
 //! application host when build-go-tools.sh built them, else etcd + pgBackRest): up, idempotent
 //! re-run, node loss with synchronous_mode_strict, rejoin with pg_rewind, switchover, reinit,
-//! down/up, remove; stale-scope, unreachable-host and port-in-use refusals; Patroni validating
+//! down/up, a rolling image upgrade under writes (`cluster/upgrade.rs`), remove; stale-scope, unreachable-host and port-in-use refusals; Patroni validating
 //! the configuration pgctl renders. (etcd + pgBackRest stay covered by backup.rs/restore.rs.)
 
 use anyhow::{bail, Context, Result};
 use pgctl_tests::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
+
+#[path = "cluster/upgrade.rs"]
+mod upgrade;
 
 const LAB: &str = "pgctl-e2e-cluster";
 const SUBNET: &str = "172.30.79.0/24";
@@ -213,7 +216,10 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
         "data survives down + up"
     );
 
-    // 6. Refusals: unreachable host, stale scope, busy port — each changes nothing.
+    // 6. A new image rolled through the running cluster (and one that cannot run, refused).
+    upgrade::rolling_image_upgrade(&lab)?;
+
+    // 7. Refusals: unreachable host, stale scope, busy port — each changes nothing.
     unreachable_host_changes_nothing(&lab)?;
     stale_scope_is_explained(&lab)?;
     // Without the pin, remove is refused (exit 4) and removes nothing of the running cluster.

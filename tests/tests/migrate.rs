@@ -14,7 +14,8 @@
 //! from the primary's backup, streaming, then replaying the archive alone; every host of the
 //! primary is lost, `pgctl promote` makes the standby writable with the rows it had.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use pgctl_tests::legacy::{start_legacy, Legacy, Serving, PGDATA};
 use pgctl_tests::*;
 use std::time::{Duration, Instant};
 
@@ -29,154 +30,12 @@ const LAB: &str = "pgctl-e2e-migrate";
 const SUBNET: &str = "172.30.86.0/24";
 const SOURCE_PREFIX: &str = "legacy";
 const APP_PASSWORD: &str = "legacy-app-password-7";
-const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
-const BIN: &str = "/usr/lib/postgresql/15/bin";
 
-/// A standalone server: container `name` on `host`, its unix socket in /tmp (port `port`).
-struct Legacy<'a> {
-    lab: &'a Lab,
-    host: String,
-    name: String,
-    port: u16,
-    /// Its major's binaries.
-    bin: String,
-}
-
-impl Legacy<'_> {
-    fn exec(&self, user: &str, cmd: &[&str]) -> Result<String> {
-        self.lab
-            .docker(&self.host, &[&["exec", "-u", user, self.name.as_str()][..], cmd].concat())
+/// The size of the PGCTL_FLOW_SCALE data a flow's source got (nothing when unset).
+fn report_flow_data(flow: &str, size: &str) {
+    if !size.is_empty() {
+        report(&format!("MEASURED: {flow}: the source database holds {size} (PGCTL_FLOW_SCALE)"));
     }
-
-    fn sql(&self, db: &str, sql: &str) -> Result<String> {
-        let (psql, port) = (format!("{}/psql", self.bin), self.port.to_string());
-        let cmd = [
-            psql.as_str(),
-            "-h",
-            "/tmp",
-            "-p",
-            &port,
-            "-d",
-            db,
-            "-XAtq",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ];
-        self.exec("postgres", &cmd)
-    }
-
-    fn walg(&self, args: &[&str]) -> Result<String> {
-        self.exec("postgres", &[&["wal-g", "--config", "/tmp/walg.json"][..], args].concat())
-    }
-
-    fn write_file(&self, path: &str, contents: &str) -> Result<()> {
-        let script = "printf '%s' \"$1\" > \"$2\" && chmod 644 \"$2\"";
-        self.exec("root", &["sh", "-c", script, "sh", contents, path])?;
-        Ok(())
-    }
-}
-
-/// How a standalone server is started: archiving with WAL-G into `s3://<bucket>/legacy`
-/// (unix socket only), or reachable over TCP for streaming (password logins, replication).
-enum Serving {
-    Archiving,
-    Tcp { port: u16, superuser_password: &'static str },
-}
-
-/// Starts a standalone server in container `name` on `host` (the cluster's image, plain
-/// `postgres`, no Patroni).
-fn start_legacy<'a>(lab: &'a Lab, host: &str, name: &str, serving: Serving) -> Result<Legacy<'a>> {
-    let hosts: toml::Value = toml::from_str(&std::fs::read_to_string(lab.hosts_toml())?)?;
-    let backup = &hosts["backup"];
-    let field = |k: &str| {
-        backup[k]
-            .as_str()
-            .map(str::to_string)
-            .with_context(|| format!("hosts.toml backup.{k}"))
-    };
-    let image = hosts["cluster"]["image"].as_str().context("cluster.image")?.to_string();
-    let s3_host = format!("{}:{}", field("s3_endpoint")?.trim_start_matches("https://"), lab.s3_address()?);
-    let volume = format!("{name}-data:/var/lib/postgresql/data");
-    let run = [
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "host",
-        "--add-host",
-        &s3_host,
-        "-v",
-        &volume,
-    ];
-    lab.docker(host, &[&run[..], &["--entrypoint", "sleep", &image, "infinity"]].concat())?;
-    let port = match serving {
-        Serving::Archiving => 5432,
-        Serving::Tcp { port, .. } => port,
-    };
-    let legacy = Legacy {
-        lab,
-        host: host.into(),
-        name: name.into(),
-        port,
-        bin: BIN.into(),
-    };
-    legacy.exec("root", &["install", "-d", "-o", "postgres", "-g", "postgres", "-m", "0700", PGDATA])?;
-    let initdb = format!("{BIN}/initdb");
-    legacy.exec("postgres", &[&initdb, "-D", PGDATA, "--data-checksums", "-A", "peer"])?;
-    let postgres = format!("{BIN}/postgres");
-    let port_setting = format!("port={port}");
-    let mut cmd = vec![
-        "exec",
-        "-d",
-        "-u",
-        "postgres",
-        name,
-        &postgres,
-        "-D",
-        PGDATA,
-        "-c",
-        "unix_socket_directories=/tmp",
-    ];
-    match serving {
-        Serving::Archiving => {
-            let walg = serde_json::json!({
-                "WALG_S3_PREFIX": format!("s3://{}/{SOURCE_PREFIX}", field("s3_bucket")?),
-                "AWS_ENDPOINT": field("s3_endpoint")?,
-                "AWS_REGION": field("s3_region")?,
-                "AWS_S3_FORCE_PATH_STYLE": "true",
-                "AWS_ACCESS_KEY_ID": lab.s3_secret("access_key_id")?,
-                "AWS_SECRET_ACCESS_KEY": lab.s3_secret("secret_access_key")?,
-                "WALG_S3_CA_CERT_FILE": "/tmp/s3-ca.pem",
-                "WALG_COMPRESSION_METHOD": "lz4",
-                "PGDATA": PGDATA,
-                "PGHOST": "/tmp",
-                "PGUSER": "postgres",
-            });
-            legacy.write_file("/tmp/walg.json", &walg.to_string())?;
-            let ca = std::fs::read_to_string(lab.hosts_toml().with_file_name(field("s3_ca_file")?))?;
-            legacy.write_file("/tmp/s3-ca.pem", &ca)?;
-            cmd.extend(["-c", "listen_addresses=", "-c", "archive_mode=on"]);
-            cmd.extend(["-c", "archive_command=wal-g --config /tmp/walg.json wal-push %p"]);
-        }
-        Serving::Tcp { .. } => {
-            let hba = "host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n";
-            legacy.exec("postgres", &["sh", "-c", &format!("printf '{hba}' >> {PGDATA}/pg_hba.conf")])?;
-            cmd.extend(["-c", "listen_addresses=*", "-c", &port_setting]);
-        }
-    }
-    lab.docker(host, &cmd)?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while legacy.sql("postgres", "SELECT 1").is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "the standalone PostgreSQL {name} did not start");
-        std::thread::sleep(Duration::from_secs(1));
-    }
-    if let Serving::Tcp { superuser_password, .. } = serving {
-        legacy.sql("postgres", &format!("ALTER ROLE postgres PASSWORD '{superuser_password}'"))?;
-    }
-    Ok(legacy)
 }
 
 /// SQL as postgres in database appdb of a cluster member.
@@ -206,7 +65,7 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
         }
         _ => {}
     }
-    let legacy = start_legacy(&lab, &host, "legacy", Serving::Archiving)?;
+    let legacy = start_legacy(&lab, &host, "legacy", Serving::WalG { prefix: SOURCE_PREFIX })?;
 
     // The source's data: its own role and database, rows before and after its base backup.
     legacy.sql("postgres", &format!("CREATE ROLE app_owner LOGIN PASSWORD '{APP_PASSWORD}'"))?;
@@ -215,6 +74,7 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
         "appdb",
         "CREATE TABLE items (id int PRIMARY KEY, note text); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 5000) g; ALTER TABLE items OWNER TO app_owner",
     )?;
+    report_flow_data("migrate from-backup", &legacy.add_flow_data("appdb")?);
     legacy.walg(&["backup-push", PGDATA])?;
     legacy.sql(
         "appdb",
@@ -222,14 +82,9 @@ fn migrate_a_standalone_postgres_through_its_walg_backup() -> Result<()> {
     )?;
     let checksum_sql = "SELECT md5(string_agg(id::text || note, ',' ORDER BY id)) FROM items";
     let checksum = legacy.sql("appdb", checksum_sql)?;
-    let segment = legacy.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())")?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while legacy.sql("postgres", "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")? < segment {
-        anyhow::ensure!(Instant::now() < deadline, "the source did not archive {segment}");
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    legacy.archive_everything()?;
     // Writes stop at the source before the migration (as the help says).
-    legacy.exec("postgres", &[&format!("{BIN}/pg_ctl"), "-D", PGDATA, "-m", "fast", "-w", "stop"])?;
+    legacy.stop()?;
     let source_before = lab.s3_list(&format!("{SOURCE_PREFIX}/"))?;
     assert!(!source_before.is_empty());
 
@@ -345,6 +200,7 @@ fn migrate_by_streaming(lab: &Lab, host: &str) -> Result<()> {
         "CREATE TABLE before_cutover (id int PRIMARY KEY, note text); INSERT INTO before_cutover SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
     )?;
     source.sql("postgres", "CREATE TABLE moving (id int PRIMARY KEY, at timestamptz DEFAULT now())")?;
+    report_flow_data("migrate from-primary", &source.add_flow_data("postgres")?);
     let password_file = lab.hosts_toml().with_file_name("source-superuser.pw");
     std::fs::write(&password_file, SOURCE_SUPERUSER_PASSWORD)?;
     let address = lab.address(host);

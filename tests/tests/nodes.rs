@@ -14,7 +14,6 @@
 use anyhow::{Context, Result};
 use pgctl_tests::*;
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const LAB: &str = "pgctl-e2e-nodes";
@@ -62,34 +61,6 @@ fn with_host(full: &str, host: &str, roles: Option<&[&str]>) -> String {
     out
 }
 
-/// Runs `work` while sampling the leader for a basebackup being served (a walsender in state
-/// `backup`, or a row of `pg_stat_progress_basebackup`) every 250 ms: (result, samples taken,
-/// samples that saw one).
-fn sampling_basebackups<T>(lab: &Lab, leader: &str, work: impl FnOnce() -> Result<T>) -> Result<(T, usize, usize)> {
-    let query = "SELECT (SELECT count(*) FROM pg_stat_replication WHERE state = 'backup') \
-                 + (SELECT count(*) FROM pg_stat_progress_basebackup)";
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
-            let (mut taken, mut seen) = (0, 0);
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(n) = lab.sql(leader, query) {
-                    taken += 1;
-                    if n != "0" {
-                        seen += 1;
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            (taken, seen)
-        });
-        let result = work();
-        stop.store(true, Ordering::Relaxed);
-        let (taken, seen) = sampler.join().expect("the sampler panicked");
-        result.map(|r| (r, taken, seen))
-    })
-}
-
 /// Waits until `host` (a replica) has every acknowledged row of `table`.
 fn wait_caught_up(lab: &Lab, host: &str, table: &str, writes: &Writes) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -130,13 +101,20 @@ fn grow_and_shrink_under_writes() -> Result<()> {
         &leader,
         "CREATE TABLE marks (id int PRIMARY KEY); INSERT INTO marks SELECT generate_series(1, 1000)",
     )?;
+    if let Some(scale) = flow_scale() {
+        lab.pgbench(&leader, &["-i", "-q", "-s", &scale], false)?;
+        let size = lab.sql(&leader, "SELECT pg_size_pretty(pg_database_size('postgres'))")?;
+        report(&format!(
+            "MEASURED: node add: the cluster's database holds {size} (PGCTL_FLOW_SCALE)"
+        ));
+    }
     lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
 
     // 1. The fourth host, with only the role `patroni`, joins from the backup under writes.
     std::fs::write(lab.hosts_toml(), with_host(&full, &newcomer, Some(&["patroni"])))?;
     let started = Instant::now();
     let ((added, samples, basebackups), writes) = lab.writing_during("join_load", || {
-        sampling_basebackups(&lab, &leader, || {
+        lab.sampling_basebackups(&leader, || {
             lab.pgctl_ok(&["--output", "json", "node", "add", &newcomer, "--replica-from", "backup"])?
                 .json()
         })
@@ -219,9 +197,14 @@ fn grow_and_shrink_under_writes() -> Result<()> {
     assert_eq!(lab.lost_writes(&new_leader, "switchover_load", &writes)?, Vec::<i64>::new());
 
     // 5. The old leader's host comes back from the leader: its backup label says so.
+    let started = Instant::now();
     let added = lab
         .pgctl_ok(&["--output", "json", "node", "add", &leader, "--replica-from", "leader"])?
         .json()?;
+    report(&format!(
+        "MEASURED: node add from the leader (basebackup): {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     assert_eq!(added["choice"]["from"], "leader", "{added}");
     let label = lab.docker(&leader, &["exec", "patroni", "cat", BACKUP_LABEL])?;
     assert!(label.contains("pg_basebackup"), "made from the leader, yet: {label}");

@@ -217,6 +217,150 @@ fn point_in_time_restore() -> Result<()> {
     assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3,4,6"; 3], "every archived row is back");
     let leader = lab.leader()?;
     marker(&lab, &leader, 7).context("the restored cluster accepts writes")?;
+
+    // Growing and shrinking on this stack (etcd + pgBackRest): a replica removed with its
+    // volume, then added back from the newest pgBackRest backup; the leader serves no
+    // basebackup meanwhile.
+    lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
+    let replica = lab
+        .hosts()
+        .into_iter()
+        .map(|(h, _)| h)
+        .find(|h| *h != leader)
+        .context("a replica")?;
+    lab.pgctl_ok(&["--yes", "node", "remove", &replica, "--volumes"])?;
+    let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+    assert_eq!(status["members"].as_array().map(Vec::len), Some(2), "{replica} removed: {status}");
+    let (added, samples, basebackups) = lab.sampling_basebackups(&leader, || {
+        lab.pgctl_ok(&["--output", "json", "node", "add", &replica, "--replica-from", "backup"])?
+            .json()
+    })?;
+    let made_by = added["made_by"].as_str().unwrap_or_default();
+    assert!(
+        made_by.starts_with("fetched from S3"),
+        "{replica} not made from the backup: {added}"
+    );
+    assert!(
+        samples > 0 && basebackups == 0,
+        "the leader served a basebackup ({basebackups}/{samples} samples)"
+    );
+    assert_eq!(
+        markers_everywhere(&lab)?,
+        vec!["1,2,3,4,6,7"; 3],
+        "the re-added replica has every row"
+    );
+
+    migrate_an_encrypted_pgbackrest_source(&lab)
+}
+
+/// `migrate from-backup` of a standalone PostgreSQL that archives with pgBackRest, encrypted
+/// (its own stanza and cipher pass), into this cluster under a new prefix: the source's rows,
+/// role and password arrive on every member, the cluster archives into its own prefix, and the
+/// source's repository is byte-identical afterwards.
+fn migrate_an_encrypted_pgbackrest_source(lab: &Lab) -> Result<()> {
+    use pgctl_tests::legacy::{start_legacy, Serving};
+    const CIPHER: &str = "legacy-cipher-pass-0f3b";
+    const PASSWORD: &str = "legacy-shop-password-5";
+    lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    lab.edit_hosts(&[("s3_prefix = \"lab\"", "s3_prefix = \"lab-from-pgbackrest\"")])?;
+    let host = lab.hosts()[0].0.clone();
+    let serving = Serving::PgBackRest {
+        prefix: "legacy-pgbr",
+        stanza: "legacy",
+        cipher_pass: Some(CIPHER),
+    };
+    let legacy = start_legacy(lab, &host, "legacy-pgbr", serving)?;
+    legacy.sql("postgres", &format!("CREATE ROLE shop LOGIN PASSWORD '{PASSWORD}'"))?;
+    legacy.sql("postgres", "CREATE DATABASE shop OWNER shop")?;
+    legacy.sql(
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(1, 3000) g; ALTER TABLE orders OWNER TO shop",
+    )?;
+    legacy.pgbackrest("legacy", &["backup", "--type=full"])?;
+    legacy.sql(
+        "shop",
+        "INSERT INTO orders SELECT g, md5(g::text) FROM generate_series(3001, 3500) g",
+    )?;
+    let fingerprint_sql = "SELECT count(*) || ':' || md5(string_agg(id || note, ',' ORDER BY id)) FROM orders";
+    let fingerprint = legacy.sql("shop", fingerprint_sql)?;
+    legacy.archive_everything()?;
+    legacy.stop()?;
+    let source_before = lab.s3_list("legacy-pgbr/")?;
+    assert!(!source_before.is_empty());
+    // The cipher pass only ever travels in a file.
+    let key_file = lab.dir.join("legacy-pgbr.cipher");
+    std::fs::write(&key_file, CIPHER)?;
+
+    let started = std::time::Instant::now();
+    let args = [
+        "--yes",
+        "migrate",
+        "from-backup",
+        "--prefix",
+        "s3://pgctl-backups/legacy-pgbr",
+        "--engine",
+        "pgbackrest",
+        "--stanza",
+        "legacy",
+        "--encryption-key-file",
+        key_file.to_str().context("key file path")?,
+    ];
+    lab.pgctl_ok(&args)?;
+    report(&format!(
+        "MEASURED: migrate from-backup (pgBackRest, encrypted, 3,500 rows) into an etcd + pgBackRest cluster: {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let leader = lab.leader()?;
+    for (h, _) in lab.hosts() {
+        let on = |sql: &str| {
+            let exec = [
+                "exec",
+                "-u",
+                "postgres",
+                "patroni",
+                "psql",
+                "-h",
+                "/var/run/postgresql",
+                "-d",
+                "shop",
+                "-XAtqc",
+                sql,
+            ];
+            lab.docker(&h, &exec)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        while on(fingerprint_sql).ok().as_deref() != Some(fingerprint.as_str()) {
+            assert!(std::time::Instant::now() < deadline, "{h}: orders differ from the source");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    let login = lab.docker(
+        &host,
+        &[
+            "exec",
+            "-e",
+            &format!("PGPASSWORD={PASSWORD}"),
+            "patroni",
+            "psql",
+            "-h",
+            &lab.address(&leader),
+            "-U",
+            "shop",
+            "-d",
+            "shop",
+            "-XAtqc",
+            "SELECT count(*) FROM orders",
+        ],
+    )?;
+    assert_eq!(login, "3500", "the source's role logs in with its password");
+    lab.pgbackrest(&leader, &["check"])?;
+    let listed = lab.pgctl_ok(&["backup", "list", "--output", "json"])?.json()?;
+    assert!(
+        listed["backups"].as_array().is_some_and(|b| !b.is_empty()),
+        "no backup in the cluster's own prefix: {listed}"
+    );
+    assert_eq!(lab.s3_list("legacy-pgbr/")?, source_before, "the source's repository changed");
+    lab.docker(&host, &["rm", "-f", "legacy-pgbr"])?;
     Ok(())
 }
 

@@ -56,7 +56,7 @@ impl Members {
 
 /// What `up` will do with one container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Action {
+pub(crate) enum Action {
     Keep,
     Start,
     Create,
@@ -67,10 +67,10 @@ enum Action {
     RecreateStopped,
 }
 
-struct HostPlan<'a> {
-    host: &'a HostConfig,
-    engine: &'a Engine,
-    items: Vec<(ContainerSpec, Action)>,
+pub(crate) struct HostPlan<'a> {
+    pub host: &'a HostConfig,
+    pub engine: &'a Engine,
+    pub items: Vec<(ContainerSpec, Action)>,
 }
 
 /// `pgctl up`: converges every member and waits for a healthy cluster.
@@ -206,7 +206,7 @@ pub async fn ensure_image(cfg: &Config, engines: &[Engine], targets: &[&HostConf
     seen.with_context(|| format!("no host has image {image}"))
 }
 
-async fn plan_host<'a>(
+pub(crate) async fn plan_host<'a>(
     cfg: &Config,
     host: &'a HostConfig,
     engine: &'a Engine,
@@ -312,7 +312,7 @@ async fn converge(
     Ok(())
 }
 
-async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Action, owner: (u64, u64)) -> Result<()> {
+pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, action: Action, owner: (u64, u64)) -> Result<()> {
     let docker = &plan.engine.docker;
     let host = &plan.host.name;
     if action == Action::Start {
@@ -488,7 +488,7 @@ async fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, engine: &Engin
 }
 
 /// Waits until this host's Patroni answers and reports PostgreSQL running.
-async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
+pub(crate) async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if let Ok(v) = member::patroni_get(engine, "/patroni").await {

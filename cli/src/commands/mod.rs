@@ -13,6 +13,7 @@ mod lab;
 mod migrate;
 mod node;
 mod restore;
+mod upgrade;
 mod verify;
 mod views;
 
@@ -97,6 +98,9 @@ enum Command {
     #[command(long_about = restore::LONG_ABOUT)]
     /// Point-in-time restore of the whole cluster from its backups (in place; the old data is kept for --rollback)
     Restore(restore::RestoreArgs),
+    #[command(long_about = upgrade::LONG_ABOUT)]
+    /// Roll a new image through the running cluster: replicas first, one switchover, the old leader last
+    Upgrade(upgrade::UpgradeArgs),
     /// Configuration files pgctl renders for the hosts
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -193,6 +197,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Backup(c) => backup::run(c, &ctx).await,
         Command::VerifyBackup(a) => verify::run(a, &ctx).await,
         Command::Restore(a) => restore::run(a, &ctx).await,
+        Command::Upgrade(a) => upgrade::run(a, &ctx).await,
         Command::Config(c) => config::run(c, &ctx).await,
         Command::Image(c) => image::run(c, &ctx).await,
         Command::Lab(c) => lab::run(c, &ctx).await,

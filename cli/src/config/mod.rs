@@ -2,6 +2,7 @@
 //! Every problem names the file, the line and the key, and says what is allowed.
 
 pub mod cron;
+pub mod edit;
 pub mod init;
 pub mod locate;
 pub mod model;

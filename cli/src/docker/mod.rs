@@ -280,6 +280,13 @@ async fn collect_logs(docker: &Docker, id: &str, options: bollard::query_paramet
     out
 }
 
+/// The last `lines` lines a container wrote (stdout and stderr).
+pub async fn logs_tail(docker: &Docker, container: &str, lines: usize) -> Result<String> {
+    let mut options = logs_options(true, true, false);
+    options.tail = lines.to_string();
+    Ok(collect_logs(docker, container, options).await.trim_end().to_string())
+}
+
 /// The ID of an image by name or ID, or `None` when the engine does not have it.
 pub async fn image_id(docker: &Docker, image: &str) -> Result<Option<String>> {
     match docker.inspect_image(image).await {
@@ -305,6 +312,20 @@ pub async fn containers_with_label(docker: &Docker, label: &str) -> Result<Vec<b
         ..Default::default()
     };
     Ok(docker.list_containers(Some(options)).await?)
+}
+
+/// Names of running containers that mount volume `volume`.
+pub async fn running_users_of_volume(docker: &Docker, volume: &str) -> Result<Vec<String>> {
+    let options = ListContainersOptions {
+        all: false,
+        filters: Some(HashMap::from([("volume".to_string(), vec![volume.to_string()])])),
+        ..Default::default()
+    };
+    let found = docker.list_containers(Some(options)).await?;
+    Ok(found
+        .iter()
+        .flat_map(|c| c.names.iter().flatten().map(|n| n.trim_start_matches('/').to_string()))
+        .collect())
 }
 
 /// Creates a container unless one of that name exists; returns whether it was created.

@@ -228,6 +228,16 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &FromVolume) -> Result
             facts.state
         )));
     }
+    // A container still holding the volume could start the old server while its files change.
+    let users = docker::running_users_of_volume(&engine.docker, &opts.volume).await?;
+    if !users.is_empty() {
+        return Err(refuse(format!(
+            "{}: container(s) {} still run with volume {} mounted: stop them first (`docker stop`)",
+            host.name,
+            users.join(", "),
+            opts.volume
+        )));
+    }
     if !facts.conf {
         return Err(refuse(format!(
             "{} has no postgresql.conf (Debian keeps it in /etc/postgresql): copy the server's postgresql.conf into the data directory",

@@ -5,7 +5,7 @@
 //!   `cutover` makes the source read-only, waits for the last byte and promotes the cluster;
 //! - `from_volume`: its data volume of an older major, upgraded with pg_upgrade on its host.
 
-mod after;
+pub mod after;
 mod by_dump;
 pub mod from_backup;
 pub mod from_primary;

@@ -8,8 +8,14 @@ const DR_SUBNET: &str = "172.30.87.0/24";
 
 /// A second lab as the other region: a standby cluster of `primary`'s cluster (which archives
 /// into `lab2`), reading that archive with the read-only key and streaming from its leader.
+/// The primary runs on Consul; the standby on etcd (one voter), so the standby cluster and
+/// `promote` are exercised on both DCS.
 pub fn disaster_recovery_standby(primary: &Lab) -> Result<()> {
-    let dr = Lab::up_with(DR_LAB, DR_SUBNET, &["--count", "2", "--app-hosts", "0", "--backup-engine", "walg"])?;
+    let dr = Lab::up_with(
+        DR_LAB,
+        DR_SUBNET,
+        &["--count", "2", "--app-hosts", "0", "--dcs", "etcd", "--backup-engine", "walg"],
+    )?;
     // The regions are linked: the standby's hosts reach the primary's network (S3, PostgreSQL).
     let primary_net = SUBNET.trim_end_matches("0/24");
     for (i, (h, _)) in dr.hosts().iter().enumerate() {

@@ -76,6 +76,7 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
          INSERT INTO places SELECT g, 'place ' || g, ST_MakeEnvelope(g % 360 - 180, g % 170 - 85, g % 360 - 179.5, g % 170 - 84.5, 4326) FROM generate_series(1, 20000) g; \
          CREATE INDEX places_geom_idx ON places USING gist (geom); ALTER TABLE places OWNER TO gis_owner; ANALYZE places",
     )?;
+    report_flow_data("migrate from-volume", &legacy.add_flow_data("gisdb")?);
     let fingerprint = legacy.sql("gisdb", GIS_FINGERPRINT)?;
     let postgis_before = legacy.sql("gisdb", "SELECT extversion FROM pg_extension WHERE extname = 'postgis'")?;
     let migrate_args = [
@@ -100,10 +101,35 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
     );
     lab.assert_no_patroni("the refused migration started nothing");
 
-    legacy.exec(
-        "postgres",
-        &[&format!("{PG13_BIN}/pg_ctl"), "-D", PGDATA, "-m", "fast", "-w", "stop"],
-    )?;
+    // A failure inside pg_upgrade (after its --check passed): a view calling a function that
+    // PostgreSQL 15 removed (pg_start_backup) breaks the schema restore. The cluster is not
+    // started and the volume is as it was: its own server starts on it with every row.
+    legacy.sql("gisdb", "CREATE VIEW backup_probe AS SELECT pg_start_backup('probe')")?;
+    legacy.stop()?;
+    // The stopped server's container still mounts the volume: refused, nothing changes.
+    let held = lab.pgctl(&[&["--yes"][..], &migrate_args[..]].concat());
+    held.assert_code(exit::REFUSED, "from-volume while a container mounts the volume");
+    assert!(held.stderr.contains(name), "the refusal names the container: {}", held.stderr);
+    lab.docker(host, &["rm", "-f", name])?;
+    let failed = lab.pgctl(&[&["--yes"][..], &migrate_args[..]].concat());
+    failed.assert_code(exit::FAILED, "from-volume with a schema pg_upgrade cannot restore");
+    assert!(
+        failed.stderr.contains("pg_upgrade") && failed.stderr.contains("starts on it again"),
+        "the failure says what failed and that the volume is usable: {}",
+        failed.stderr
+    );
+    lab.assert_no_patroni("the failed upgrade started no cluster");
+    let left = lab.docker(host, &["volume", "ls", "-q", "--filter", "label=io.pgctl.role=patroni"])?;
+    assert_eq!(left, "", "the failed upgrade left the cluster's data volume");
+    run_legacy("legacy13-data")?;
+    legacy.exec("postgres", &start)?;
+    assert_eq!(
+        legacy.sql("gisdb", GIS_FINGERPRINT)?,
+        fingerprint,
+        "the volume after the failed upgrade"
+    );
+    legacy.sql("gisdb", "DROP VIEW backup_probe")?;
+    legacy.stop()?;
     lab.docker(host, &["rm", "-f", name])?;
     // A copy for the migration by dump (the upgrade --link below takes the original's files).
     let copy = [
