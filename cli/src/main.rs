@@ -25,6 +25,7 @@ mod s3;
 mod settings;
 mod standby;
 mod upgrade;
+mod users;
 mod verify;
 
 use clap::Parser;

@@ -34,6 +34,30 @@ pub async fn psql_in(engine: &Engine, db: &str, sql: &str) -> Result<String> {
         .ok(&format!("psql on {}", engine.host))
 }
 
+/// Runs the SQL script `sql` as the postgres superuser in database `db` of `engine`'s member.
+/// The script travels as a 0600 file (removed afterwards), never on a command line: use it for
+/// anything carrying a password verifier.
+pub async fn psql_file(cfg: &Config, engine: &Engine, db: &str, sql: &str, what: &str) -> Result<String> {
+    const FILE: &str = "/tmp/pgctl-script.sql";
+    let image = &cfg.hosts.cluster.image;
+    let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
+    let file = crate::docker::FileSpec {
+        path: FILE.into(),
+        contents: sql.as_bytes().to_vec(),
+        mode: 0o600,
+        uid: owner.0,
+        gid: owner.1,
+    };
+    crate::docker::upload(&engine.docker, PATRONI, &[file]).await?;
+    let script = format!(
+        "psql -h {} -U postgres -d \"$1\" -XAtq -v ON_ERROR_STOP=1 -f {FILE}; rc=$?; rm -f {FILE}; exit $rc",
+        layout::PG_SOCKET_DIR
+    );
+    crate::docker::exec(&engine.docker, PATRONI, &["sh", "-c", &script, "sh", db], Some("postgres"))
+        .await?
+        .ok(&format!("{}: {what}", engine.host))
+}
+
 /// Runs `cmd` as postgres in `engine`'s Patroni container (the backup engine, for instance).
 pub async fn as_postgres(engine: &Engine, cmd: &[String]) -> Result<ExecOutput> {
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();

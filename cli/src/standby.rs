@@ -6,8 +6,7 @@
 use crate::cluster::status::{self, ClusterStatus};
 use crate::cluster::up::{self, UpOptions};
 use crate::config::Config;
-use crate::docker::{Engine, FileSpec};
-use crate::layout::{PATRONI, PG_SOCKET_DIR};
+use crate::docker::Engine;
 use crate::{error, member, output};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -122,21 +121,7 @@ pub async fn first_backup(cfg: &Config, engines: &[Engine]) -> Result<Option<Str
 /// The data came from elsewhere with its roles: the cluster's three roles are set to match
 /// secrets.toml on the promoted leader (the SQL goes as a 0600 file, never on a command line).
 pub async fn adopt_cluster_roles(cfg: &Config, leader: &Engine) -> Result<()> {
-    const FILE: &str = "/tmp/pgctl-cluster-roles.sql";
-    let image = &cfg.hosts.cluster.image;
-    let owner = crate::image::postgres_owner(&crate::image::manifest(leader, image).await?, image)?;
-    let file = FileSpec {
-        path: FILE.into(),
-        contents: crate::roles::cluster_roles_sql(cfg)?.into_bytes(),
-        mode: 0o600,
-        uid: owner.0,
-        gid: owner.1,
-    };
-    crate::docker::upload(&leader.docker, PATRONI, &[file]).await?;
-    let script =
-        format!("psql -h {PG_SOCKET_DIR} -U postgres -XAtq -v ON_ERROR_STOP=1 -f {FILE} >/dev/null; rc=$?; rm -f {FILE}; exit $rc");
-    crate::docker::exec(&leader.docker, PATRONI, &["sh", "-c", &script], Some("postgres"))
-        .await?
-        .ok(&format!("{}: setting the cluster's roles", leader.host))?;
+    let sql = crate::roles::cluster_roles_sql(cfg)?;
+    crate::member::psql_file(cfg, leader, "postgres", &sql, "setting the cluster's roles").await?;
     Ok(())
 }

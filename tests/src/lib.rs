@@ -207,11 +207,38 @@ fn indent(s: &str) -> String {
 
 /// Runs `pgctl ARGS` in `dir`; returns its outcome whatever the exit code.
 pub fn pgctl(dir: &Path, args: &[&str]) -> Run {
+    pgctl_env(dir, &[], args)
+}
+
+/// `pgctl` with environment variables set (an EDITOR, for instance).
+pub fn pgctl_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
     let out = Command::new(pgctl_bin())
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .output()
         .expect("running pgctl");
+    finish(&format!("pgctl {}", args.join(" ")), out)
+}
+
+/// `pgctl` reading `input` on its stdin (a password, for instance).
+pub fn pgctl_stdin(dir: &Path, input: &str, args: &[&str]) -> Run {
+    use std::io::Write;
+    let mut child = Command::new(pgctl_bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running pgctl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("writing pgctl's stdin");
+    let out = child.wait_with_output().expect("running pgctl");
     finish(&format!("pgctl {}", args.join(" ")), out)
 }
 
@@ -436,6 +463,18 @@ impl Lab {
 
     pub fn hosts_arg(&self) -> String {
         self.hosts_toml().to_str().unwrap().to_string()
+    }
+
+    /// `pgctl` with `--hosts` of this lab appended and environment variables set.
+    pub fn pgctl_env(&self, env: &[(&str, &str)], args: &[&str]) -> Run {
+        let hosts = self.hosts_arg();
+        pgctl_env(&self.work, env, &[args, &["--hosts", &hosts]].concat())
+    }
+
+    /// `pgctl` with `--hosts` of this lab appended, reading `input` on stdin.
+    pub fn pgctl_stdin(&self, input: &str, args: &[&str]) -> Run {
+        let hosts = self.hosts_arg();
+        pgctl_stdin(&self.work, input, &[args, &["--hosts", &hosts]].concat())
     }
 
     /// Runs pgctl with `--hosts` of this lab appended.

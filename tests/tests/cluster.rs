@@ -1,8 +1,9 @@
 //! End-to-end through the pgctl binary on the lab's default stack (Consul + WAL-G with an
 //! application host when build-go-tools.sh built them, else etcd + pgBackRest): up, idempotent
 //! re-run, node loss with synchronous_mode_strict, rejoin with pg_rewind, switchover, reinit,
-//! down/up, a rolling image upgrade under writes (`cluster/upgrade.rs`), remove; stale-scope, unreachable-host and port-in-use refusals; Patroni validating
-//! the configuration pgctl renders. (etcd + pgBackRest stay covered by backup.rs/restore.rs.)
+//! down/up, a rolling image upgrade under writes (`cluster/upgrade.rs`), remove; stale-scope,
+//! unreachable-host and port-in-use refusals; Patroni validating the configuration pgctl
+//! renders. (etcd + pgBackRest stay covered by backup.rs/restore.rs.)
 
 use anyhow::{bail, Context, Result};
 use pgctl_tests::*;

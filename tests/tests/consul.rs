@@ -2,11 +2,15 @@
 //! Consul + WAL-G, three database hosts running Consul servers and one application host
 //! (app1) running only a Consul client agent. Runs when the lab's default stack is Consul
 //! (ansible-free-scripts/build-go-tools.sh built it into the artifacts directory); otherwise
-//! it reports itself skipped.
+//! it reports itself skipped. The same running cluster then serves the day-2 scenarios of
+//! `consul/day2.rs` (`pgctl config`, `restart --pending`, `pgctl user`).
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
 use std::time::{Duration, Instant};
+
+#[path = "consul/day2.rs"]
+mod day2;
 
 #[test]
 #[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
@@ -193,6 +197,8 @@ fn consul_cluster_end_to_end() -> Result<()> {
         assert!(started.elapsed() < Duration::from_secs(60), "the rejoined member never caught up");
         std::thread::sleep(Duration::from_secs(2));
     }
+    day2::configuration_through_the_dcs(&lab)?;
+    day2::users_without_psql(&lab)?;
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     Ok(())
 }

@@ -140,21 +140,82 @@ pub async fn reinit(cfg: &Config, engines: &[Engine], member: &str, timeout: Dur
     wait_for(cfg, engines, timeout, "reinit", |s| s.healthy(expected, MAX_LAG_BYTES).is_ok()).await
 }
 
-/// Restarts PostgreSQL on `member` (or every member) through Patroni.
-pub async fn restart(cfg: &Config, engines: &[Engine], member: Option<&str>, timeout: Duration) -> Result<ClusterStatus> {
+/// Which members `restart` restarts.
+#[derive(Debug, Clone, Copy)]
+pub enum Restart<'a> {
+    One(&'a str),
+    All,
+    /// Those whose PostgreSQL has settings waiting for a restart.
+    Pending,
+}
+
+/// Restarts PostgreSQL through Patroni, one member at a time (replicas first, the leader last),
+/// waiting for a healthy cluster after each. Returns the members restarted.
+pub async fn restart(cfg: &Config, engines: &[Engine], which: Restart<'_>, timeout: Duration) -> Result<(Vec<String>, ClusterStatus)> {
     // The members there are (a host of hosts.toml may be out: `node remove`).
-    let present: Vec<String> = status::fetch(cfg, engines).await?.members.into_iter().map(|m| m.name).collect();
-    let expected = present.len();
-    let members = match member {
-        Some(m) => vec![m.to_string()],
-        None => present,
+    let before = status::fetch(cfg, engines).await?;
+    let expected = before.members.len();
+    let mut members: Vec<&status::Member> = match which {
+        Restart::One(m) => {
+            engine_of(engines, cfg, m)?;
+            before.members.iter().filter(|x| x.name == m).collect()
+        }
+        Restart::All => before.members.iter().collect(),
+        Restart::Pending => before.members.iter().filter(|m| m.pending_restart).collect(),
     };
-    for m in &members {
-        let (code, text) = member::patroni_api(engine_of(engines, cfg, m)?, "POST", "/restart", &serde_json::json!({})).await?;
+    // Replicas first, unless a limit a standby must match is being lowered (then the leader).
+    let leader_first = matches!(which, Restart::Pending) && lowers_standby_limits(cfg, engines).await;
+    members.sort_by_key(|m| member::is_leader_role(&m.role) != leader_first);
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    for m in &names {
+        let body = serde_json::json!({ "restart_pending": matches!(which, Restart::Pending) });
+        let (code, text) = member::patroni_api(engine_of(engines, cfg, m)?, "POST", "/restart", &body).await?;
         check(code, &text, &format!("restart of {m}"))?;
-        crate::output::step(format!("{m}: restarted"));
+        let after = wait_for(cfg, engines, timeout, &format!("restart of {m}"), |s| {
+            s.healthy(expected, MAX_LAG_BYTES).is_ok()
+        })
+        .await?;
+        crate::output::step(format!(
+            "{m}: restarted{}",
+            if after.members.iter().any(|x| x.name == *m && x.pending_restart) {
+                " (still pending: the value may need the leader's restart first)"
+            } else {
+                ""
+            }
+        ));
     }
-    wait_for(cfg, engines, timeout, "restart", |s| s.healthy(expected, MAX_LAG_BYTES).is_ok()).await
+    Ok((names, status::fetch(cfg, engines).await?))
+}
+
+/// Parameters a hot standby needs at least as high as its primary's.
+const STANDBY_LIMITS: [&str; 5] = [
+    "max_connections",
+    "max_prepared_transactions",
+    "max_locks_per_transaction",
+    "max_wal_senders",
+    "max_worker_processes",
+];
+
+/// Whether the dynamic configuration lowers one of `STANDBY_LIMITS` below what the leader runs
+/// with: a replica restarted first would then refuse to start (its value below the primary's).
+async fn lowers_standby_limits(cfg: &Config, engines: &[Engine]) -> bool {
+    let Ok(leader) = member::leader(cfg, engines).await else {
+        return false;
+    };
+    let Ok(config) = member::patroni_get(leader, "/config").await else {
+        return false;
+    };
+    for name in STANDBY_LIMITS {
+        let wanted = &config["postgresql"]["parameters"][name];
+        let wanted = wanted.as_i64().or_else(|| wanted.as_str().and_then(|s| s.parse().ok()));
+        let running = member::psql(leader, &format!("SELECT setting FROM pg_settings WHERE name = '{name}'")).await;
+        if let (Some(w), Ok(r)) = (wanted, running) {
+            if r.trim().parse::<i64>().is_ok_and(|r| w < r) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 /// Maintenance mode on/off: Patroni stops (or resumes) automatic failover.

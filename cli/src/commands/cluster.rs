@@ -45,8 +45,18 @@ recreates nothing.\n\nExamples:\n  pgctl up\n  pgctl up --limit pg4            (
         wait: Wait,
     },
     /// Restart PostgreSQL on one member or all, through Patroni
+    #[command(
+        long_about = "Restart PostgreSQL through Patroni, one member at a time: replicas first, the leader last, \
+waiting for a healthy cluster after each.\n\n\
+Examples:\n  pgctl restart pg2\n  pgctl restart --pending   (only members whose settings wait for a restart: `pgctl config show`)"
+    )]
     Restart {
+        /// The member to restart [default: every member, or with --pending those waiting for a restart]
+        #[arg(conflicts_with = "pending")]
         member: Option<String>,
+        /// Only members with settings waiting for a restart (pending_restart in `pgctl status`)
+        #[arg(long)]
+        pending: bool,
         #[command(flatten)]
         wait: Wait,
     },
@@ -133,10 +143,25 @@ pub async fn run(command: ClusterCommand, ctx: &Ctx) -> Result<()> {
             ctx.confirm(&format!("delete {member}'s data and copy it again from the leader"))?;
             cluster::ops::reinit(&cfg, &engines, &member, wait.duration()).await?
         }
-        ClusterCommand::Restart { member, wait } => {
+        ClusterCommand::Restart { member, pending, wait } => {
+            use cluster::ops::Restart;
             let (cfg, engines) = ctx.connect_available().await?;
-            ctx.confirm(&format!("restart PostgreSQL on {}", member.as_deref().unwrap_or("every member")))?;
-            cluster::ops::restart(&cfg, &engines, member.as_deref(), wait.duration()).await?
+            let which = match (&member, pending) {
+                (Some(m), _) => Restart::One(m),
+                (None, true) => Restart::Pending,
+                (None, false) => Restart::All,
+            };
+            let what = match which {
+                Restart::One(m) => m.to_string(),
+                Restart::All => "every member, one at a time".into(),
+                Restart::Pending => "the members waiting for a restart, one at a time".into(),
+            };
+            ctx.confirm(&format!("restart PostgreSQL on {what}"))?;
+            let (restarted, status) = cluster::ops::restart(&cfg, &engines, which, wait.duration()).await?;
+            if restarted.is_empty() {
+                output::step("no member waits for a restart: nothing restarted");
+            }
+            status
         }
         ClusterCommand::Promote { force, wait } => {
             let (cfg, engines) = ctx.connect_available().await?;

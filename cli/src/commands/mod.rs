@@ -14,6 +14,7 @@ mod migrate;
 mod node;
 mod restore;
 mod upgrade;
+mod user;
 mod verify;
 mod views;
 
@@ -98,6 +99,9 @@ enum Command {
     #[command(long_about = restore::LONG_ABOUT)]
     /// Point-in-time restore of the whole cluster from its backups (in place; the old data is kept for --rollback)
     Restore(restore::RestoreArgs),
+    /// Application roles on the leader: create, alter, drop, list (passwords from a file or stdin, stored as SCRAM)
+    #[command(subcommand)]
+    User(user::UserCommand),
     #[command(long_about = upgrade::LONG_ABOUT)]
     /// Roll a new image through the running cluster: replicas first, one switchover, the old leader last
     Upgrade(upgrade::UpgradeArgs),
@@ -198,6 +202,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::VerifyBackup(a) => verify::run(a, &ctx).await,
         Command::Restore(a) => restore::run(a, &ctx).await,
         Command::Upgrade(a) => upgrade::run(a, &ctx).await,
+        Command::User(c) => user::run(c, &ctx).await,
         Command::Config(c) => config::run(c, &ctx).await,
         Command::Image(c) => image::run(c, &ctx).await,
         Command::Lab(c) => lab::run(c, &ctx).await,

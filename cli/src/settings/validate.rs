@@ -233,7 +233,11 @@ fn check_patroni(key: &str, value: &str) -> Result<(), String> {
             "{key} = `{value}`: expected a whole number of {}",
             if kind == Some(Kind::Bytes) { "bytes" } else { "seconds" }
         )),
-        _ => Ok(()),
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "{key}: not a Patroni setting pgctl manages ({})",
+            PATRONI_KEYS.map(|(k, _)| k).join(", ")
+        )),
     }
 }
 
