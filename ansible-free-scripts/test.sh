@@ -104,18 +104,23 @@ done
 if [ -n "${PGCTL_TEST_FILES:-}" ]; then
   read -r -a order <<<"$PGCTL_TEST_FILES"
 fi
-# The PostgreSQL 13 image migrate upgrades from (Debian bullseye's packages, its base made with
-# mmdebstrap) is mostly downloads: it is built in the background while the files before
-# migrate run, and migrate waits for it (its own build then finds every step cached).
+# The PostgreSQL 13 image migrate upgrades from and the 17 image it upgrades the cluster to
+# (Debian bullseye's and trixie's packages, bases made with mmdebstrap) are mostly downloads:
+# they are built in the background while the files before migrate run, and migrate waits for
+# them (its own builds then find every step cached).
 prebuild_pid=""
 if [[ " ${order[*]} " == *" migrate "* ]]; then
-  "$PGCTL_BIN" image build --source debian --suite bullseye --tag pgctl/postgres:13-debian-bullseye \
-    --without timescaledb,walg,consul >target/e2e/prebuild-pg13.log 2>&1 &
+  (
+    nice -n 10 "$PGCTL_BIN" image build --source debian --suite bullseye --tag pgctl/postgres:13-debian-bullseye \
+      --without timescaledb,walg,consul >target/e2e/prebuild-pg13.log 2>&1
+    nice -n 10 "$PGCTL_BIN" image build --source debian --suite trixie --tag pgctl/postgres:17-debian-trixie \
+      --artifacts "$PGCTL_ARTIFACTS" --without timescaledb >target/e2e/prebuild-pg17.log 2>&1
+  ) &
   prebuild_pid=$!
 fi
 for name in "${order[@]}"; do
   if [ "$name" = migrate ] && [ -n "$prebuild_pid" ]; then
-    wait "$prebuild_pid" || echo "the background build of the PostgreSQL 13 image failed (target/e2e/prebuild-pg13.log); migrate builds it"
+    wait "$prebuild_pid" || echo "a background image build failed (target/e2e/prebuild-pg13.log, prebuild-pg17.log); migrate builds it"
     prebuild_pid=""
   fi
   run "$name" -p pgctl-tests --test "$name" -- --include-ignored --test-threads=1 "$@"

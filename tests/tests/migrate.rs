@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 #[path = "migrate/dr.rs"]
 mod dr;
+#[path = "migrate/major.rs"]
+mod major;
 #[path = "migrate/volume.rs"]
 mod volume;
 use dr::disaster_recovery_standby;

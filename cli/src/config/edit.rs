@@ -7,6 +7,17 @@ use std::path::{Path, PathBuf};
 /// `text` with `key = ...` of table `[table]` set to the string `value`; `None` when that
 /// table has no such key written out.
 pub fn with_string_value(text: &str, table: &str, key: &str, value: &str) -> Option<String> {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    with_raw_value(text, table, key, &format!("\"{escaped}\""))
+}
+
+/// `with_string_value` for a number.
+pub fn with_number_value(text: &str, table: &str, key: &str, value: u32) -> Option<String> {
+    with_raw_value(text, table, key, &value.to_string())
+}
+
+/// `key = <raw TOML value>` in `[table]`.
+fn with_raw_value(text: &str, table: &str, key: &str, raw: &str) -> Option<String> {
     let mut current = String::new();
     let mut done = false;
     let mut out: Vec<String> = Vec::new();
@@ -20,8 +31,7 @@ pub fn with_string_value(text: &str, table: &str, key: &str, value: &str) -> Opt
             .is_some_and(|(k, _)| k.trim() == key && !trimmed.starts_with('#'));
         if !done && current == table && is_key {
             let indent = &line[..line.len() - line.trim_start().len()];
-            let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-            out.push(format!("{indent}{key} = \"{escaped}\""));
+            out.push(format!("{indent}{key} = {raw}"));
             done = true;
         } else {
             out.push(line.to_string());
@@ -63,6 +73,17 @@ mod tests {
         let parsed: toml::Value = toml::from_str(&out).unwrap();
         assert_eq!(parsed["cluster"]["image"].as_str(), Some("reg/pg:2"));
         assert_eq!(parsed["backup"]["image"].as_str(), Some("x"));
+    }
+
+    #[test]
+    fn numbers_are_written_bare() {
+        let out = with_number_value("[cluster]\npostgres_major = 15\n", "cluster", "postgres_major", 17).unwrap();
+        assert_eq!(out, "[cluster]\npostgres_major = 17\n");
+        let quoted = with_string_value("[a]\nk = \"x\"\n", "a", "k", "say \"hi\"").unwrap();
+        assert_eq!(
+            toml::from_str::<toml::Value>(&quoted).unwrap()["a"]["k"].as_str(),
+            Some("say \"hi\"")
+        );
     }
 
     #[test]

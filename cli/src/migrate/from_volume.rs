@@ -297,7 +297,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &FromVolume) -> Result
 
 /// TimescaleDB's files are per major: pg_upgrade needs the same TimescaleDB version in the new
 /// image as the old database has installed.
-async fn timescaledb_matches(engine: &Engine, cfg: &Config, old: &OldCluster) -> Result<()> {
+pub(crate) async fn timescaledb_matches(engine: &Engine, cfg: &Config, old: &OldCluster) -> Result<()> {
     let Some(ts) = old.extensions.iter().find(|e| e.name == "timescaledb") else {
         return Ok(());
     };
@@ -317,7 +317,7 @@ async fn timescaledb_matches(engine: &Engine, cfg: &Config, old: &OldCluster) ->
 
 /// Runs upgrade.sh in a throwaway container of `image` (as root, no network) with `binds`;
 /// progress lines on stderr, the JSON result on stdout.
-async fn run_script<T: serde::de::DeserializeOwned>(
+pub(crate) async fn run_script<T: serde::de::DeserializeOwned>(
     engine: &Engine,
     image: &str,
     binds: &[String],
@@ -365,16 +365,35 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     if plan.method == "dump" {
         return super::by_dump::execute(cfg, engines, plan, opts).await;
     }
-    let old = plan.old.clone().expect("an upgrade plan has the old cluster");
-    let upgrade_image = plan.upgrade_image.clone().expect("an upgrade plan has its image");
-    let engine = engine_of(engines, &plan.host)?;
     let mut phases = Phases::default();
     phases.start("pg_upgrade");
+    pg_upgrade_into(cfg, engines, &plan)
+        .await
+        .map_err(|e| e.context("pg_upgrade failed; nothing was started, and the standalone server starts on its volume again"))?;
+    let replicas: Vec<(&Engine, String)> = {
+        let mut out = Vec::new();
+        for h in cfg.hosts.hosts.iter().filter(|h| h.has_role(Role::Patroni) && h.name != plan.host) {
+            let e = engine_of(engines, &h.name)?;
+            out.push((e, volumes::current(e, &cfg.hosts.cluster.name).await?));
+        }
+        out
+    };
+    let replicas: Vec<(&Engine, &str)> = replicas.iter().map(|(e, v)| (*e, v.as_str())).collect();
+    adopt(cfg, engines, &plan, &replicas, opts.timeout, opts.reindex, phases).await
+}
+
+/// pg_upgrade of the plan's old directory into its new volume on its host (created here), the
+/// cluster's roles set, the new directory handed to the cluster's postgres. On failure the new
+/// volume is removed and the old directory is as it was (after --link its global/pg_control is
+/// restored); the error says so.
+pub async fn pg_upgrade_into(cfg: &Config, engines: &[Engine], plan: &Plan) -> Result<()> {
+    let upgrade_image = plan.upgrade_image.clone().expect("an upgrade plan has its image");
+    let engine = engine_of(engines, &plan.host)?;
     volumes::create(cfg, engine, &plan.new_volume, None).await?;
     let image = &cfg.hosts.cluster.image;
     let owner = crate::image::postgres_owner(&crate::image::manifest(engine, image).await?, image)?;
     let (binds, old_dir, new_dir) = if plan.method == "link" {
-        linked_paths(engine, &plan).await?
+        linked_paths(engine, plan).await?
     } else {
         (
             vec![format!("{}:/old", plan.volume), format!("{}:/new", plan.new_volume)],
@@ -396,11 +415,11 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     if let Err(e) = run_script::<OldCluster>(engine, &upgrade_image, &binds, &args, vec![roles]).await {
         let removed = volumes::remove(engine, &plan.new_volume).await;
         bail!(
-            "{e:#}\n  The cluster was not started; {}. Volume {} on {} is as before: the standalone server starts on it again.",
+            "{e:#}\n  The cluster was not started on it; {}. Volume {} on {} is as it was before pg_upgrade",
             if removed.is_ok() {
-                "its new data volume is removed"
+                "the new data volume is removed"
             } else {
-                "remove its new data volume by hand"
+                "remove the new data volume by hand"
             },
             plan.volume,
             plan.host
@@ -416,17 +435,23 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
             ""
         }
     ));
+    Ok(())
+}
 
-    let replicas: Vec<(&Engine, String)> = {
-        let mut out = Vec::new();
-        for h in cfg.hosts.hosts.iter().filter(|h| h.has_role(Role::Patroni) && h.name != plan.host) {
-            let e = engine_of(engines, &h.name)?;
-            out.push((e, volumes::current(e, &cfg.hosts.cluster.name).await?));
-        }
-        out
-    };
-    let replicas: Vec<(&Engine, &str)> = replicas.iter().map(|(e, v)| (*e, v.as_str())).collect();
-    restore::start_cluster(cfg, engines, &plan.host, &replicas, opts.timeout, &mut phases).await?;
+/// After pg_upgrade: Patroni adopts the new directory on the plan's host as leader, the
+/// replicas are built from it on `replicas` (host, empty volume), then extensions, statistics,
+/// the collation check, MD5 roles and a first full backup.
+pub async fn adopt(
+    cfg: &Config,
+    engines: &[Engine],
+    plan: &Plan,
+    replicas: &[(&Engine, &str)],
+    timeout: Duration,
+    reindex: bool,
+    mut phases: Phases,
+) -> Result<Migrated> {
+    let old = plan.old.clone().expect("an upgrade plan has the old cluster");
+    restore::start_cluster(cfg, engines, &plan.host, replicas, timeout, &mut phases).await?;
     let leader = member::leader(cfg, engines).await?;
 
     phases.start("update extensions");
@@ -440,7 +465,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     } else {
         vec![]
     };
-    let reindexed = opts.reindex && !collation_indexes.is_empty();
+    let reindexed = reindex && !collation_indexes.is_empty();
     if reindexed {
         for index in &collation_indexes {
             let (db, name) = index.split_once(':').expect("db:index");
@@ -457,7 +482,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: Plan, opts: &FromVo
     let md5_roles = after::md5_roles(leader).await?;
     phases.start("first full backup");
     let first_backup = crate::standby::first_backup(cfg, engines).await?;
-    let status = crate::cluster::up::wait_healthy(cfg, engines, &crate::cluster::up::UpOptions::new(opts.timeout)).await?;
+    let status = crate::cluster::up::wait_healthy(cfg, engines, &crate::cluster::up::UpOptions::new(timeout)).await?;
     Ok(Migrated {
         old_major: plan.facts.major,
         new_major: cfg.hosts.cluster.postgres_major,

@@ -10,7 +10,7 @@ mod by_dump;
 pub mod from_backup;
 pub mod from_primary;
 pub mod from_volume;
-mod upgrade_image;
+pub mod upgrade_image;
 
 pub use from_backup::{from_backup, plan_from_backup, FromBackup};
 

@@ -357,7 +357,7 @@ fn after_failure(cfg: &Config, plan: &Plan, opts: &RestoreOptions, removed: bool
 
 /// Asks the leader to finish its WAL segment and waits (briefly) until it is archived, so a
 /// restore to the latest point loses nothing committed before it began.
-async fn archive_current_wal(leader: &Engine) {
+pub(crate) async fn archive_current_wal(leader: &Engine) {
     let switched = member::psql(leader, "SELECT pg_walfile_name(pg_switch_wal())").await;
     let Ok(segment) = switched.map(|s| s.trim().to_string()) else {
         return;

@@ -44,7 +44,9 @@ fn pending_members(lab: &Lab) -> Result<Vec<String>> {
 /// `config diff` see the same values as hosts.toml.
 pub fn configuration_through_the_dcs(lab: &Lab) -> Result<()> {
     let before = dynamic_config(lab)?;
-    assert_eq!(before["ttl"], 30, "{before}");
+    let hosts: toml::Value = toml::from_str(&std::fs::read_to_string(lab.hosts_toml())?)?;
+    let ttl = hosts["cluster"]["patroni"]["ttl"].as_integer().unwrap_or(30);
+    assert_eq!(before["ttl"], ttl, "the DCS has hosts.toml's ttl: {before}");
     let agree = lab.pgctl_ok(&["config", "diff"])?;
     assert!(
         agree.stdout.contains("agree"),

@@ -7,7 +7,7 @@ const PG13_IMAGE: &str = "pgctl/postgres:13-debian-bullseye";
 const PG13_BIN: &str = "/usr/lib/postgresql/13/bin";
 const GIS_PASSWORD: &str = "gis-owner-password-13";
 /// Rows, names, geometries (as text) and total area of the PostGIS table.
-const GIS_FINGERPRINT: &str = "SELECT count(*) || ':' || md5(string_agg(id || name || ST_AsText(geom), ',' ORDER BY id)) || ':' || round(sum(ST_Area(geom))::numeric, 3) FROM places";
+pub const GIS_FINGERPRINT: &str = "SELECT count(*) || ':' || md5(string_agg(id || name || ST_AsText(geom), ',' ORDER BY id)) || ':' || round(sum(ST_Area(geom))::numeric, 3) FROM places";
 
 /// A standalone PostgreSQL 13 + PostGIS (Debian bullseye's packages) on `host`, its data in
 /// volume `legacy13-data`, with a PostGIS table (geometries, a GiST index) and its own role;
@@ -114,7 +114,7 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
     let failed = lab.pgctl(&[&["--yes"][..], &migrate_args[..]].concat());
     failed.assert_code(exit::FAILED, "from-volume with a schema pg_upgrade cannot restore");
     assert!(
-        failed.stderr.contains("pg_upgrade") && failed.stderr.contains("starts on it again"),
+        failed.stderr.contains("pg_upgrade") && failed.stderr.contains("starts on its volume again"),
         "the failure says what failed and that the volume is usable: {}",
         failed.stderr
     );
@@ -160,9 +160,10 @@ pub fn migrate_a_pg13_volume(lab: &Lab, host: &str) -> Result<()> {
 
     let md5: Vec<String> = serde_json::from_value(migrated["md5_roles"].clone())?;
     check_migrated_gis(lab, host, &fingerprint, &postgis_before, &md5)?;
+    // The cluster (PostgreSQL 15 now) goes on to 17 in place.
+    super::major::upgrade_to_17(lab, &fingerprint)?;
 
     // The same volume's copy, by dump and restore into a new cluster (new prefix).
-    lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     lab.edit_hosts(&[("s3_prefix = \"lab-pg13\"", "s3_prefix = \"lab-pg13-dump\"")])?;
     let started = Instant::now();
     let dump_args = [
