@@ -17,6 +17,7 @@ mod member;
 mod migrate;
 mod nodes;
 mod output;
+mod pki;
 mod recovery;
 mod render;
 mod restore;

@@ -3,7 +3,7 @@
 //! (app1) running only a Consul client agent. Runs when the lab's default stack is Consul
 //! (ansible-free-scripts/build-go-tools.sh built it into the artifacts directory); otherwise
 //! it reports itself skipped. The same running cluster then serves the day-2 scenarios of
-//! `consul/day2.rs` (`pgctl config`, `restart --pending`, `pgctl user`).
+//! `consul/day2.rs` (`pgctl config`, `restart --pending`, `pgctl user`, TLS for clients).
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
@@ -199,6 +199,7 @@ fn consul_cluster_end_to_end() -> Result<()> {
     }
     day2::configuration_through_the_dcs(&lab)?;
     day2::users_without_psql(&lab)?;
+    day2::tls_for_clients(&lab)?;
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     Ok(())
 }

@@ -7,5 +7,6 @@ pub mod ops;
 pub mod spec;
 pub mod status;
 pub mod teardown;
+pub mod tls;
 pub mod up;
 pub mod volumes;

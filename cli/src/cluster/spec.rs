@@ -71,6 +71,7 @@ pub fn local_parameters(cfg: &Config, image: &ImageFacts) -> BTreeMap<String, to
         p.insert("shared_preload_libraries".into(), toml::Value::from(libraries.join(",")));
         p.insert("timescaledb.telemetry_level".into(), toml::Value::from("off"));
     }
+    p.extend(super::tls::parameters(cfg));
     p
 }
 
@@ -105,6 +106,7 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Resul
             timing => c.patroni,
             parameters => postgresql_parameters(cfg),
             local_parameters => local_parameters(cfg, image),
+            pg_hba => super::tls::pg_hba(cfg),
             secrets => secrets_ctx(cfg),
             archive => crate::backup::archive_parameters(cfg),
             restore_command => restore_command(cfg, standby_archive.as_ref())?,
@@ -191,6 +193,8 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
             crate::backup::replica_script(cfg).into_iter().collect(),
             // A disaster-recovery standby: the primary's archive, read-only.
             crate::backup::elsewhere::standby_files(cfg)?,
+            // With tls: the member's server certificate, its key and the CA.
+            super::tls::files(cfg, host)?,
         ]
         .concat();
         out.push(ContainerSpec::new(
@@ -212,7 +216,7 @@ pub fn pgpass_escape(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Golden files of every rendered configuration, for both DCS choices. Regenerate with
     //! `UPDATE_GOLDEN=1 cargo test -p pgctl golden` and review the diff.
     use super::*;
@@ -267,7 +271,7 @@ address = "10.0.0.9"
 roles = ["CLIENT"]
 "#;
 
-    fn config(dcs: &str) -> Config {
+    pub(crate) fn config(dcs: &str) -> Config {
         let (role, client) = if dcs == "consul" {
             ("consul-server", "consul-client")
         } else {

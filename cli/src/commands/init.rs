@@ -14,6 +14,9 @@ pub struct InitArgs {
     /// Replace existing files
     #[arg(long)]
     force: bool,
+    /// Only add a fresh PostgreSQL CA (postgres_ca_cert, postgres_ca_key) to an existing secrets.toml, for `tls = true`
+    #[arg(long, conflicts_with = "force")]
+    add_tls_ca: bool,
 }
 
 pub fn run(a: InitArgs, ctx: &Ctx) -> Result<()> {
@@ -25,6 +28,9 @@ pub fn run(a: InitArgs, ctx: &Ctx) -> Result<()> {
     }
     let hosts = &ctx.global.hosts;
     let secrets = ctx.global.secrets.clone().unwrap_or_else(|| config::default_secrets_path(hosts));
+    if a.add_tls_ca {
+        return add_tls_ca(&secrets);
+    }
     init::write_files(
         hosts,
         &secrets,
@@ -39,6 +45,26 @@ pub fn run(a: InitArgs, ctx: &Ctx) -> Result<()> {
             hosts.display(),
             secrets.display(),
             hosts.display()
+        )
+    })
+}
+
+/// A fresh CA into an existing secrets.toml (kept 0600); refused when it has one.
+fn add_tls_ca(secrets: &std::path::Path) -> Result<()> {
+    let text = std::fs::read_to_string(secrets).map_err(|e| error::usage(format!("{}: {e}", secrets.display())))?;
+    let parsed = init::with_tls_ca(&text).map_err(|e| error::usage(format!("{}: {e}", secrets.display())))?;
+    let Some(with_ca) = parsed else {
+        return Err(error::refused(format!(
+            "{} already has postgres_ca_cert / postgres_ca_key; nothing was changed",
+            secrets.display()
+        )));
+    };
+    init::write_file(secrets, &with_ca, 0o600)?;
+    config::load_secrets(secrets)?;
+    output::result(&serde_json::json!({ "secrets": secrets }), |_| {
+        format!(
+            "added a PostgreSQL CA to {}; set `tls = true` in [cluster] of hosts.toml and run `pgctl up`",
+            secrets.display()
         )
     })
 }

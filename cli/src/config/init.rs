@@ -30,6 +30,8 @@ pub struct HostsTemplate {
     pub loop_wait: u32,
     pub retry_timeout: u32,
     pub synchronous_mode: bool,
+    /// TLS for client connections (the CA is in secrets.toml).
+    pub tls: bool,
     pub s3_endpoint: String,
     pub s3_bucket: String,
     pub s3_region: String,
@@ -59,6 +61,7 @@ impl HostsTemplate {
             loop_wait: 10,
             retry_timeout: 10,
             synchronous_mode: true,
+            tls: true,
             s3_endpoint: "https://s3.example.com".into(),
             s3_bucket: "pg-backups".into(),
             s3_region: "us-east-1".into(),
@@ -81,6 +84,9 @@ pub struct SecretsTemplate {
     pub consul_agent_token: String,
     pub consul_patroni_token: String,
     pub backup_encryption_key: String,
+    /// The CA of the members' PostgreSQL server certificates (PEM).
+    pub postgres_ca_cert: String,
+    pub postgres_ca_key: String,
     pub s3_access_key_id: String,
     pub s3_secret_access_key: String,
     pub s3_readonly_access_key_id: String,
@@ -90,6 +96,7 @@ pub struct SecretsTemplate {
 impl SecretsTemplate {
     /// Fresh random passwords and gossip key; S3 keys are left for the user to fill in.
     pub fn generate() -> Self {
+        let ca = fresh_ca();
         SecretsTemplate {
             superuser_password: password(),
             replication_password: password(),
@@ -100,12 +107,39 @@ impl SecretsTemplate {
             consul_agent_token: token_uuid(),
             consul_patroni_token: token_uuid(),
             backup_encryption_key: password(),
+            postgres_ca_cert: ca.cert_pem,
+            postgres_ca_key: ca.key_pem,
             s3_access_key_id: String::new(),
             s3_secret_access_key: String::new(),
             s3_readonly_access_key_id: String::new(),
             s3_readonly_secret_access_key: String::new(),
         }
     }
+}
+
+/// A new CA for the members' PostgreSQL server certificates.
+pub fn fresh_ca() -> crate::pki::Ca {
+    crate::pki::Ca::generate("pgctl PostgreSQL CA").expect("generating a CA key and certificate")
+}
+
+/// `secrets.toml` text with a fresh PostgreSQL CA added; `None` when it has one already.
+pub fn with_tls_ca(secrets_text: &str) -> Result<Option<String>> {
+    let parsed: toml::Value = toml::from_str(secrets_text)?;
+    if parsed.get("postgres_ca_cert").is_some() || parsed.get("postgres_ca_key").is_some() {
+        return Ok(None);
+    }
+    let ca = fresh_ca();
+    let block = format!(
+        "# The CA that signs each member's PostgreSQL server certificate (hosts.toml tls = true).\n\
+         # Clients verify the server with the certificate (sslmode=verify-full sslrootcert=...).\n\
+         postgres_ca_cert = '''\n{}'''\npostgres_ca_key = '''\n{}'''\n",
+        ca.cert_pem, ca.key_pem
+    );
+    // Top-level keys must come before the first [table].
+    Ok(Some(match secrets_text.find("\n[") {
+        Some(i) => format!("{}\n{block}{}", &secrets_text[..i], &secrets_text[i..]),
+        None => format!("{secrets_text}\n{block}"),
+    }))
 }
 
 /// 32 alphanumeric characters from the OS RNG: ~190 bits, and safe in any config syntax.

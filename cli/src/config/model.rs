@@ -40,10 +40,22 @@ pub struct ClusterConfig {
     /// PostgreSQL parameters merged over pgctl's defaults (Patroni's bootstrap DCS section).
     #[serde(default)]
     pub postgresql_parameters: BTreeMap<String, toml::Value>,
+    /// TLS for client connections: each member gets a server certificate from the CA in
+    /// secrets.toml (postgres_ca_cert, postgres_ca_key), ssl = on, and `client_networks`
+    /// connect over TLS only.
+    #[serde(default)]
+    pub tls: bool,
+    /// Networks (CIDR) applications connect from: scram-sha-256 logins, `hostssl` with `tls`.
+    #[serde(default = "all_networks")]
+    pub client_networks: Vec<String>,
     /// Extensions `up` creates (idempotently) per database, e.g. `app = ["postgis", "timescaledb"]`;
     /// a database listed here that does not exist is created.
     #[serde(default)]
     pub extensions: BTreeMap<String, Vec<String>>,
+}
+
+fn all_networks() -> Vec<String> {
+    vec!["0.0.0.0/0".into()]
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -276,6 +288,11 @@ pub struct SecretsFile {
     /// repository cipher); at least 25 characters. Without it backups reach S3 unencrypted.
     #[serde(default)]
     pub backup_encryption_key: Option<Secret>,
+    /// The CA that signs the members' PostgreSQL server certificates (`tls = true`), PEM.
+    #[serde(default)]
+    pub postgres_ca_cert: Option<Secret>,
+    #[serde(default)]
+    pub postgres_ca_key: Option<Secret>,
     #[serde(default)]
     pub s3: S3Secrets,
     #[serde(default)]

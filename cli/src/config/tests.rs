@@ -445,6 +445,24 @@ fn init_writes_valid_commented_files() {
         32
     );
     assert!(secrets.superuser_password.unwrap().expose().len() >= 32);
+    // TLS on, with a CA that loads and signs.
+    assert!(hosts.cluster.tls);
+    let ca = crate::pki::Ca::load(
+        secrets.postgres_ca_cert.unwrap().expose(),
+        secrets.postgres_ca_key.unwrap().expose(),
+    )
+    .unwrap();
+    assert!(ca.issue_for_days("pg1", &["10.0.0.1".into()], 1).is_ok());
+    // `init --add-tls-ca` adds one to a secrets.toml without, and refuses a second.
+    let text = std::fs::read_to_string(&s).unwrap();
+    let start = text.find("# The CA that signs").unwrap();
+    let tail = "-----END PRIVATE KEY-----\n'''\n";
+    let end = text.find(tail).unwrap() + tail.len();
+    let without = format!("{}{}", &text[..start], &text[end..]);
+    let with = init::with_tls_ca(&without).unwrap().expect("a CA is added");
+    let reparsed: crate::config::SecretsFile = toml::from_str(&with).unwrap();
+    assert!(reparsed.postgres_ca_cert.is_some() && reparsed.s3.access_key_id.is_some());
+    assert!(init::with_tls_ca(&with).unwrap().is_none());
     // Never overwrites without --force.
     let again = init::write_files(
         &h,

@@ -33,6 +33,14 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
         );
     }
     timing(&c.patroni, &mut err);
+    for net in &c.client_networks {
+        if !is_cidr(net) {
+            err(
+                "cluster.client_networks".into(),
+                format!("`{net}` is not a network in CIDR form such as 10.20.0.0/16 (or 0.0.0.0/0 for any IPv4 client)"),
+            );
+        }
+    }
     for (db, extensions) in &c.extensions {
         if !is_sql_identifier(db) {
             err(
@@ -346,6 +354,11 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
             required.push((set(slot), key, why));
         }
     }
+    if hosts.cluster.tls {
+        let why = "missing: tls = true needs the CA of the members' certificates (`pgctl init --add-tls-ca` adds one)";
+        required.push((set(&s.postgres_ca_cert), "postgres_ca_cert", why));
+        required.push((set(&s.postgres_ca_key), "postgres_ca_key", why));
+    }
     if hosts.backup.is_some() {
         required.push((
             set(&s.s3.access_key_id),
@@ -469,4 +482,14 @@ pub(super) fn is_uuid(s: &str) -> bool {
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// `address/prefix` with an IPv4 or IPv6 address and a prefix length that fits it.
+fn is_cidr(text: &str) -> bool {
+    let Some((addr, len)) = text.split_once('/') else { return false };
+    match (addr.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+        (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+        (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+        _ => false,
+    }
 }

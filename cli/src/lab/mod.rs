@@ -4,7 +4,7 @@
 //! secrets.toml point at all of it. Everything carries the `io.pgctl.lab` label.
 
 mod images;
-pub mod pki;
+use crate::pki;
 pub mod s3;
 mod stack;
 pub use stack::Stack;
@@ -206,6 +206,8 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
             consul_agent_token: or_new(&s.consul_agent_token, fresh.consul_agent_token),
             consul_patroni_token: or_new(&s.consul_patroni_token, fresh.consul_patroni_token),
             backup_encryption_key: get(&s.backup_encryption_key),
+            postgres_ca_cert: or_new(&s.postgres_ca_cert, fresh.postgres_ca_cert),
+            postgres_ca_key: or_new(&s.postgres_ca_key, fresh.postgres_ca_key),
             s3_access_key_id: get(&s.s3.access_key_id),
             s3_secret_access_key: get(&s.s3.secret_access_key),
             s3_readonly_access_key_id: get(&s.s3.readonly_access_key_id),
@@ -259,6 +261,8 @@ fn write_hosts_toml(spec: &LabSpec, hosts: &[(String, String)], s3_ip: &str) -> 
         loop_wait: 5,
         retry_timeout: 5,
         synchronous_mode: true,
+        // The tests turn TLS on where they test it.
+        tls: false,
         s3_endpoint: format!("https://{}", s3::HOST_NAME),
         s3_bucket: s3::BUCKET.into(),
         s3_region: s3::REGION.into(),

@@ -302,3 +302,57 @@ pub fn users_without_psql(lab: &Lab) -> Result<()> {
     );
     Ok(())
 }
+
+/// `tls = true`: after `up`, an application host connects with `sslmode=verify-full` through
+/// the Consul name of the leader (checked against the cluster's CA), before and after a
+/// switchover; a plain connection from it is refused.
+pub fn tls_for_clients(lab: &Lab) -> Result<()> {
+    let (app, _) = lab.app_hosts().into_iter().next().context("an application host")?;
+    lab.edit_hosts(&[("tls = false", "tls = true")])?;
+    let started = Instant::now();
+    lab.pgctl_ok(&["up"])?;
+    report(&format!(
+        "MEASURED: up turning TLS on (3 members recreated one at a time): {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    let secrets: toml::Value = toml::from_str(&std::fs::read_to_string(lab.dir.join("secrets.toml"))?)?;
+    let ca = secrets["postgres_ca_cert"].as_str().context("postgres_ca_cert")?;
+    lab.docker(
+        &app,
+        &["exec", "consul", "sh", "-c", "printf '%s' \"$1\" > /tmp/pg-ca.crt", "sh", ca],
+    )?;
+    let superuser = lab.secret("superuser_password")?;
+    let connect = |leader: &str, sslmode: &str| -> Result<String> {
+        let conninfo = format!(
+            "host=master.lab.service.consul hostaddr={} dbname=postgres user=postgres sslmode={sslmode} sslrootcert=/tmp/pg-ca.crt connect_timeout=5",
+            lab.address(leader)
+        );
+        let pw = format!("PGPASSWORD={superuser}");
+        let sql = "SELECT s.ssl || ':' || pg_is_in_recovery() || ':' || host(inet_server_addr()) FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()";
+        lab.docker(&app, &["exec", "-e", &pw, "consul", "psql", &conninfo, "-XAtqc", sql])
+    };
+    for round in ["before", "after"] {
+        let leader = lab.leader()?;
+        wait_for_dns(
+            lab,
+            &app,
+            "master.lab.service.consul",
+            &lab.address(&leader),
+            Duration::from_secs(60),
+        )?;
+        assert_eq!(
+            connect(&leader, "verify-full")?,
+            format!("true:false:{}", lab.address(&leader)),
+            "verify-full through the Consul name {round} the switchover"
+        );
+        let plain = connect(&leader, "disable");
+        assert!(
+            plain.is_err(),
+            "a plain connection from {app} was accepted {round} the switchover: {plain:?}"
+        );
+        if round == "before" {
+            lab.pgctl_ok(&["switchover", "--yes"])?;
+        }
+    }
+    Ok(())
+}

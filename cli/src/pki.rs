@@ -1,5 +1,7 @@
-//! The lab's certificate authority (rcgen): it signs each simulated host's Docker Engine
-//! server certificate, pgctl's client certificate, and the S3 endpoint's certificate.
+//! A certificate authority (rcgen). The lab's signs each simulated host's Docker Engine server
+//! certificate, pgctl's client certificate and the S3 endpoint's certificate; a cluster's
+//! (secrets.toml `postgres_ca_cert`/`postgres_ca_key`) signs each member's PostgreSQL server
+//! certificate.
 
 use anyhow::{Context, Result};
 use rcgen::{
@@ -20,7 +22,7 @@ pub struct Issued {
 
 fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::OrganizationName, "pgctl lab");
+    dn.push(DnType::OrganizationName, "pgctl");
     dn.push(DnType::CommonName, common_name);
     dn
 }
@@ -46,8 +48,8 @@ impl Ca {
     }
 
     pub fn load(cert_pem: &str, key_pem: &str) -> Result<Ca> {
-        let key = KeyPair::from_pem(key_pem).context("parsing the lab CA key")?;
-        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).context("parsing the lab CA certificate")?;
+        let key = KeyPair::from_pem(key_pem).context("parsing the CA key")?;
+        let issuer = Issuer::from_ca_cert_pem(cert_pem, key).context("parsing the CA certificate")?;
         Ok(Ca {
             issuer,
             cert_pem: cert_pem.into(),
@@ -61,9 +63,24 @@ impl Ca {
         hex::encode(sha2::Sha256::digest(self.cert_pem.as_bytes()))[..16].to_string()
     }
 
-    /// A leaf certificate for `sans` (DNS names or IP addresses).
+    /// A leaf certificate for `sans` (DNS names or IP addresses), valid for rcgen's default
+    /// (practically forever: the lab's).
     pub fn issue(&self, common_name: &str, sans: &[String], server: bool, client: bool) -> Result<Issued> {
+        self.issue_valid(common_name, sans, server, client, None)
+    }
+
+    /// A leaf certificate valid from an hour ago for `days` days.
+    pub fn issue_for_days(&self, common_name: &str, sans: &[String], days: i64) -> Result<Issued> {
+        self.issue_valid(common_name, sans, true, false, Some(days))
+    }
+
+    fn issue_valid(&self, common_name: &str, sans: &[String], server: bool, client: bool, days: Option<i64>) -> Result<Issued> {
         let mut params = CertificateParams::new(sans.to_vec())?;
+        if let Some(days) = days {
+            let now = time::OffsetDateTime::now_utc();
+            params.not_before = now - time::Duration::hours(1);
+            params.not_after = now + time::Duration::days(days);
+        }
         params.distinguished_name = name(common_name);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = [
