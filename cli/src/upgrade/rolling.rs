@@ -4,7 +4,8 @@
 //! Pre-flight (nothing changes when it fails): the image is on every host and runs the same
 //! PostgreSQL major as the cluster, with the same postgres uid; the cluster has a leader, is not
 //! paused, every replica streams with lag under the limit. Then host by host, replicas first
-//! (asynchronous ones, then the synchronous standby): the host's DCS container, then its Patroni
+//! (asynchronous ones, then the synchronous standby, which first hands its role to another
+//! replica with Patroni's `nosync` tag): the host's DCS container, then its Patroni
 //! container recreated on the new image, tagged `nofailover` until it streams and has caught
 //! up; the cluster must be healthy again (with a synchronous standby in synchronous_mode) before
 //! the next host. Then a switchover to an updated replica and the old leader last. Then
@@ -312,6 +313,53 @@ async fn clear_nofailover(spec: &ContainerSpec, engine: &Engine, owner: (u64, u6
     bail!("{}: the nofailover tag is still set after the reload", engine.host)
 }
 
+/// A synchronous standby about to restart first hands the role to another replica (Patroni's
+/// `nosync` tag, set in its running configuration and reloaded), so no commit waits for a member
+/// that is down. Skipped when no other replica streams: with no candidate left, the tag would
+/// block writes under synchronous_mode_strict (the nosync pitfall).
+async fn hand_off_sync(cfg: &Config, engines: &[Engine], engine: &Engine) -> Result<()> {
+    let s = status::fetch(cfg, engines).await?;
+    if !s.members.iter().any(|m| m.name == engine.host && m.role == "sync_standby") {
+        return Ok(());
+    }
+    let others = s
+        .members
+        .iter()
+        .filter(|m| m.name != engine.host && !member::is_leader_role(&m.role) && m.streaming == Some(true))
+        .count();
+    if others == 0 {
+        output::step(format!(
+            "{}: the synchronous standby, and no other replica can take the role: commits wait while it restarts",
+            engine.host
+        ));
+        return Ok(());
+    }
+    let tag = format!("sed -i 's/^  nosync: false$/  nosync: true/' {PATRONI_CONFIG}");
+    docker::exec(&engine.docker, PATRONI, &["sh", "-c", &tag], Some("postgres"))
+        .await?
+        .ok(&format!("{}: tagging nosync", engine.host))?;
+    let (code, body) = member::patroni_api(engine, "POST", "/reload", &serde_json::Value::Null).await?;
+    if !(200..300).contains(&code) {
+        bail!("{}: Patroni refused to reload its configuration (HTTP {code}): {body}", engine.host);
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(s) = status::fetch(cfg, engines).await {
+            let moved = s.members.iter().any(|m| m.name != engine.host && m.role == "sync_standby");
+            if moved && !s.members.iter().any(|m| m.name == engine.host && m.role == "sync_standby") {
+                output::step(format!("{}: handed the synchronous standby role to another replica", engine.host));
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    output::warn(format!(
+        "{}: the synchronous standby role did not move within 60 s; restarting it anyway",
+        engine.host
+    ));
+    Ok(())
+}
+
 /// Recreates `plan`'s containers that differ from `cfg` (the DCS first, then Patroni tagged
 /// `nofailover` until the cluster is healthy again).
 async fn recreate_host(
@@ -323,6 +371,9 @@ async fn recreate_host(
     expected: usize,
 ) -> Result<()> {
     let changed: Vec<&(ContainerSpec, Action)> = plan.items.iter().filter(|(_, a)| *a != Action::Keep).collect();
+    if changed.iter().any(|(s, _)| s.name == PATRONI) {
+        hand_off_sync(cfg, engines, plan.engine).await?;
+    }
     for (spec, action) in changed.iter().filter(|(s, _)| s.name != PATRONI) {
         up::apply(cfg, plan, spec, *action, owner).await?;
         let voters: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
