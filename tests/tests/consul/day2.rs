@@ -230,7 +230,7 @@ pub fn users_without_psql(lab: &Lab) -> Result<()> {
             NEW_PASSWORD,
             "SELECT count(*) || ':' || pg_is_in_recovery() FROM owned",
         );
-        if got.as_deref().ok() == Some("3:t") {
+        if got.as_deref().ok() == Some("3:true") {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(60), "the replica {leader}: {got:?}");
