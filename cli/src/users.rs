@@ -205,9 +205,9 @@ pub async fn drop(leader: &Engine, name: &str, reassign_to: Option<&str>) -> Res
     }
     // pg_shdepend is shared: one query sees every database's dependencies on the role.
     let depends = format!(
-        "SELECT coalesce(d.datname, '(cluster-wide)') || ':' || count(*) FROM pg_shdepend s \
+        "SELECT db || ':' || n FROM (SELECT coalesce(d.datname, '') AS db, count(*) AS n FROM pg_shdepend s \
          LEFT JOIN pg_database d ON d.oid = s.dbid WHERE s.refobjid = (SELECT oid FROM pg_roles WHERE rolname = {}) \
-         AND s.deptype IN ('o', 'a', 'i') GROUP BY 1 ORDER BY 1",
+         AND s.deptype IN ('o', 'a', 'i') GROUP BY 1) x ORDER BY 1",
         literal(name)
     );
     let owned: Vec<(String, String)> = member::psql(leader, &depends)
@@ -230,14 +230,19 @@ pub async fn drop(leader: &Engine, name: &str, reassign_to: Option<&str>) -> Res
     let mut reassigned_in = Vec::new();
     if !owned.is_empty() || !databases.is_empty() {
         let Some(to) = reassign_to else {
-            let mut what: Vec<String> = owned.iter().map(|(d, n)| format!("{n} object(s) or privilege(s) in {d}")).collect();
+            let mut what: Vec<String> = owned
+                .iter()
+                .filter(|(d, _)| !d.is_empty())
+                .map(|(d, n)| format!("{n} object(s) or privilege(s) in database {d}"))
+                .collect();
             what.extend(databases.iter().map(|d| format!("database {d}")));
             return Err(error::refused(format!(
                 "role `{name}` owns or holds {}: give them to another role with --reassign-to ROLE; nothing was changed",
                 what.join(", ")
             )));
         };
-        let mut targets: Vec<String> = owned.iter().map(|(d, _)| d.clone()).filter(|d| !d.starts_with('(')).collect();
+        // Shared objects (databases) have no database of their own: REASSIGN anywhere takes them.
+        let mut targets: Vec<String> = owned.iter().map(|(d, _)| d.clone()).filter(|d| !d.is_empty()).collect();
         if targets.is_empty() {
             targets.push("postgres".into());
         }
