@@ -208,31 +208,10 @@ async fn edit(ctx: &Ctx) -> Result<()> {
     let (cfg, engines) = ctx.connect_available().await?;
     let leader = settings::leader(&cfg, &engines).await?;
     let (patroni, parameters) = settings::flatten(&settings::live(leader).await?);
-    let mut doc = toml_edit::DocumentMut::new();
-    let table = |m: &BTreeMap<String, String>| {
-        let mut t = toml_edit::Table::new();
-        for (k, v) in m {
-            let value: toml_edit::Value = match (v.parse::<i64>(), v.as_str()) {
-                (Ok(n), _) => n.into(),
-                (_, "true" | "false") => (v == "true").into(),
-                _ => v.clone().into(),
-            };
-            t.insert(k, toml_edit::Item::Value(value));
-        }
-        t
-    };
-    doc.insert("patroni", toml_edit::Item::Table(table(&patroni)));
-    doc.insert("postgresql_parameters", toml_edit::Item::Table(table(&parameters)));
     let dir = std::env::temp_dir().join(format!("pgctl-config-edit-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join(format!("{}.toml", cfg.hosts.cluster.name));
-    std::fs::write(
-        &file,
-        format!(
-            "# pgctl config edit: the dynamic configuration of cluster `{}`. Change values, add or delete\n# parameters, save and quit; the changes are validated, shown and confirmed before they apply.\n{doc}",
-            cfg.hosts.cluster.name
-        ),
-    )?;
+    std::fs::write(&file, settings::edit::document(&cfg.hosts.cluster.name, &patroni, &parameters))?;
     let editor = std::env::var("VISUAL")
         .or_else(|_| std::env::var("EDITOR"))
         .unwrap_or_else(|_| "vi".into());
@@ -248,30 +227,8 @@ async fn edit(ctx: &Ctx) -> Result<()> {
             "the editor `{editor}` exited with {status}; nothing was changed"
         )));
     }
-    let edited: toml::Value = toml::from_str(&edited?).map_err(|e| error::usage(format!("the edited file: {e}; nothing was changed")))?;
-    let text = |v: &toml::Value| match v {
-        toml::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    let mut wanted = Vec::new();
-    for (section, before, to_key) in [
-        ("patroni", &patroni, (|k: &str| Key::Patroni(k.to_string())) as fn(&str) -> Key),
-        ("postgresql_parameters", &parameters, |k: &str| Key::Parameter(k.to_string())),
-    ] {
-        let after: BTreeMap<String, String> = edited
-            .get(section)
-            .and_then(|t| t.as_table())
-            .map(|t| t.iter().map(|(k, v)| (k.clone(), text(v))).collect())
-            .unwrap_or_default();
-        for (k, v) in &after {
-            if before.get(k) != Some(v) {
-                wanted.push((to_key(k), Some(v.clone())));
-            }
-        }
-        for k in before.keys().filter(|k| !after.contains_key(*k)) {
-            wanted.push((to_key(k), None));
-        }
-    }
+    let wanted = settings::edit::changes(&patroni, &parameters, &edited?)
+        .map_err(|e| error::usage(format!("the edited file: {e:#}; nothing was changed")))?;
     if wanted.is_empty() {
         return output::result(&wanted.len(), |_| "nothing was changed in the editor".into());
     }

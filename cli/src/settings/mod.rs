@@ -3,6 +3,7 @@
 //! anything is sent, and kept in step with hosts.toml (`[cluster.patroni]` and
 //! `[cluster.postgresql_parameters]`), which stays what `up` bootstraps a cluster with.
 
+pub mod edit;
 pub mod validate;
 
 use crate::cluster::status;
