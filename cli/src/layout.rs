@@ -6,6 +6,11 @@
 pub const PATRONI: &str = "patroni";
 pub const ETCD: &str = "etcd";
 pub const CONSUL: &str = "consul";
+pub const HAPROXY: &str = "haproxy";
+pub const PGBOUNCER: &str = "pgbouncer";
+pub const VIP_MANAGER: &str = "vip-manager";
+/// The containers through which applications reach the cluster (no state of their own).
+pub const PROXIES: [&str; 3] = [HAPROXY, PGBOUNCER, VIP_MANAGER];
 
 // ---- labels ----
 pub const LABEL_CLUSTER: &str = "io.pgctl.cluster";
@@ -62,6 +67,16 @@ pub const PGBACKREST_CONFIG: &str = "/etc/pgctl/pgbackrest.conf";
 pub const WALG_CONFIG: &str = "/etc/pgctl/walg.json";
 pub const S3_CA: &str = "/etc/pgctl/s3-ca.pem";
 pub const CRONTAB: &str = "/etc/pgctl/crontab";
+pub const HAPROXY_CONFIG: &str = "/etc/pgctl/haproxy.cfg";
+pub const PGBOUNCER_CONFIG: &str = "/etc/pgctl/pgbouncer.ini";
+/// PgBouncer's own login only (the others are looked up in the database).
+pub const PGBOUNCER_AUTH_FILE: &str = "/etc/pgctl/pgbouncer-auth.txt";
+pub const PGBOUNCER_TLS: [&str; 3] = [
+    "/etc/pgctl/pgbouncer-tls/server.crt",
+    "/etc/pgctl/pgbouncer-tls/server.key",
+    "/etc/pgctl/pgbouncer-tls/ca.crt",
+];
+pub const VIP_MANAGER_CONFIG: &str = "/etc/pgctl/vip-manager.yml";
 pub const IMAGE_MANIFEST: &str = "/etc/pgctl/manifest.json";
 /// The recovery script pgctl uploads into its throwaway recovery containers.
 pub const RECOVER_SCRIPT: &str = "/usr/local/lib/pgctl/recover.sh";
@@ -90,6 +105,8 @@ pub const PATRONI_API_PORT: u16 = 8008;
 pub const ETCD_PORTS: [u16; 2] = [2379, 2380];
 /// Consul: server RPC, LAN and WAN gossip, HTTP API, DNS.
 pub const CONSUL_PORTS: [u16; 5] = [8300, 8301, 8302, 8500, 8600];
+/// HAProxy: the leader, replicas, the synchronous standby, asynchronous replicas.
+pub const HAPROXY_PORTS: [u16; 4] = [5000, 5001, 5002, 5003];
 
 /// Ports a container listens on with host networking.
 pub fn ports(container: &str) -> &'static [u16] {

@@ -15,6 +15,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("pgbackrest.conf.j2", include_str!("../../compose-templates/pgbackrest.conf.j2")),
     ("walg.json.j2", include_str!("../../compose-templates/walg.json.j2")),
     ("crontab.j2", include_str!("../../compose-templates/crontab.j2")),
+    ("haproxy.cfg.j2", include_str!("../../compose-templates/haproxy.cfg.j2")),
+    ("pgbouncer.ini.j2", include_str!("../../compose-templates/pgbouncer.ini.j2")),
+    ("vip-manager.yml.j2", include_str!("../../compose-templates/vip-manager.yml.j2")),
     ("postgres/Dockerfile.j2", include_str!("../../images/postgres/Dockerfile.j2")),
     (
         "postgres/Dockerfile.labels.j2",

@@ -75,6 +75,12 @@ etcd=$VERSION
 version tini tini --version
 tini=$VERSION
 [ -x /usr/sbin/cron ] || fail "cron is missing"
+version haproxy haproxy -v
+haproxy=$VERSION
+version pgbouncer pgbouncer --version
+pgbouncer=$VERSION
+version vip-manager vip-manager --version
+vip_manager=$VERSION
 walg=""; consul=""
 if has walg; then version wal-g wal-g --version; walg=$VERSION; fi
 if has consul; then version consul consul version; consul=$VERSION; fi
@@ -141,6 +147,9 @@ cat <<JSON
   "etcd": "$etcd",
   "consul": "$consul",
   "tini": "$tini",
+  "haproxy": "$haproxy",
+  "pgbouncer": "$pgbouncer",
+  "vip-manager": "$vip_manager",
   "postgres-uid": "$(id -u postgres)",
   "postgres-gid": "$(id -g postgres)",
   "components": "$COMPONENTS"

@@ -3,12 +3,15 @@
 //! (app1) running only a Consul client agent. Runs when the lab's default stack is Consul
 //! (ansible-free-scripts/build-go-tools.sh built it into the artifacts directory); otherwise
 //! it reports itself skipped. The same running cluster then serves the day-2 scenarios of
-//! `consul/day2.rs` (`pgctl config`, `restart --pending`, `pgctl user`, TLS for clients).
+//! `consul/day2.rs` (`pgctl config`, `restart --pending`, `pgctl user`, TLS for clients) and
+//! of `consul/access.rs` (HAProxy, PgBouncer, the virtual IP).
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
 use std::time::{Duration, Instant};
 
+#[path = "consul/access.rs"]
+mod access;
 #[path = "consul/day2.rs"]
 mod day2;
 
@@ -200,6 +203,7 @@ fn consul_cluster_end_to_end() -> Result<()> {
     day2::configuration_through_the_dcs(&lab)?;
     day2::users_without_psql(&lab)?;
     day2::tls_for_clients(&lab)?;
+    access::haproxy_pgbouncer_and_vip(&lab)?;
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     Ok(())
 }

@@ -7,6 +7,5 @@ pub mod ops;
 pub mod spec;
 pub mod status;
 pub mod teardown;
-pub mod tls;
 pub mod up;
 pub mod volumes;

@@ -71,7 +71,7 @@ pub fn local_parameters(cfg: &Config, image: &ImageFacts) -> BTreeMap<String, to
         p.insert("shared_preload_libraries".into(), toml::Value::from(libraries.join(",")));
         p.insert("timescaledb.telemetry_level".into(), toml::Value::from("off"));
     }
-    p.extend(super::tls::parameters(cfg));
+    p.extend(crate::tls::parameters(cfg));
     p
 }
 
@@ -106,7 +106,7 @@ pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Resul
             timing => c.patroni,
             parameters => postgresql_parameters(cfg),
             local_parameters => local_parameters(cfg, image),
-            pg_hba => super::tls::pg_hba(cfg),
+            pg_hba => crate::tls::pg_hba(cfg),
             secrets => secrets_ctx(cfg),
             archive => crate::backup::archive_parameters(cfg),
             restore_command => restore_command(cfg, standby_archive.as_ref())?,
@@ -194,7 +194,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
             // A disaster-recovery standby: the primary's archive, read-only.
             crate::backup::elsewhere::standby_files(cfg)?,
             // With tls: the member's server certificate, its key and the CA.
-            super::tls::files(cfg, host)?,
+            crate::tls::files(cfg, host)?,
         ]
         .concat();
         out.push(ContainerSpec::new(
@@ -208,6 +208,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
             &crate::backup::extra_hosts(cfg),
         ));
     }
+    out.extend(crate::proxy::containers(cfg, host, image_id)?);
     Ok(out)
 }
 
@@ -347,7 +348,7 @@ roles = ["CLIENT"]
         let other_image = containers(&cfg, cfg.host("pg1").unwrap(), &facts("sha256:def"), "main-pgdata").unwrap();
         assert_ne!(specs[1].hash, other_image[1].hash, "a new image recreates");
         let restored = containers(&cfg, cfg.host("pg1").unwrap(), &facts("sha256:abc"), "main-pgdata-g2").unwrap();
-        assert_eq!(restored[1].volume, "main-pgdata-g2");
+        assert_eq!(restored[1].volume.as_ref().unwrap().volume, "main-pgdata-g2");
         assert_ne!(specs[1].hash, restored[1].hash, "a new data volume generation recreates");
         // A standby source lives under `bootstrap`: rendered, yet running members stay.
         let mut standby = cfg.clone();

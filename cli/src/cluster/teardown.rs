@@ -3,15 +3,24 @@
 
 use crate::config::Config;
 use crate::docker::{self, Engine};
-use crate::layout::{CONSUL, ETCD, LABEL_CLUSTER, PATRONI};
+use crate::layout::{CONSUL, ETCD, LABEL_CLUSTER, PATRONI, PROXIES};
 use anyhow::Result;
 use futures_util::future::join_all;
 use std::collections::HashMap;
 
-/// Stops Patroni on replicas first, then the leader, then the DCS. Containers and volumes stay.
+/// Stops the proxies (no new sessions), Patroni on replicas first, then the leader, then the
+/// DCS. Containers and volumes stay.
 pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
-    let mut done = stop_patroni(cfg, engines).await?;
-    for name in [ETCD, CONSUL] {
+    let mut done = stop_all(engines, &PROXIES).await?;
+    done.extend(stop_patroni(cfg, engines).await?);
+    done.extend(stop_all(engines, &[ETCD, CONSUL]).await?);
+    Ok(done)
+}
+
+/// Stops the containers `names` on every host (in parallel per name).
+async fn stop_all(engines: &[Engine], names: &[&str]) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for name in names {
         for (e, stopped) in engines.iter().zip(join_all(engines.iter().map(|e| stop(e, name))).await) {
             if stopped? {
                 done.push(format!("{}: stopped {name}", e.host));

@@ -133,7 +133,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     }
 
     // The DCS first, on every host that has a member of it.
-    converge(cfg, &plans, owner, |s| s.name != PATRONI, &[]).await?;
+    converge(cfg, &plans, owner, |s| is_dcs(s.name), &[]).await?;
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
     let dcs_state = dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?;
     output::step(&dcs_state);
@@ -154,6 +154,9 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     // Patroni: replicas before the leader when containers must be recreated.
     let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
     converge(cfg, &plans, owner, |s| s.name == PATRONI, &leader.into_iter().collect::<Vec<_>>()).await?;
+    // How applications reach the members: HAProxy, PgBouncer, the virtual IP.
+    converge(cfg, &plans, owner, |s| layout::PROXIES.contains(&s.name), &[]).await?;
+    reload_live_files(&plans, owner).await?;
 
     let status = wait_healthy(cfg, &engines, opts).await?;
     // A standby cluster is read-only until promoted: no repository to create, no extensions.
@@ -161,6 +164,9 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if let Some(leader) = writable.and_then(|l| engines.iter().find(|e| &e.host == l)) {
         crate::backup::init_repository(cfg, leader).await?;
         for line in super::extensions::ensure(cfg, leader).await? {
+            output::step(line);
+        }
+        if let Some(line) = crate::proxy::pgbouncer::ensure_database_objects(cfg, leader).await? {
             output::step(line);
         }
     }
@@ -240,7 +246,11 @@ pub(crate) async fn plan_host<'a>(
                 }
             }
             Err(e) if docker::is_not_found(&e) => {
-                need_ports.extend_from_slice(layout::ports(s.name));
+                if layout::PROXIES.contains(&s.name) {
+                    need_ports.extend(crate::proxy::ports(cfg, s.name));
+                } else {
+                    need_ports.extend_from_slice(layout::ports(s.name));
+                }
                 Action::Create
             }
             Err(e) => return Err(e).with_context(|| format!("{}: inspecting container {}", host.name, s.name)),
@@ -272,6 +282,40 @@ async fn busy_ports(engine: &Engine, image: &str, ports: &[u16]) -> Result<Vec<u
     let out = docker::run_once(&engine.docker, image, &cmd, host_config, None, &[]).await?;
     let out = out.ok(&format!("port check on {}", engine.host))?;
     Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// The DCS member's container (etcd or consul), as opposed to Patroni and the proxies.
+fn is_dcs(name: &str) -> bool {
+    name != PATRONI && !layout::PROXIES.contains(&name)
+}
+
+/// Running containers whose `live` files changed (HAProxy's member list): the new files are
+/// uploaded and the program reloads them on its signal, keeping the sessions it carries.
+async fn reload_live_files(plans: &[HostPlan<'_>], owner: (u64, u64)) -> Result<()> {
+    for plan in plans {
+        for (s, action) in &plan.items {
+            let Some(signal) = s.reload_signal.filter(|_| *action == Action::Keep) else {
+                continue;
+            };
+            let mut changed = Vec::new();
+            for f in s.files.iter().filter(|f| f.live) {
+                let current = docker::exec(&plan.engine.docker, s.name, &["cat", &f.path], None).await?;
+                if current.stdout != f.contents {
+                    changed.push(f.upload(owner));
+                }
+            }
+            if changed.is_empty() {
+                continue;
+            }
+            docker::upload(&plan.engine.docker, s.name, &changed).await?;
+            docker::signal(&plan.engine.docker, s.name, signal).await?;
+            output::step(format!(
+                "{}: `{}` configuration changed: reloaded ({signal})",
+                plan.host.name, s.name
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Creates/recreates/starts the containers `select` picks, host by host. Recreations of
@@ -339,7 +383,9 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
         (LABEL_CLUSTER.to_string(), scope.clone()),
         (LABEL_ROLE.to_string(), s.name.to_string()),
     ]);
-    docker::ensure_volume(docker, &s.volume, labels.clone()).await?;
+    if let Some(m) = &s.volume {
+        docker::ensure_volume(docker, &m.volume, labels.clone()).await?;
+    }
     let mut container_labels = labels;
     container_labels.insert(LABEL_CONFIG_HASH.into(), s.hash.clone());
     let is_patroni = s.name == PATRONI;
@@ -351,7 +397,8 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
         stop_timeout: is_patroni.then_some(60),
         host_config: Some(DockerHostConfig {
             network_mode: Some("host".into()),
-            binds: Some(vec![format!("{}:{}", s.volume, s.mount)]),
+            binds: s.volume.as_ref().map(|m| vec![format!("{}:{}", m.volume, m.target)]),
+            cap_add: (!s.cap_add.is_empty()).then(|| s.cap_add.iter().map(|c| c.to_string()).collect()),
             restart_policy: Some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 ..Default::default()
@@ -413,11 +460,11 @@ async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> Result<NewM
     let mut all_new = true;
     for p in plans {
         match p.items.iter().find(|(s, _)| s.name == PATRONI) {
-            Some((s, Action::Create)) => volumes.push((
-                p,
-                s.volume.clone(),
-                volume_system_id(p.engine, &cfg.hosts.cluster.image, &s.volume).await?,
-            )),
+            Some((s, Action::Create)) => {
+                let volume = s.volume.as_ref().expect("Patroni has a data volume").volume.clone();
+                let id = volume_system_id(p.engine, &cfg.hosts.cluster.image, &volume).await?;
+                volumes.push((p, volume, id))
+            }
             Some(_) => all_new = false,
             None => {}
         }

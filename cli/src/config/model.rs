@@ -17,6 +17,10 @@ pub struct HostsFile {
     /// bootstrapping (`pgctl migrate from-primary` sets it for the migration's run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby: Option<StandbyConfig>,
+    /// How applications reach the cluster: HAProxy, PgBouncer and the virtual IP, on the hosts
+    /// with roles `haproxy`, `pgbouncer` and `vip`.
+    #[serde(default)]
+    pub access: AccessConfig,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostConfig>,
 }
@@ -180,6 +184,42 @@ fn default_pg_port() -> u16 {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessConfig {
+    /// HAProxy's port 5001 (and 5003) stops routing to a replica this far behind (MiB).
+    pub replica_max_lag_mb: u64,
+    /// HAProxy's statistics page (HTTP, read-only).
+    pub haproxy_stats_port: u16,
+    pub pgbouncer_port: u16,
+    /// PgBouncer: `transaction` (default), `session` or `statement`.
+    pub pgbouncer_pool_mode: String,
+    /// Server connections per database and user.
+    pub pgbouncer_pool_size: u32,
+    pub pgbouncer_max_client_conn: u32,
+    /// The virtual IP the leader holds (role `vip`), with its prefix length: `10.0.0.100/24`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip: Option<String>,
+    /// The network interface the virtual IP goes on, on every `vip` host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vip_interface: Option<String>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            replica_max_lag_mb: 100,
+            haproxy_stats_port: 7000,
+            pgbouncer_port: 6432,
+            pgbouncer_pool_mode: "transaction".into(),
+            pgbouncer_pool_size: 20,
+            pgbouncer_max_client_conn: 1000,
+            vip: None,
+            vip_interface: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Registry host (e.g. `registry.gitlab.com`) used for login when hosts pull.
@@ -217,6 +257,12 @@ pub enum Role {
     ConsulClient,
     Etcd,
     Patroni,
+    /// HAProxy: ports 5000 (leader), 5001 (replicas), 5002 (sync standby), 5003 (async).
+    Haproxy,
+    /// PgBouncer in front of this host's HAProxy (needs role `haproxy` too).
+    Pgbouncer,
+    /// vip-manager: the virtual IP follows the leader (on Patroni hosts).
+    Vip,
 }
 
 impl std::fmt::Display for Role {
@@ -226,6 +272,9 @@ impl std::fmt::Display for Role {
             Role::ConsulClient => "consul-client",
             Role::Etcd => "etcd",
             Role::Patroni => "patroni",
+            Role::Haproxy => "haproxy",
+            Role::Pgbouncer => "pgbouncer",
+            Role::Vip => "vip",
         })
     }
 }
@@ -293,6 +342,10 @@ pub struct SecretsFile {
     pub postgres_ca_cert: Option<Secret>,
     #[serde(default)]
     pub postgres_ca_key: Option<Secret>,
+    /// PgBouncer's own login (role `pgbouncer`): it looks other users up through a
+    /// SECURITY DEFINER function, so no list of passwords is kept in a file.
+    #[serde(default)]
+    pub pgbouncer_password: Option<Secret>,
     #[serde(default)]
     pub s3: S3Secrets,
     #[serde(default)]

@@ -68,6 +68,7 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
         standby(s, cfg, &mut err);
     }
     hosts_list(cfg, base, &mut err);
+    access(cfg, &mut err);
 
     // Warnings: allowed, but a DBA should know.
     let dcs_role = match c.dcs {
@@ -98,6 +99,75 @@ pub fn hosts(cfg: &HostsFile, base: &Path) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// [access] and the roles that use it: PgBouncer sits in front of its host's HAProxy, the
+/// virtual IP goes to a Patroni host's interface.
+fn access(cfg: &HostsFile, err: &mut impl FnMut(String, String)) {
+    let a = &cfg.access;
+    if a.replica_max_lag_mb == 0 {
+        err("access.replica_max_lag_mb".into(), "must be at least 1 (MiB)".into());
+    }
+    if !["transaction", "session", "statement"].contains(&a.pgbouncer_pool_mode.as_str()) {
+        err(
+            "access.pgbouncer_pool_mode".into(),
+            format!("`{}`: allowed are transaction, session, statement", a.pgbouncer_pool_mode),
+        );
+    }
+    if a.pgbouncer_pool_size == 0 || a.pgbouncer_max_client_conn == 0 {
+        err(
+            "access".into(),
+            "pgbouncer_pool_size and pgbouncer_max_client_conn must be at least 1".into(),
+        );
+    }
+    let taken = [5000, 5001, 5002, 5003, 5432, 8008];
+    for (key, port) in [("haproxy_stats_port", a.haproxy_stats_port), ("pgbouncer_port", a.pgbouncer_port)] {
+        if taken.contains(&port) || port < 1024 {
+            err(
+                format!("access.{key}"),
+                format!("{port} is PostgreSQL's, Patroni's, HAProxy's or a privileged port: pick another"),
+            );
+        }
+    }
+    if a.haproxy_stats_port == a.pgbouncer_port {
+        err("access.pgbouncer_port".into(), "is the same as haproxy_stats_port".into());
+    }
+    let mut vip_hosts = 0;
+    for (i, h) in cfg.hosts.iter().enumerate() {
+        if h.has_role(Role::Pgbouncer) && !h.has_role(Role::Haproxy) {
+            err(
+                format!("host[{i}].roles"),
+                format!("`{}` has role `pgbouncer` without `haproxy`: PgBouncer sends its connections through the host's HAProxy (port 5000, always the leader); add `haproxy`", h.name),
+            );
+        }
+        if h.has_role(Role::Vip) {
+            vip_hosts += 1;
+            if !h.has_role(Role::Patroni) {
+                err(
+                    format!("host[{i}].roles"),
+                    format!(
+                        "`{}` has role `vip` without `patroni`: the virtual IP moves between the database hosts with the leader",
+                        h.name
+                    ),
+                );
+            }
+        }
+    }
+    match (&a.vip, &a.vip_interface) {
+        (Some(vip), _) if !vip.contains('/') || !is_cidr(vip) => err(
+            "access.vip".into(),
+            format!("`{vip}`: expected the address with its prefix length, such as 10.0.0.100/24"),
+        ),
+        (Some(_), None) => err(
+            "access.vip_interface".into(),
+            "missing: the interface the virtual IP goes on (e.g. eth0)".into(),
+        ),
+        (None, _) if vip_hosts > 0 => err(
+            "access.vip".into(),
+            "missing: hosts have role `vip`; set the virtual IP with its prefix length, such as 10.0.0.100/24".into(),
+        ),
+        _ => {}
+    }
 }
 
 fn standby(s: &StandbyConfig, cfg: &HostsFile, err: &mut impl FnMut(String, String)) {
@@ -240,7 +310,7 @@ fn hosts_list(cfg: &HostsFile, base: &Path, err: &mut impl FnMut(String, String)
         if h.roles.is_empty() {
             err(
                 key("roles"),
-                "no roles: allowed are consul-server, consul-client, etcd, patroni".into(),
+                "no roles: allowed are consul-server, consul-client, etcd, patroni, haproxy, pgbouncer, vip".into(),
             );
         }
         endpoint(h, base, &key, err);
@@ -358,6 +428,18 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
         let why = "missing: tls = true needs the CA of the members' certificates (`pgctl init --add-tls-ca` adds one)";
         required.push((set(&s.postgres_ca_cert), "postgres_ca_cert", why));
         required.push((set(&s.postgres_ca_key), "postgres_ca_key", why));
+    }
+    if hosts.hosts.iter().any(|h| h.has_role(Role::Pgbouncer)) {
+        required.push((
+            set(&s.pgbouncer_password),
+            "pgbouncer_password",
+            "missing: PgBouncer's own login (role `pgbouncer`); add a random ASCII password of 24+ characters, e.g. from `openssl rand -hex 16`",
+        ));
+        let why = "missing: PgBouncer serves TLS with a certificate from the cluster's CA (`pgctl init --add-tls-ca` adds one)";
+        if !hosts.cluster.tls {
+            required.push((set(&s.postgres_ca_cert), "postgres_ca_cert", why));
+            required.push((set(&s.postgres_ca_key), "postgres_ca_key", why));
+        }
     }
     if hosts.backup.is_some() {
         required.push((

@@ -357,6 +357,15 @@ pub async fn stop_and_remove(docker: &Docker, name: &str) -> Result<()> {
     remove_container(docker, name).await
 }
 
+/// Sends `signal` (e.g. SIGHUP) to the container's main process.
+pub async fn signal(docker: &Docker, name: &str, signal: &str) -> Result<()> {
+    let options = bollard::query_parameters::KillContainerOptions { signal: signal.into() };
+    docker
+        .kill_container(name, Some(options))
+        .await
+        .with_context(|| format!("sending {signal} to container {name}"))
+}
+
 pub async fn remove_container(docker: &Docker, name: &str) -> Result<()> {
     let options = RemoveContainerOptions {
         force: true,

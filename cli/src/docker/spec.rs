@@ -14,6 +14,8 @@ pub struct File {
     /// What the container's hash covers of this file, when not all of it (a part that only
     /// acts once, like Patroni's `bootstrap`, must not recreate running containers).
     pub hashed: Option<String>,
+    /// Reloaded in place when it changes (see `live`).
+    pub live: bool,
 }
 
 impl File {
@@ -23,7 +25,16 @@ impl File {
             contents,
             postgres_owned,
             hashed: None,
+            live: false,
         }
+    }
+
+    /// A file the running program re-reads on a signal (the container's `reload_signal`): not
+    /// in the hash, so a change is uploaded and reloaded instead of recreating the container.
+    pub fn live(mut self) -> File {
+        self.hashed = Some(String::new());
+        self.live = true;
+        self
     }
 
     /// The same file, with only `part` of it in the container's hash.
@@ -45,15 +56,26 @@ impl File {
     }
 }
 
+/// A named volume and where it is mounted.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub volume: String,
+    pub target: &'static str,
+}
+
 /// A container pgctl runs on a host.
 #[derive(Debug, Clone)]
 pub struct ContainerSpec {
-    /// Container name, also its role label: `patroni`, `etcd` or `consul`.
+    /// Container name, also its role label: `patroni`, `etcd`, `consul`, `haproxy`, ...
     pub name: &'static str,
     pub cmd: Vec<String>,
-    pub volume: String,
-    pub mount: &'static str,
+    /// The container's state; `None` for one that keeps none (a proxy).
+    pub volume: Option<Mount>,
     pub files: Vec<File>,
+    /// Linux capabilities beyond Docker's default set (vip-manager adds addresses).
+    pub cap_add: Vec<&'static str>,
+    /// The signal that makes the program re-read its `live` files.
+    pub reload_signal: Option<&'static str>,
     /// `name:address` entries for the container's /etc/hosts (an S3 endpoint without DNS).
     pub extra_hosts: Vec<String>,
     /// Hash of image, command, files, mounts and host entries: a different hash means recreate.
@@ -70,6 +92,33 @@ impl ContainerSpec {
         image_id: &str,
         extra_hosts: &[String],
     ) -> ContainerSpec {
+        let mount = Mount { volume, target: mount };
+        ContainerSpec::build(name, cmd, Some(mount), files, image_id, extra_hosts, &[], None)
+    }
+
+    /// A container without a volume (its state is its configuration): the proxies.
+    pub fn stateless(
+        name: &'static str,
+        cmd: &[&str],
+        files: Vec<File>,
+        image_id: &str,
+        cap_add: &[&'static str],
+        reload_signal: Option<&'static str>,
+    ) -> ContainerSpec {
+        ContainerSpec::build(name, cmd, None, files, image_id, &[], cap_add, reload_signal)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        name: &'static str,
+        cmd: &[&str],
+        volume: Option<Mount>,
+        files: Vec<File>,
+        image_id: &str,
+        extra_hosts: &[String],
+        cap_add: &[&'static str],
+        reload_signal: Option<&'static str>,
+    ) -> ContainerSpec {
         let mut h = Sha256::new();
         h.update(image_id.as_bytes());
         for entry in extra_hosts {
@@ -80,8 +129,14 @@ impl ContainerSpec {
             h.update(part.as_bytes());
             h.update([0]);
         }
-        h.update(volume.as_bytes());
-        h.update(mount.as_bytes());
+        if let Some(m) = &volume {
+            h.update(m.volume.as_bytes());
+            h.update(m.target.as_bytes());
+        }
+        for cap in cap_add {
+            h.update(cap.as_bytes());
+            h.update([0]);
+        }
         for f in &files {
             h.update(f.path.as_bytes());
             h.update(f.hashed.as_ref().unwrap_or(&f.contents).as_bytes());
@@ -90,8 +145,9 @@ impl ContainerSpec {
             name,
             cmd: cmd.iter().map(|s| s.to_string()).collect(),
             volume,
-            mount,
             files,
+            cap_add: cap_add.to_vec(),
+            reload_signal,
             extra_hosts: extra_hosts.to_vec(),
             hash: hex::encode(h.finalize())[..16].to_string(),
         }

@@ -1,4 +1,4 @@
-//! TLS for client connections to PostgreSQL (hosts.toml `[cluster] tls = true`): every member
+//! TLS for client connections to PostgreSQL and PgBouncer (hosts.toml `[cluster] tls = true`): every member
 //! gets a server certificate signed by the cluster's CA (secrets.toml `postgres_ca_cert` /
 //! `postgres_ca_key`) naming its address, its host name and the Consul service names, so a
 //! client with `sslmode=verify-full` can connect through any of them. The certificate is
@@ -24,16 +24,19 @@ pub fn ca(cfg: &Config) -> Result<Option<Ca>> {
     if !cfg.hosts.cluster.tls {
         return Ok(None);
     }
+    ca_from_secrets(cfg, "tls = true").map(Some)
+}
+
+/// The cluster's CA from secrets.toml; `needed_by` says what asked for it when it is missing.
+pub fn ca_from_secrets(cfg: &Config, needed_by: &str) -> Result<Ca> {
     let s = &cfg.secrets;
     let (Some(cert), Some(key)) = (&s.postgres_ca_cert, &s.postgres_ca_key) else {
         return Err(crate::error::usage(format!(
-            "{}: tls = true needs postgres_ca_cert and postgres_ca_key (`pgctl init --add-tls-ca` adds a fresh CA)",
+            "{}: {needed_by} needs postgres_ca_cert and postgres_ca_key (`pgctl init --add-tls-ca` adds a fresh CA)",
             cfg.secrets_path.display()
         )));
     };
-    Ca::load(cert.expose(), key.expose())
-        .with_context(|| format!("{}: postgres_ca_cert / postgres_ca_key", cfg.secrets_path.display()))
-        .map(Some)
+    Ca::load(cert.expose(), key.expose()).with_context(|| format!("{}: postgres_ca_cert / postgres_ca_key", cfg.secrets_path.display()))
 }
 
 /// The names a member's certificate carries: its address, its host name, and the Consul
@@ -51,14 +54,19 @@ pub fn names(cfg: &Config, host: &HostConfig) -> Vec<String> {
 /// The member's certificate, key and the CA certificate as container files; none without TLS.
 pub fn files(cfg: &Config, host: &HostConfig) -> Result<Vec<File>> {
     let Some(ca) = ca(cfg)? else { return Ok(vec![]) };
-    let names = names(cfg, host);
-    let issued = ca.issue_for_days(&host.name, &names, VALID_DAYS)?;
+    issued_files(&ca, &host.name, &names(cfg, host), [CERT, KEY, CA_CERT])
+}
+
+/// A certificate for `names` from `ca`, its key and the CA certificate, at `paths` (cert, key,
+/// CA), owned by postgres; hashed by what the certificate says, not by its bytes.
+pub fn issued_files(ca: &Ca, common_name: &str, names: &[String], paths: [&str; 3]) -> Result<Vec<File>> {
+    let issued = ca.issue_for_days(common_name, names, VALID_DAYS)?;
     let period = time::OffsetDateTime::now_utc().unix_timestamp() / (RENEW_DAYS * 86_400);
     let what = format!("{} ca {} period {period}", names.join(","), ca.fingerprint());
     Ok(vec![
-        File::new(CERT, issued.cert_pem, true).hashing_only(what.clone()),
-        File::new(KEY, issued.key_pem, true).hashing_only(what),
-        File::new(CA_CERT, ca.cert_pem.clone(), true),
+        File::new(paths[0], issued.cert_pem, true).hashing_only(what.clone()),
+        File::new(paths[1], issued.key_pem, true).hashing_only(what),
+        File::new(paths[2], ca.cert_pem.clone(), true),
     ])
 }
 
