@@ -263,37 +263,47 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         .as_ref()
         .and_then(|l| members.iter().find(|m| &m.name == l))
         .and_then(|m| engines.iter().find(|e| e.host == m.host));
-    let archiver = match leader_engine {
-        Some(e) if cfg.hosts.backup.is_some() => archiver(e).await.ok(),
-        _ => None,
+    // Everything else in one round: each is an exec on one host, independent of the others.
+    let archiver = async {
+        match leader_engine {
+            Some(e) if cfg.hosts.backup.is_some() => archiver(e).await.ok(),
+            _ => None,
+        }
     };
-    if let Some(leader_engine) = leader_engine {
-        if let Ok(rows) = member::psql(
-            leader_engine,
-            "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'",
-        )
-        .await
-        {
-            let streaming: Vec<&str> = rows.lines().collect();
-            for m in members.iter_mut().filter(|m| m.role != "leader") {
-                m.streaming = Some(streaming.contains(&m.name.as_str()));
-            }
+    let streaming = async {
+        match leader_engine {
+            Some(e) => member::psql(e, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+                .await
+                .ok(),
+            None => None,
+        }
+    };
+    let standby_lag = async {
+        match leader_engine {
+            Some(e) if standby => standby_lag(e).await.ok(),
+            _ => None,
+        }
+    };
+    let dcs = async {
+        match engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host)) {
+            Some(e) => crate::dcs::health(cfg, e).await.unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
+            None => "no DCS host reachable".into(),
+        }
+    };
+    let scheduled_backups = async {
+        match cfg.hosts.backup {
+            Some(_) => Some(scheduled_backups(engines, &hosts).await),
+            None => None,
+        }
+    };
+    let (archiver, streaming, standby_lag, dcs, scheduled_backups) =
+        tokio::join!(archiver, streaming, standby_lag, dcs, scheduled_backups);
+    if let Some(rows) = streaming {
+        let streaming: Vec<&str> = rows.lines().collect();
+        for m in members.iter_mut().filter(|m| m.role != "leader") {
+            m.streaming = Some(streaming.contains(&m.name.as_str()));
         }
     }
-    let standby_lag = match leader_engine {
-        Some(e) if standby => standby_lag(e).await.ok(),
-        _ => None,
-    };
-    let dcs_engine = engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host));
-    let dcs = match dcs_engine {
-        Some(e) => crate::dcs::health(cfg, e).await.unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
-        None => "no DCS host reachable".into(),
-    };
-    let scheduled_backups = if cfg.hosts.backup.is_some() {
-        Some(scheduled_backups(engines, &hosts).await)
-    } else {
-        None
-    };
     Ok(ClusterStatus {
         scope: cfg.hosts.cluster.name.clone(),
         leader,
