@@ -11,6 +11,17 @@ pub const PGBOUNCER: &str = "pgbouncer";
 pub const VIP_MANAGER: &str = "vip-manager";
 /// The containers through which applications reach the cluster (no state of their own).
 pub const PROXIES: [&str; 3] = [HAPROXY, PGBOUNCER, VIP_MANAGER];
+pub const POSTGRES_EXPORTER: &str = "postgres-exporter";
+pub const BACKUP_EXPORTER: &str = "backup-exporter";
+pub const PROMETHEUS: &str = "prometheus";
+pub const ALERTMANAGER: &str = "alertmanager";
+/// Monitoring: the exporter on each member, the rest on `monitoring` hosts.
+pub const MONITORING: [&str; 4] = [POSTGRES_EXPORTER, BACKUP_EXPORTER, PROMETHEUS, ALERTMANAGER];
+
+/// The DCS member's container, as opposed to Patroni, the proxies and monitoring.
+pub fn is_dcs(container: &str) -> bool {
+    container == ETCD || container == CONSUL
+}
 
 // ---- labels ----
 pub const LABEL_CLUSTER: &str = "io.pgctl.cluster";
@@ -77,6 +88,14 @@ pub const PGBOUNCER_TLS: [&str; 3] = [
     "/etc/pgctl/pgbouncer-tls/ca.crt",
 ];
 pub const VIP_MANAGER_CONFIG: &str = "/etc/pgctl/vip-manager.yml";
+pub const PROMETHEUS_CONFIG: &str = "/etc/pgctl/prometheus.yml";
+pub const ALERT_RULES: &str = "/etc/pgctl/alert-rules.yml";
+pub const ALERTMANAGER_CONFIG: &str = "/etc/pgctl/alertmanager.yml";
+pub const EXPORTER_QUERIES: &str = "/etc/pgctl/exporter-queries.yml";
+pub const MONITORING_PASSWORD_FILE: &str = "/etc/pgctl/monitoring-password";
+pub const CONSUL_METRICS_TOKEN: &str = "/etc/pgctl/consul-metrics.token";
+pub const BACKUP_EXPORTER_SCRIPT: &str = "/etc/pgctl/backup-exporter.py";
+pub const PROMETHEUS_DATA: &str = "/var/lib/prometheus";
 pub const IMAGE_MANIFEST: &str = "/etc/pgctl/manifest.json";
 /// The recovery script pgctl uploads into its throwaway recovery containers.
 pub const RECOVER_SCRIPT: &str = "/usr/local/lib/pgctl/recover.sh";
@@ -90,6 +109,9 @@ pub const CONSUL_DATA: &str = "/var/lib/consul";
 pub const PG_SOCKET_DIR: &str = "/var/run/postgresql";
 /// Outcomes of scheduled backups (JSON lines), on the data volume so they outlive containers.
 pub const SCHEDULED_BACKUPS: &str = "/var/lib/postgresql/data/pgctl-backups.jsonl";
+/// The data volume's size and used bytes (`df`), written every minute by the members' cron
+/// and read by monitoring through `pgctl.data_volume_usage()`.
+pub const VOLUME_USAGE: &str = "/var/lib/postgresql/data/pgctl-volume-usage";
 /// Present in a data volume while a restore fills it: such a volume is never started.
 pub const INCOMPLETE_MARKER: &str = "/var/lib/postgresql/data/pgctl-restore-incomplete";
 /// Patroni's replica method that builds a replica from a backup in S3 (uploaded, 0600).
@@ -105,6 +127,10 @@ pub const PATRONI_API_PORT: u16 = 8008;
 pub const ETCD_PORTS: [u16; 2] = [2379, 2380];
 /// Consul: server RPC, LAN and WAN gossip, HTTP API, DNS.
 pub const CONSUL_PORTS: [u16; 5] = [8300, 8301, 8302, 8500, 8600];
+pub const POSTGRES_EXPORTER_PORT: u16 = 9187;
+pub const BACKUP_EXPORTER_PORT: u16 = 9188;
+pub const PROMETHEUS_PORT: u16 = 9090;
+pub const ALERTMANAGER_PORT: u16 = 9093;
 /// HAProxy: the leader, replicas, the synchronous standby, asynchronous replicas.
 pub const HAPROXY_PORTS: [u16; 4] = [5000, 5001, 5002, 5003];
 

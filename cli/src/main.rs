@@ -15,6 +15,7 @@ mod lab;
 mod layout;
 mod member;
 mod migrate;
+mod monitor;
 mod nodes;
 mod output;
 mod pki;

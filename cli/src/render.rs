@@ -18,6 +18,23 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("haproxy.cfg.j2", include_str!("../../compose-templates/haproxy.cfg.j2")),
     ("pgbouncer.ini.j2", include_str!("../../compose-templates/pgbouncer.ini.j2")),
     ("vip-manager.yml.j2", include_str!("../../compose-templates/vip-manager.yml.j2")),
+    (
+        "monitoring/prometheus.yml.j2",
+        include_str!("../../compose-templates/monitoring/prometheus.yml.j2"),
+    ),
+    (
+        "monitoring/alert-rules.yml.j2",
+        include_str!("../../compose-templates/monitoring/alert-rules.yml.j2"),
+    ),
+    (
+        "monitoring/alertmanager.yml.j2",
+        include_str!("../../compose-templates/monitoring/alertmanager.yml.j2"),
+    ),
+    (
+        "monitoring/exporter-queries.yml.j2",
+        include_str!("../../compose-templates/monitoring/exporter-queries.yml.j2"),
+    ),
+    ("monitoring/Dockerfile.j2", include_str!("../../images/monitoring/Dockerfile.j2")),
     ("postgres/Dockerfile.j2", include_str!("../../images/postgres/Dockerfile.j2")),
     (
         "postgres/Dockerfile.labels.j2",
@@ -38,6 +55,10 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("patroni-api.py", include_str!("../../compose-templates/scripts/patroni-api.py")),
     ("port-check.py", include_str!("../../compose-templates/scripts/port-check.py")),
     ("consul-acl.py", include_str!("../../compose-templates/scripts/consul-acl.py")),
+    (
+        "backup-exporter.py",
+        include_str!("../../compose-templates/scripts/backup-exporter.py"),
+    ),
     (
         "replica-from-backup.sh",
         include_str!("../../compose-templates/scripts/replica-from-backup.sh"),

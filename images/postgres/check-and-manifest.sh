@@ -81,6 +81,8 @@ version pgbouncer pgbouncer --version
 pgbouncer=$VERSION
 version vip-manager vip-manager --version
 vip_manager=$VERSION
+version postgres_exporter prometheus-postgres-exporter --version
+postgres_exporter=$VERSION
 walg=""; consul=""
 if has walg; then version wal-g wal-g --version; walg=$VERSION; fi
 if has consul; then version consul consul version; consul=$VERSION; fi
@@ -150,6 +152,7 @@ cat <<JSON
   "haproxy": "$haproxy",
   "pgbouncer": "$pgbouncer",
   "vip-manager": "$vip_manager",
+  "postgres-exporter": "$postgres_exporter",
   "postgres-uid": "$(id -u postgres)",
   "postgres-gid": "$(id -g postgres)",
   "components": "$COMPONENTS"

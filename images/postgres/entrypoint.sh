@@ -10,7 +10,7 @@ done
 if [ "$(id -u)" = 0 ] && [ "${1:-}" = patroni ]; then
   chown postgres:postgres /var/lib/postgresql/data
   chmod 0700 /var/lib/postgresql/data
-  # The scheduler for backups runs as root and calls the backup engine as postgres.
+  # cron runs as root: scheduled backups (the engine runs as postgres) and the volume-usage probe.
   if [ -f /etc/pgctl/crontab ]; then crontab /etc/pgctl/crontab && cron; fi
   exec setpriv --reuid=postgres --regid=postgres --init-groups "$@"
 fi

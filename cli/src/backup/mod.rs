@@ -201,13 +201,11 @@ pub fn restore_command(cfg: &Config) -> Option<String> {
     Some(engine(cfg).archive_get(cfg).join(" "))
 }
 
-/// Root's crontab in every Patroni container: the full backup on the schedule from hosts.toml,
-/// run by `pgctl-scheduled-backup` (images/postgres/scheduled-backup.sh).
-pub fn crontab(cfg: &Config) -> Result<Option<File>> {
-    let Some(b) = backup_config(cfg) else { return Ok(None) };
-    let job = engine(cfg).scheduled_job(cfg, b.keep_full);
-    let contents = crate::render::render("crontab.j2", minijinja::context! { schedule => b.schedule, job })?;
-    Ok(Some(File::new(layout::CRONTAB, contents, false)))
+/// The scheduled full backup: hosts.toml's schedule and the job `pgctl-scheduled-backup`
+/// (images/postgres/scheduled-backup.sh) runs then; `None` without a [backup] section.
+pub fn scheduled_backup(cfg: &Config) -> Option<(String, String)> {
+    let b = backup_config(cfg)?;
+    Some((b.schedule.clone(), engine(cfg).scheduled_job(cfg, b.keep_full)))
 }
 
 /// Patroni's replica method from a backup (see replica-from-backup.sh), with a repository.

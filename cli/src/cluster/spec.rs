@@ -189,7 +189,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
             ],
             // The backup engine's configuration: the cluster archives with the read-write key.
             crate::backup::files(cfg, crate::backup::Access::ReadWrite)?,
-            crate::backup::crontab(cfg)?.into_iter().collect(),
+            vec![crontab(cfg)?],
             crate::backup::replica_script(cfg).into_iter().collect(),
             // A disaster-recovery standby: the primary's archive, read-only.
             crate::backup::elsewhere::standby_files(cfg)?,
@@ -209,7 +209,19 @@ pub fn containers(cfg: &Config, host: &HostConfig, image: &ImageFacts, data_volu
         ));
     }
     out.extend(crate::proxy::containers(cfg, host, image_id)?);
+    out.extend(crate::monitor::containers(cfg, host, image_id)?);
     Ok(out)
+}
+
+/// Root's crontab in every Patroni container: the scheduled full backup (with a [backup]
+/// section) and, every minute, the data volume's size and use for monitoring.
+fn crontab(cfg: &Config) -> Result<File> {
+    let (schedule, job) = crate::backup::scheduled_backup(cfg).unzip();
+    let contents = render(
+        "crontab.j2",
+        minijinja::context! { schedule, job, usage_file => crate::layout::VOLUME_USAGE, data => DATA_MOUNT },
+    )?;
+    Ok(File::new(crate::layout::CRONTAB, contents, false))
 }
 
 pub fn pgpass_escape(s: &str) -> String {
@@ -375,8 +387,15 @@ roles = ["CLIENT"]
             "a client host runs only the agent"
         );
         assert!(
-            specs[1].files.iter().all(|f| f.postgres_owned),
-            "Patroni's files belong to postgres"
+            specs[1].files.iter().all(|f| f.postgres_owned || f.path == crate::layout::CRONTAB),
+            "Patroni's files belong to postgres (root's crontab aside)"
+        );
+        let crontab = specs[1].files.iter().find(|f| f.path == crate::layout::CRONTAB).unwrap();
+        assert!(
+            crontab.contents.contains("df -B1 --output=size,used /var/lib/postgresql/data")
+                && !crontab.contents.contains("scheduled-backup"),
+            "without [backup]: only the volume probe\n{}",
+            crontab.contents
         );
     }
 

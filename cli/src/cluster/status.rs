@@ -99,6 +99,9 @@ pub struct ClusterStatus {
     pub dcs: String,
     pub archiver: Option<Archiver>,
     pub scheduled_backups: Option<ScheduledBackups>,
+    /// With monitoring: the alerts Alertmanager holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<crate::monitor::alerts::Alerts>,
 }
 
 impl ClusterStatus {
@@ -296,8 +299,9 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
             None => None,
         }
     };
-    let (archiver, streaming, standby_lag, dcs, scheduled_backups) =
-        tokio::join!(archiver, streaming, standby_lag, dcs, scheduled_backups);
+    let alerts = crate::monitor::alerts::read(cfg, engines);
+    let (archiver, streaming, standby_lag, dcs, scheduled_backups, alerts) =
+        tokio::join!(archiver, streaming, standby_lag, dcs, scheduled_backups, alerts);
     if let Some(rows) = streaming {
         let streaming: Vec<&str> = rows.lines().collect();
         for m in members.iter_mut().filter(|m| m.role != "leader") {
@@ -316,6 +320,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         dcs,
         archiver,
         scheduled_backups,
+        alerts,
     })
 }
 

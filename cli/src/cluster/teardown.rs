@@ -3,15 +3,15 @@
 
 use crate::config::Config;
 use crate::docker::{self, Engine};
-use crate::layout::{CONSUL, ETCD, LABEL_CLUSTER, PATRONI, PROXIES};
+use crate::layout::{CONSUL, ETCD, LABEL_CLUSTER, MONITORING, PATRONI, PROXIES};
 use anyhow::Result;
 use futures_util::future::join_all;
 use std::collections::HashMap;
 
-/// Stops the proxies (no new sessions), Patroni on replicas first, then the leader, then the
+/// Stops the proxies (no new sessions) and monitoring, Patroni on replicas first, then the leader, then the
 /// DCS. Containers and volumes stay.
 pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
-    let mut done = stop_all(engines, &PROXIES).await?;
+    let mut done = stop_all(engines, &[&PROXIES[..], &MONITORING[..]].concat()).await?;
     done.extend(stop_patroni(cfg, engines).await?);
     done.extend(stop_all(engines, &[ETCD, CONSUL]).await?);
     Ok(done)

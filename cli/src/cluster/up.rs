@@ -101,6 +101,8 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let image_id = ensure_image(cfg, &engines, &targets).await?;
     let manifest = crate::image::manifest(&engines[0], &cfg.hosts.cluster.image).await?;
     let image = spec::ImageFacts::from_manifest(&image_id, &manifest);
+    let target_engines: Vec<&Engine> = targets.iter().map(|h| by_host[h.name.as_str()]).collect();
+    crate::monitor::ensure_images(cfg, &target_engines, &image_id).await?;
     super::extensions::check_image(cfg, &image)?;
     let owner = crate::image::postgres_owner(&manifest, &cfg.hosts.cluster.image)?;
     if cfg.hosts.cluster.dcs == crate::config::Dcs::Consul && manifest.get("consul").is_none_or(String::is_empty) {
@@ -133,7 +135,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     }
 
     // The DCS first, on every host that has a member of it.
-    converge(cfg, &plans, owner, |s| is_dcs(s.name), &[]).await?;
+    converge(cfg, &plans, owner, |s| layout::is_dcs(s.name), &[]).await?;
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
     let dcs_state = dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?;
     output::step(&dcs_state);
@@ -154,8 +156,8 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     // Patroni: replicas before the leader when containers must be recreated.
     let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
     converge(cfg, &plans, owner, |s| s.name == PATRONI, &leader.into_iter().collect::<Vec<_>>()).await?;
-    // How applications reach the members: HAProxy, PgBouncer, the virtual IP.
-    converge(cfg, &plans, owner, |s| layout::PROXIES.contains(&s.name), &[]).await?;
+    // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.
+    converge(cfg, &plans, owner, |s| is_access_or_monitoring(s.name), &[]).await?;
     reload_live_files(&plans, owner).await?;
 
     let status = wait_healthy(cfg, &engines, opts).await?;
@@ -167,6 +169,9 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
             output::step(line);
         }
         if let Some(line) = crate::proxy::pgbouncer::ensure_database_objects(cfg, leader).await? {
+            output::step(line);
+        }
+        if let Some(line) = crate::monitor::ensure_database_objects(cfg, leader).await? {
             output::step(line);
         }
     }
@@ -248,6 +253,8 @@ pub(crate) async fn plan_host<'a>(
             Err(e) if docker::is_not_found(&e) => {
                 if layout::PROXIES.contains(&s.name) {
                     need_ports.extend(crate::proxy::ports(cfg, s.name));
+                } else if layout::MONITORING.contains(&s.name) {
+                    need_ports.extend(crate::monitor::ports(s.name));
                 } else {
                     need_ports.extend_from_slice(layout::ports(s.name));
                 }
@@ -284,9 +291,8 @@ async fn busy_ports(engine: &Engine, image: &str, ports: &[u16]) -> Result<Vec<u
     Ok(out.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
-/// The DCS member's container (etcd or consul), as opposed to Patroni and the proxies.
-fn is_dcs(name: &str) -> bool {
-    name != PATRONI && !layout::PROXIES.contains(&name)
+fn is_access_or_monitoring(name: &str) -> bool {
+    layout::PROXIES.contains(&name) || layout::MONITORING.contains(&name)
 }
 
 /// Running containers whose `live` files changed (HAProxy's member list): the new files are
@@ -390,7 +396,7 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
     container_labels.insert(LABEL_CONFIG_HASH.into(), s.hash.clone());
     let is_patroni = s.name == PATRONI;
     let body = ContainerCreateBody {
-        image: Some(cfg.hosts.cluster.image.clone()),
+        image: Some(s.image.clone().unwrap_or_else(|| cfg.hosts.cluster.image.clone())),
         cmd: Some(s.cmd.clone()),
         labels: Some(container_labels),
         // PostgreSQL needs time for a clean shutdown checkpoint.

@@ -129,6 +129,17 @@ pub fn status_text(s: &ClusterStatus) -> String {
         };
         extra.push_str(&format!("\nBackups: {last}{failed}"));
     }
+    match &s.alerts {
+        Some(a) if a.error.is_some() => extra.push_str(&format!("\nAlerts: unknown ({})", a.error.as_deref().unwrap_or_default())),
+        Some(a) if a.active.is_empty() => extra.push_str("\nAlerts: none active"),
+        Some(a) => {
+            extra.push_str(&format!("\nAlerts: {} ACTIVE", a.active.len()));
+            for a in &a.active {
+                extra.push_str(&format!("\n  {} [{}] since {}: {}", a.name, a.severity, a.since, a.summary));
+            }
+        }
+        None => {}
+    }
     format!(
         "cluster {} — leader: {}{}\nDCS: {}{extra}\n{table}",
         s.scope,
@@ -178,6 +189,7 @@ mod tests {
             dcs: "etcd: 3 member(s) healthy".into(),
             archiver: Some(archiver),
             scheduled_backups: None,
+            alerts: None,
         }
     }
 

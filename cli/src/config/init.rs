@@ -85,6 +85,7 @@ pub struct SecretsTemplate {
     pub consul_patroni_token: String,
     pub backup_encryption_key: String,
     pub pgbouncer_password: String,
+    pub monitoring_password: String,
     /// The CA of the members' PostgreSQL server certificates (PEM).
     pub postgres_ca_cert: String,
     pub postgres_ca_key: String,
@@ -109,6 +110,7 @@ impl SecretsTemplate {
             consul_patroni_token: token_uuid(),
             backup_encryption_key: password(),
             pgbouncer_password: password(),
+            monitoring_password: password(),
             postgres_ca_cert: ca.cert_pem,
             postgres_ca_key: ca.key_pem,
             s3_access_key_id: String::new(),

@@ -21,6 +21,9 @@ pub struct HostsFile {
     /// with roles `haproxy`, `pgbouncer` and `vip`.
     #[serde(default)]
     pub access: AccessConfig,
+    /// Prometheus and Alertmanager on the hosts with role `monitoring`.
+    #[serde(default)]
+    pub monitoring: MonitoringConfig,
     #[serde(rename = "host", default)]
     pub hosts: Vec<HostConfig>,
 }
@@ -220,6 +223,35 @@ impl Default for AccessConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// How often Prometheus scrapes and evaluates its rules (a Prometheus duration).
+    pub scrape_interval: String,
+    /// WAL archiving failing (or stuck with WAL waiting) this long fires an alert.
+    pub archive_alert_after: String,
+    /// A member (or the leader) missing this long fires an alert.
+    pub member_down_after: String,
+    /// The newest full backup in S3 older than this fires an alert (a daily schedule: 26 h).
+    pub backup_max_age_hours: u32,
+    /// Alertmanager posts alerts here (a webhook receiver); without it they are only shown
+    /// (`pgctl status`, Alertmanager's page).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            scrape_interval: "15s".into(),
+            archive_alert_after: "5m".into(),
+            member_down_after: "1m".into(),
+            backup_max_age_hours: 26,
+            webhook_url: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// Registry host (e.g. `registry.gitlab.com`) used for login when hosts pull.
@@ -263,6 +295,8 @@ pub enum Role {
     Pgbouncer,
     /// vip-manager: the virtual IP follows the leader (on Patroni hosts).
     Vip,
+    /// Prometheus + Alertmanager (postgres_exporter then runs on every Patroni host).
+    Monitoring,
 }
 
 impl std::fmt::Display for Role {
@@ -275,6 +309,7 @@ impl std::fmt::Display for Role {
             Role::Haproxy => "haproxy",
             Role::Pgbouncer => "pgbouncer",
             Role::Vip => "vip",
+            Role::Monitoring => "monitoring",
         })
     }
 }
@@ -346,6 +381,9 @@ pub struct SecretsFile {
     /// SECURITY DEFINER function, so no list of passwords is kept in a file.
     #[serde(default)]
     pub pgbouncer_password: Option<Secret>,
+    /// postgres_exporter's login (role `monitoring`): member of pg_monitor, nothing more.
+    #[serde(default)]
+    pub monitoring_password: Option<Secret>,
     #[serde(default)]
     pub s3: S3Secrets,
     #[serde(default)]

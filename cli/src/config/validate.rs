@@ -132,6 +132,30 @@ fn access(cfg: &HostsFile, err: &mut impl FnMut(String, String)) {
     if a.haproxy_stats_port == a.pgbouncer_port {
         err("access.pgbouncer_port".into(), "is the same as haproxy_stats_port".into());
     }
+    let m = &cfg.monitoring;
+    for (key, value) in [
+        ("scrape_interval", &m.scrape_interval),
+        ("archive_alert_after", &m.archive_alert_after),
+        ("member_down_after", &m.member_down_after),
+    ] {
+        if !is_prometheus_duration(value) {
+            err(
+                format!("monitoring.{key}"),
+                format!("`{value}` is not a duration such as 30s, 5m or 1h"),
+            );
+        }
+    }
+    if m.backup_max_age_hours == 0 {
+        err("monitoring.backup_max_age_hours".into(), "must be at least 1".into());
+    }
+    if let Some(url) = &m.webhook_url {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            err(
+                "monitoring.webhook_url".into(),
+                format!("`{url}`: expected an http:// or https:// URL"),
+            );
+        }
+    }
     let mut vip_hosts = 0;
     for (i, h) in cfg.hosts.iter().enumerate() {
         if h.has_role(Role::Pgbouncer) && !h.has_role(Role::Haproxy) {
@@ -310,7 +334,7 @@ fn hosts_list(cfg: &HostsFile, base: &Path, err: &mut impl FnMut(String, String)
         if h.roles.is_empty() {
             err(
                 key("roles"),
-                "no roles: allowed are consul-server, consul-client, etcd, patroni, haproxy, pgbouncer, vip".into(),
+                "no roles: allowed are consul-server, consul-client, etcd, patroni, haproxy, pgbouncer, vip, monitoring".into(),
             );
         }
         endpoint(h, base, &key, err);
@@ -441,6 +465,13 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
             required.push((set(&s.postgres_ca_key), "postgres_ca_key", why));
         }
     }
+    if hosts.hosts.iter().any(|h| h.has_role(Role::Monitoring)) {
+        required.push((
+            set(&s.monitoring_password),
+            "monitoring_password",
+            "missing: postgres_exporter's login (role `monitoring`); add a random ASCII password of 24+ characters, e.g. from `openssl rand -hex 16`",
+        ));
+    }
     if hosts.backup.is_some() {
         required.push((
             set(&s.s3.access_key_id),
@@ -567,6 +598,13 @@ pub(super) fn is_uuid(s: &str) -> bool {
 }
 
 /// `address/prefix` with an IPv4 or IPv6 address and a prefix length that fits it.
+/// `30s`, `5m`, `1h`: a number and one unit, as Prometheus and Alertmanager read it.
+fn is_prometheus_duration(text: &str) -> bool {
+    let Some(unit) = text.chars().last() else { return false };
+    let number = &text[..text.len() - unit.len_utf8()];
+    "smhd".contains(unit) && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) && number != "0"
+}
+
 fn is_cidr(text: &str) -> bool {
     let Some((addr, len)) = text.split_once('/') else { return false };
     match (addr.parse::<std::net::IpAddr>(), len.parse::<u8>()) {

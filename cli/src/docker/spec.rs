@@ -76,6 +76,8 @@ pub struct ContainerSpec {
     pub cap_add: Vec<&'static str>,
     /// The signal that makes the program re-read its `live` files.
     pub reload_signal: Option<&'static str>,
+    /// The image to run when not the cluster's (the monitoring image).
+    pub image: Option<String>,
     /// `name:address` entries for the container's /etc/hosts (an S3 endpoint without DNS).
     pub extra_hosts: Vec<String>,
     /// Hash of image, command, files, mounts and host entries: a different hash means recreate.
@@ -106,6 +108,28 @@ impl ContainerSpec {
         reload_signal: Option<&'static str>,
     ) -> ContainerSpec {
         ContainerSpec::build(name, cmd, None, files, image_id, &[], cap_add, reload_signal)
+    }
+
+    /// The same container from image `tag` (its content already in the hash's image id).
+    pub fn running(mut self, tag: &str) -> ContainerSpec {
+        self.image = Some(tag.to_string());
+        self
+    }
+
+    /// The program re-reads its `live` files on `signal`.
+    pub fn reloaded_by(mut self, signal: &'static str) -> ContainerSpec {
+        self.reload_signal = Some(signal);
+        self
+    }
+
+    /// The same container with `extra_hosts` entries (hashed).
+    pub fn with_extra_hosts(mut self, extra_hosts: &[String]) -> ContainerSpec {
+        let mut h = Sha256::new();
+        h.update(self.hash.as_bytes());
+        h.update(extra_hosts.join("\0").as_bytes());
+        self.hash = hex::encode(h.finalize())[..16].to_string();
+        self.extra_hosts = extra_hosts.to_vec();
+        self
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -148,6 +172,7 @@ impl ContainerSpec {
             files,
             cap_add: cap_add.to_vec(),
             reload_signal,
+            image: None,
             extra_hosts: extra_hosts.to_vec(),
             hash: hex::encode(h.finalize())[..16].to_string(),
         }

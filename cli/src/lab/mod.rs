@@ -207,6 +207,7 @@ fn load_or_create_secrets(spec: &LabSpec) -> Result<SecretsTemplate> {
             consul_patroni_token: or_new(&s.consul_patroni_token, fresh.consul_patroni_token),
             backup_encryption_key: get(&s.backup_encryption_key),
             pgbouncer_password: or_new(&s.pgbouncer_password, fresh.pgbouncer_password),
+            monitoring_password: or_new(&s.monitoring_password, fresh.monitoring_password),
             postgres_ca_cert: or_new(&s.postgres_ca_cert, fresh.postgres_ca_cert),
             postgres_ca_key: or_new(&s.postgres_ca_key, fresh.postgres_ca_key),
             s3_access_key_id: get(&s.s3.access_key_id),

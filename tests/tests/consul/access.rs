@@ -135,10 +135,7 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
     // goes to 1 MiB: hosts.toml changes, HAProxy reloads (no container recreated).
     lab.edit_hosts(&[("replica_max_lag_mb = 100", "replica_max_lag_mb = 1")])?;
     let reloaded = lab.pgctl_ok(&["up"])?.stderr;
-    assert!(
-        reloaded.contains("`haproxy` configuration changed: reloaded"),
-        "{reloaded}"
-    );
+    assert!(reloaded.contains("`haproxy` configuration changed: reloaded"), "{reloaded}");
     assert!(!reloaded.contains("creating"), "{reloaded}");
     let lagging = asynchronous.clone();
     let lagging_address = lab.address(&lagging);
@@ -168,9 +165,10 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
 
     // on-marked-down shutdown-sessions: when HAProxy marks the leader down (here: its REST API
     // unreachable from the application host, PostgreSQL untouched), a session through 5000 is
-    // cut at once instead of lingering on a server that may no longer be the leader.
+    // cut at once instead of lingering on a server that may no longer be the leader. (The
+    // backend checks its client every second, so the cut shows in pg_stat_activity.)
     let pw = format!("PGPASSWORD={superuser}");
-    let conninfo = "host=127.0.0.1 port=5000 dbname=postgres user=postgres sslmode=require application_name=held";
+    let conninfo = "host=127.0.0.1 port=5000 dbname=postgres user=postgres sslmode=require application_name=held options='-c client_connection_check_interval=1000'";
     lab.docker(
         &app,
         &[
