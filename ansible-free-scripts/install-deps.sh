@@ -19,6 +19,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 # test.sh checks every shell script with shellcheck; demo.sh reads pgctl's JSON with jq.
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v jq >/dev/null 2>&1 || need+=(jq)
+# The e2e tests check `pgctl compose export` files with docker-compose and run one.
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive

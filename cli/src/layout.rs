@@ -88,6 +88,9 @@ pub const PGBOUNCER_TLS: [&str; 3] = [
     "/etc/pgctl/pgbouncer-tls/ca.crt",
 ];
 pub const VIP_MANAGER_CONFIG: &str = "/etc/pgctl/vip-manager.yml";
+/// The virtual-IP follower for Consul clusters and its settings.
+pub const VIP_FOLLOW_SCRIPT: &str = "/etc/pgctl/vip-follow.py";
+pub const VIP_FOLLOW_CONFIG: &str = "/etc/pgctl/vip-follow.json";
 pub const PROMETHEUS_CONFIG: &str = "/etc/pgctl/prometheus.yml";
 pub const ALERT_RULES: &str = "/etc/pgctl/alert-rules.yml";
 pub const ALERTMANAGER_CONFIG: &str = "/etc/pgctl/alertmanager.yml";

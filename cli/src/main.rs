@@ -6,6 +6,7 @@
 mod backup;
 mod cluster;
 mod commands;
+mod compose;
 mod config;
 mod dcs;
 mod docker;

@@ -15,6 +15,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("pgbackrest.conf.j2", include_str!("../../compose-templates/pgbackrest.conf.j2")),
     ("walg.json.j2", include_str!("../../compose-templates/walg.json.j2")),
     ("crontab.j2", include_str!("../../compose-templates/crontab.j2")),
+    (
+        "docker-compose.yml.j2",
+        include_str!("../../compose-templates/docker-compose.yml.j2"),
+    ),
     ("haproxy.cfg.j2", include_str!("../../compose-templates/haproxy.cfg.j2")),
     ("pgbouncer.ini.j2", include_str!("../../compose-templates/pgbouncer.ini.j2")),
     ("vip-manager.yml.j2", include_str!("../../compose-templates/vip-manager.yml.j2")),
@@ -59,6 +63,7 @@ const SCRIPTS: &[(&str, &str)] = &[
         "backup-exporter.py",
         include_str!("../../compose-templates/scripts/backup-exporter.py"),
     ),
+    ("vip-follow.py", include_str!("../../compose-templates/scripts/vip-follow.py")),
     (
         "replica-from-backup.sh",
         include_str!("../../compose-templates/scripts/replica-from-backup.sh"),

@@ -5,7 +5,7 @@
 //! it reports itself skipped. The same running cluster then serves the day-2 scenarios of
 //! `consul/day2.rs` (`pgctl config`, `restart --pending`, `pgctl user`, TLS for clients) and
 //! of `consul/access.rs` (HAProxy, PgBouncer, the virtual IP) and `consul/monitoring.rs`
-//! (Prometheus, Alertmanager, alerts from real outages).
+//! (Prometheus, Alertmanager, alerts from real outages) and `consul/compose.rs` (compose export).
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 #[path = "consul/access.rs"]
 mod access;
+#[path = "consul/compose.rs"]
+mod compose;
 #[path = "consul/day2.rs"]
 mod day2;
 #[path = "consul/monitoring.rs"]
@@ -61,6 +63,21 @@ fn consul_cluster_end_to_end() -> Result<()> {
     if wanted("monitoring") {
         monitoring::alerts_from_real_outages(&lab)?;
     }
+    if wanted("compose") {
+        compose::exported_host_rejoins(&lab)?;
+    }
+    // How long `pgctl status` takes on this lab (3 members, an application host, monitoring).
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let started = Instant::now();
+            lab.pgctl_ok(&["status"]).map(|_| started.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    report(&format!(
+        "MEASURED: pgctl status on 4 hosts: median {:.2} s (min {:.2}, max {:.2}) of 5",
+        times[2], times[0], times[4]
+    ));
     lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     Ok(())
 }

@@ -6,6 +6,7 @@ mod backup;
 mod check;
 mod cluster;
 mod completions;
+mod compose;
 mod config;
 mod image;
 mod init;
@@ -108,6 +109,9 @@ enum Command {
     /// Configuration files pgctl renders for the hosts
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// docker-compose files for teams that keep their deployment in git
+    #[command(subcommand)]
+    Compose(compose::ComposeCommand),
     /// Build, deliver and list the database image
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -203,6 +207,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(a) => restore::run(a, &ctx).await,
         Command::Upgrade(a) => upgrade::run(a, &ctx).await,
         Command::User(c) => user::run(c, &ctx).await,
+        Command::Compose(c) => compose::run(c, &ctx).await,
         Command::Config(c) => config::run(c, &ctx).await,
         Command::Image(c) => image::run(c, &ctx).await,
         Command::Lab(c) => lab::run(c, &ctx).await,

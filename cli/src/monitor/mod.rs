@@ -172,6 +172,7 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec
 
 /// postgres_exporter as `pgctl_monitor` (pg_monitor only) over loopback, with pgctl's queries.
 /// The DSN names the password file; the password is never in the environment or command line.
+/// Plain text on loopback only (its driver, lib/pq, has no `prefer`; pg_hba allows scram there).
 fn postgres_exporter(cfg: &Config, image_id: &str) -> Result<ContainerSpec> {
     let password = cfg.secrets.monitoring_password.as_ref().with_context(|| {
         format!(
@@ -190,7 +191,7 @@ fn postgres_exporter(cfg: &Config, image_id: &str) -> Result<ContainerSpec> {
             "--regid=postgres",
             "--init-groups",
             "env",
-            "DATA_SOURCE_URI=127.0.0.1:5432/postgres?sslmode=prefer",
+            "DATA_SOURCE_URI=127.0.0.1:5432/postgres?sslmode=disable",
             "DATA_SOURCE_USER=pgctl_monitor",
             &pass_file,
             "prometheus-postgres-exporter",
@@ -265,7 +266,7 @@ CREATE SCHEMA IF NOT EXISTS pgctl AUTHORIZATION postgres;
 CREATE OR REPLACE FUNCTION pgctl.data_volume_usage(OUT size_bytes bigint, OUT used_bytes bigint)
   LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog AS
 $$ SELECT split_part(u, ' ', 1)::bigint, split_part(u, ' ', 2)::bigint
-   FROM (SELECT regexp_replace(btrim(pg_read_file('{usage}', true), E' \\n'), ' +', ' ', 'g') AS u) f
+   FROM (SELECT regexp_replace(btrim(pg_read_file('{usage}', 0, 200, true), E' \\n'), ' +', ' ', 'g') AS u) f
    WHERE u <> '' $$;
 REVOKE ALL ON FUNCTION pgctl.data_volume_usage() FROM PUBLIC;
 GRANT USAGE ON SCHEMA pgctl TO pgctl_monitor;

@@ -1,11 +1,13 @@
-//! The virtual IP (role `vip`, `[access] vip` and `vip_interface`): vip-manager on each
-//! database host polls the leader key in the DCS and holds the address on the interface only
-//! while the key names this host's member, so the address moves with the leader. It needs
-//! NET_ADMIN (add/remove the address) and NET_RAW (gratuitous ARP so neighbours learn the move).
+//! The virtual IP (role `vip`, `[access] vip` and `vip_interface`): on each database host a
+//! watcher polls the leader key in the DCS and holds the address on the interface only while
+//! the key names this host's member, so the address moves with the leader. With etcd that is
+//! vip-manager; with Consul it is pgctl's `vip-follow.py` (same key, same behaviour), because
+//! Debian's vip-manager is built without Consul (Debian #1017982) and no other build can be had.
+//! Both need NET_ADMIN (add/remove the address) and NET_RAW (gratuitous ARP).
 
 use crate::config::{Config, Dcs, HostConfig, Role};
 use crate::docker::spec::{ContainerSpec, File};
-use crate::layout::{CONSUL_PORTS, ETCD_PORTS, VIP_MANAGER, VIP_MANAGER_CONFIG};
+use crate::layout::{CONSUL_PORTS, ETCD_PORTS, VIP_FOLLOW_CONFIG, VIP_FOLLOW_SCRIPT, VIP_MANAGER, VIP_MANAGER_CONFIG};
 use crate::render::render;
 use anyhow::{Context, Result};
 
@@ -58,15 +60,47 @@ pub fn config(cfg: &Config, host: &HostConfig) -> Result<Option<String>> {
 
 pub fn container(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Option<ContainerSpec>> {
     let Some(text) = config(cfg, host)? else { return Ok(None) };
+    let caps = ["NET_ADMIN", "NET_RAW"];
+    if cfg.hosts.cluster.dcs == Dcs::Consul {
+        let files = vec![
+            File::new(VIP_FOLLOW_SCRIPT, crate::render::script("vip-follow.py").into(), false),
+            File::new(VIP_FOLLOW_CONFIG, follow_config(cfg, host)?, false),
+        ];
+        return Ok(Some(ContainerSpec::stateless(
+            VIP_MANAGER,
+            &["python3", VIP_FOLLOW_SCRIPT, VIP_FOLLOW_CONFIG],
+            files,
+            image_id,
+            &caps,
+            None,
+        )));
+    }
     let arg = format!("--config={VIP_MANAGER_CONFIG}");
     Ok(Some(ContainerSpec::stateless(
         VIP_MANAGER,
         &["vip-manager", &arg],
         vec![File::new(VIP_MANAGER_CONFIG, text, false)],
         image_id,
-        &["NET_ADMIN", "NET_RAW"],
+        &caps,
         None,
     )))
+}
+
+/// vip-follow.py's settings (Consul): the same key, member and address vip-manager would use.
+fn follow_config(cfg: &Config, host: &HostConfig) -> Result<String> {
+    let a = &cfg.hosts.access;
+    let vip = a.vip.as_deref().unwrap_or_default();
+    let (ip, prefix) = vip.split_once('/').unwrap_or((vip, "32"));
+    Ok(serde_json::json!({
+        "consul": format!("http://127.0.0.1:{}", CONSUL_PORTS[3]),
+        "token": cfg.secrets.consul_patroni_token.as_ref().map(|t| t.expose()).unwrap_or_default(),
+        "key": format!("service/{}/leader", cfg.hosts.cluster.name),
+        "member": host.name,
+        "ip": ip,
+        "prefix": prefix.parse::<u8>().with_context(|| format!("[access] vip `{vip}`: the prefix length"))?,
+        "interface": a.vip_interface.as_deref().unwrap_or("eth0"),
+    })
+    .to_string())
 }
 
 #[cfg(test)]
@@ -99,6 +133,16 @@ mod tests {
             }
             let spec = container(&cfg, cfg.host("pg2").unwrap(), "x").unwrap().unwrap();
             assert_eq!(spec.cap_add, vec!["NET_ADMIN", "NET_RAW"]);
+            if dcs == "consul" {
+                // Debian's vip-manager has no Consul: pgctl's follower watches the same key.
+                assert_eq!(spec.cmd[1], VIP_FOLLOW_SCRIPT);
+                let c: serde_json::Value = serde_json::from_str(&spec.files[1].contents).unwrap();
+                assert_eq!(c["key"], "service/main/leader");
+                assert_eq!(c["member"], "pg2");
+                assert_eq!(c["prefix"], 24);
+            } else {
+                assert_eq!(spec.cmd[0], "vip-manager");
+            }
             assert!(container(&cfg, cfg.host("app1").unwrap(), "x").unwrap().is_none());
         }
     }
