@@ -176,7 +176,7 @@ fn consul_itself(lab: &Lab, app: &str) -> Result<()> {
     // master.lab.service.consul is the leader, before a switchover and, within seconds, after.
     let other = app;
     wait_for_dns(
-        &lab,
+        lab,
         &other,
         "master.lab.service.consul",
         &lab.address(&leader),
@@ -187,7 +187,7 @@ fn consul_itself(lab: &Lab, app: &str) -> Result<()> {
     let new_leader = lab.leader()?;
     assert_ne!(new_leader, leader, "the switchover moved the leader");
     wait_for_dns(
-        &lab,
+        lab,
         &other,
         "master.lab.service.consul",
         &lab.address(&new_leader),
@@ -198,7 +198,7 @@ fn consul_itself(lab: &Lab, app: &str) -> Result<()> {
         switched.elapsed().as_secs_f64()
     ));
     wait_for_dns(
-        &lab,
+        lab,
         &other,
         "replica.lab.service.consul",
         &lab.address(&leader),
