@@ -800,6 +800,69 @@ impl Lab {
         Ok(writes.acked.iter().copied().filter(|id| !present.contains(id)).collect())
     }
 
+    /// A free address for a virtual IP on the lab network (.100 of its /24).
+    pub fn vip_address(&self) -> String {
+        let (_, a) = self.hosts().into_iter().next().expect("a database host");
+        format!("{}.100", a.rsplit_once('.').expect("an IPv4 address").0)
+    }
+
+    /// Database hosts whose eth0 carries `ip` (looked at in each lab host's network namespace).
+    pub fn vip_holders(&self, ip: &str) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for (h, _) in self.hosts() {
+            let addrs = docker_local(&["exec", &self.container(&h), "ip", "-4", "-o", "addr", "show", "dev", "eth0"])?;
+            if addrs.split_whitespace().any(|w| w.split('/').next() == Some(ip)) {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Gives the database hosts role `vip` with `ip`/24 on eth0 and runs `up`; then checks the
+    /// address is on the leader's host only, switches over, and follows the address until it is
+    /// on the new leader's host only, looking at every host all the while. Returns how long the
+    /// move took after the switchover returned; fails if two hosts ever held it at once.
+    pub fn vip_follows_the_leader(&self, ip: &str) -> Result<Duration> {
+        let text = std::fs::read_to_string(self.hosts_toml())?;
+        let mut edits: Vec<(String, String)> = text
+            .lines()
+            .filter(|l| l.starts_with("roles = [") && l.contains("\"patroni\""))
+            .map(|l| (l.to_string(), l.replace("\"patroni\"", "\"patroni\", \"vip\"")))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        edits.push(("# vip = \"10.0.0.100/24\"".into(), format!("vip = \"{ip}/24\"")));
+        edits.push(("# vip_interface = \"eth0\"".into(), "vip_interface = \"eth0\"".into()));
+        let edits: Vec<(&str, &str)> = edits.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        self.edit_hosts(&edits)?;
+        self.pgctl_ok(&["up"])?;
+        let leader = self.leader()?;
+        let started = Instant::now();
+        while self.vip_holders(ip)? != [leader.clone()] {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the VIP is not (only) on the leader {leader}: {:?}",
+                self.vip_holders(ip)?
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        self.pgctl_ok(&["switchover", "--yes"])?;
+        let switched = Instant::now();
+        let next = self.leader()?;
+        anyhow::ensure!(next != leader, "the switchover kept {leader} as leader");
+        loop {
+            let holders = self.vip_holders(ip)?;
+            anyhow::ensure!(holders.len() <= 1, "two hosts held the VIP at once: {holders:?}");
+            if holders == [next.clone()] {
+                return Ok(switched.elapsed());
+            }
+            anyhow::ensure!(
+                switched.elapsed() < Duration::from_secs(30),
+                "the VIP did not move to {next}: {holders:?}"
+            );
+        }
+    }
+
     /// The cluster's leader, as `pgctl status` reports it.
     pub fn leader(&self) -> Result<String> {
         self.pgctl_ok(&["status", "--output", "json"])?.json()?["leader"]

@@ -24,6 +24,12 @@ fn backups_and_restore_with_walg() -> Result<()> {
     let lab = Lab::up_with("pgctl-e2e-walg", "172.30.83.0/24", &["--dcs", "etcd", "--backup-engine", "walg"])?;
     assert_eq!(lab.stack(), ("etcd".to_string(), "walg".to_string()));
     lab.pgctl_ok(&["up"])?;
+    // The virtual IP on etcd (vip-manager watching Patroni's leader key in etcd).
+    let moved = lab.vip_follows_the_leader(&lab.vip_address())?;
+    report(&format!(
+        "MEASURED: the VIP (etcd, vip-manager) moved to the new leader's host {:.1} s after the switchover returned; never on two hosts",
+        moved.as_secs_f64()
+    ));
     let leader = lab.leader()?;
     lab.sql(&leader, "CREATE TABLE marker(id int PRIMARY KEY)")?;
     lab.sql(&leader, "INSERT INTO marker VALUES (1)")?;
