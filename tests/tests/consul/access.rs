@@ -16,6 +16,11 @@ fn through(lab: &Lab, app: &str, port: u16, user: &str, password: &str, sql: &st
     lab.docker(app, &["exec", "-e", &pw, "haproxy", "psql", &conninfo, "-XAtqc", sql])
 }
 
+/// A client writing through HAProxy's port 5000 on `app`, as the superuser.
+fn writer_through_haproxy<'a>(lab: &'a Lab, app: &'a str, superuser: &'a str) -> Vec<SqlTarget<'a>> {
+    vec![Box::new(move |q: &str| through(lab, app, 5000, "postgres", superuser, q))]
+}
+
 /// The member that answers (its address) and whether it is in recovery.
 const WHO: &str = "SELECT host(inet_server_addr()) || ' ' || pg_is_in_recovery()";
 
@@ -51,24 +56,14 @@ fn on_host(lab: &Lab, host: &str, cmd: &[&str]) -> Result<String> {
 
 pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
     let (app, app_address) = lab.app_hosts().into_iter().next().context("an application host")?;
-    let leader = lab.leader()?;
-    let vip = format!("{}.100", lab.address(&leader).rsplit_once('.').context("an IPv4 address")?.0);
-    let hosts_text = std::fs::read_to_string(lab.hosts_toml())?;
-    let db_roles = "roles = [\"consul-server\", \"patroni\"]";
-    anyhow::ensure!(hosts_text.contains(db_roles), "the lab's database host roles: {hosts_text}");
-    lab.edit_hosts(&[
-        (
-            "roles = [\"consul-client\"]",
-            "roles = [\"consul-client\", \"haproxy\", \"pgbouncer\"]",
-        ),
-        (db_roles, "roles = [\"consul-server\", \"patroni\", \"vip\"]"),
-        ("# vip = \"10.0.0.100/24\"", &format!("vip = \"{vip}/24\"")),
-        ("# vip_interface = \"eth0\"", "vip_interface = \"eth0\""),
-    ])?;
+    lab.edit_hosts(&[(
+        "roles = [\"consul-client\"]",
+        "roles = [\"consul-client\", \"haproxy\", \"pgbouncer\"]",
+    )])?;
     let started = Instant::now();
     lab.pgctl_ok(&["up"])?;
     report(&format!(
-        "MEASURED: up adding HAProxy + PgBouncer (app host) and vip-manager (3 database hosts): {:.1} s",
+        "MEASURED: up adding HAProxy + PgBouncer (application host): {:.1} s",
         started.elapsed().as_secs_f64()
     ));
     let mut running: Vec<String> = lab
@@ -196,7 +191,7 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
     // Writes through 5000, one connection each, across a switchover: the longest gap, no
     // acknowledged row lost.
     lab.sql(&leader, "CREATE TABLE via_haproxy(id int PRIMARY KEY)")?;
-    let target: Vec<SqlTarget<'_>> = vec![Box::new(|q: &str| sql(5000, q))];
+    let target = writer_through_haproxy(lab, &app, &superuser);
     let (_, writes) = write_during(&target, "via_haproxy", || {
         std::thread::sleep(Duration::from_secs(3));
         lab.pgctl_ok(&["switchover", "--yes"])
@@ -215,6 +210,39 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
         writes.longest_gap.as_secs_f64(),
         writes.acked.len()
     ));
+
+    // And across a failover: the leader's host cut off the network (a host failure as HAProxy
+    // and the DCS see it) while the client keeps writing through 5000.
+    let leader = new_leader;
+    let leader_address = lab.address(&leader);
+    lab.sql(&leader, "CREATE TABLE via_haproxy_failover(id int PRIMARY KEY)")?;
+    let (elected, writes) = write_during(&writer_through_haproxy(lab, &app, &superuser), "via_haproxy_failover", || {
+        std::thread::sleep(Duration::from_secs(2));
+        docker_local(&["network", "disconnect", &lab.name, &lab.container(&leader)])?;
+        let elected = wait_until("a new leader after the host failure", Duration::from_secs(120), || {
+            Ok(lab.leader().is_ok_and(|l| l != leader))
+        });
+        // Writes go on through the write_during tail (3 s) on the new leader.
+        std::thread::sleep(Duration::from_secs(3));
+        elected
+    })?;
+    docker_local(&["network", "connect", "--ip", &leader_address, &lab.name, &lab.container(&leader)])?;
+    let new_leader = lab.leader()?;
+    assert_eq!(lab.lost_writes(&new_leader, "via_haproxy_failover", &writes)?, Vec::<i64>::new());
+    report(&format!(
+        "MEASURED: writes through HAProxy 5000 across a failover (leader's host cut off; new leader after {:.1} s): longest gap {:.1} s, {} acknowledged, 0 lost",
+        elected.as_secs_f64(),
+        writes.longest_gap.as_secs_f64(),
+        writes.acked.len()
+    ));
+    wait_until("the cut-off host rejoins as a streaming replica", Duration::from_secs(180), || {
+        let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+        Ok(s["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["name"] == leader.as_str() && m["role"] != "leader" && m["streaming"] == true))
+    })?;
 
     // --- the virtual IP: on the leader's host only, and it follows a switchover ---
     let vip = lab.vip_address();
