@@ -5,7 +5,8 @@
 //! it reports itself skipped. The same running cluster then serves the day-2 scenarios of
 //! `consul/day2.rs` (`pgctl config`, `restart --pending`, `pgctl user`, TLS for clients) and
 //! of `consul/access.rs` (HAProxy, PgBouncer, the virtual IP) and `consul/monitoring.rs`
-//! (Prometheus, Alertmanager, alerts from real outages) and `consul/compose.rs` (compose export).
+//! (Prometheus, Alertmanager, alerts from real outages), `consul/compose.rs` (compose export)
+//! and `consul/prepare.rs` (prepare-host.sh).
 
 use anyhow::{Context, Result};
 use pgctl_tests::*;
@@ -19,6 +20,8 @@ mod compose;
 mod day2;
 #[path = "consul/monitoring.rs"]
 mod monitoring;
+#[path = "consul/prepare.rs"]
+mod prepare;
 
 #[test]
 #[ignore = "needs the lab: run ansible-free-scripts/test.sh (PGCTL_E2E=1)"]
@@ -65,6 +68,9 @@ fn consul_cluster_end_to_end() -> Result<()> {
     }
     if wanted("compose") {
         compose::exported_host_rejoins(&lab)?;
+    }
+    if wanted("prepare") {
+        prepare::prepared_host_answers_over_mutual_tls(&lab)?;
     }
     // How long `pgctl status` takes on this lab (3 members, an application host, monitoring).
     let mut times: Vec<f64> = (0..5)

@@ -17,6 +17,10 @@ pub struct InitArgs {
     /// Only add a fresh PostgreSQL CA (postgres_ca_cert, postgres_ca_key) to an existing secrets.toml, for `tls = true`
     #[arg(long, conflicts_with = "force")]
     add_tls_ca: bool,
+    /// Only write the Docker engine certificates of this [[host]] (its server certificate, pgctl's client certificate,
+    /// the engines' CA made once) under certs/ next to hosts.toml, for ansible-free-scripts/prepare-host.sh
+    #[arg(long, value_name = "HOST", conflicts_with_all = ["force", "add_tls_ca"])]
+    host_certs: Option<String>,
 }
 
 pub fn run(a: InitArgs, ctx: &Ctx) -> Result<()> {
@@ -30,6 +34,9 @@ pub fn run(a: InitArgs, ctx: &Ctx) -> Result<()> {
     let secrets = ctx.global.secrets.clone().unwrap_or_else(|| config::default_secrets_path(hosts));
     if a.add_tls_ca {
         return add_tls_ca(&secrets);
+    }
+    if let Some(host) = &a.host_certs {
+        return host_certs(hosts, host);
     }
     init::write_files(
         hosts,
@@ -45,6 +52,23 @@ pub fn run(a: InitArgs, ctx: &Ctx) -> Result<()> {
             hosts.display(),
             secrets.display(),
             hosts.display()
+        )
+    })
+}
+
+/// The Docker engine certificates of one host, next to hosts.toml.
+fn host_certs(hosts_path: &std::path::Path, host: &str) -> Result<()> {
+    let hosts = config::load_hosts(hosts_path)?;
+    let base = hosts_path.parent().unwrap_or(std::path::Path::new("."));
+    let w = config::host_certs::write(&hosts, base, host)?;
+    let shown = serde_json::json!({"host": host, "tls_dir": w.client_dir, "server": w.server_dir, "new_ca": w.new_ca});
+    output::result(&shown, |_| {
+        format!(
+            "wrote {host}'s engine certificates{}: pgctl's client in {} (set `tls_dir` of {host} to it in hosts.toml), the engine's in {}\nnext: copy {} and ansible-free-scripts/prepare-host.sh to {host} and run there as root:\n  prepare-host.sh --certs DIR   (installs Docker, mutual TLS on port 2376, the cluster's names in /etc/hosts)",
+            if w.new_ca { " and a new engines' CA (certs/docker-ca*.pem)" } else { "" },
+            w.client_dir.display(),
+            w.server_dir.display(),
+            w.server_dir.display()
         )
     })
 }

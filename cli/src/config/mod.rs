@@ -3,6 +3,7 @@
 
 pub mod cron;
 pub mod edit;
+pub mod host_certs;
 pub mod init;
 pub mod locate;
 pub mod model;
@@ -96,6 +97,11 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 /// The default secrets file sits next to hosts.toml.
 pub fn default_secrets_path(hosts_path: &Path) -> PathBuf {
     hosts_path.parent().unwrap_or(Path::new(".")).join("secrets.toml")
+}
+
+/// hosts.toml parsed but not validated (for writing certificates a valid file will point to).
+pub fn load_hosts(hosts_path: &Path) -> Result<HostsFile, ConfigError> {
+    parse(hosts_path, &read(hosts_path)?)
 }
 
 /// Loads and validates both files. `Err` carries every problem found (not only the first).
