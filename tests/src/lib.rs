@@ -572,68 +572,6 @@ impl Lab {
         docker_on(&self.dir, host, &self.address(host), args)
     }
 
-    /// SQL as postgres in the host's Patroni container, through the lab host container's own
-    /// engine socket: works while the host is cut off the lab network (a partition).
-    pub fn sql_inside(&self, host: &str, sql: &str) -> Result<String> {
-        let container = self.container(host);
-        docker_local(&[&["exec", container.as_str(), "docker"][..], &psql_exec(sql)[..]].concat())
-    }
-
-    /// Cuts the leader's host off the lab network while a client keeps writing one row at a
-    /// time to whichever member accepts writes, then heals the partition. Returns the ids whose
-    /// commit was acknowledged (by any leader) and the longest time between two acknowledged
-    /// writes. A commit counts only when it returned success; each waits up to 60 s, longer
-    /// than a partitioned leader takes to demote, so no synchronous-replication wait is ever
-    /// cancelled into a "committed locally" success.
-    pub fn partition_leader_under_writes(&self, table: &str) -> Result<(Vec<i64>, Duration)> {
-        let leader = self.leader()?;
-        let hosts: Vec<String> = self.hosts().into_iter().map(|(h, _)| h).collect();
-        self.sql(
-            &leader,
-            &format!("CREATE TABLE {table}(id int PRIMARY KEY, at timestamptz DEFAULT now())"),
-        )?;
-        let mut acked = Vec::new();
-        let mut last_ack = Instant::now();
-        let mut longest = Duration::ZERO;
-        let mut current = leader.clone();
-        let mut next = 1;
-        let mut cut: Option<Instant> = None;
-        let mut acked_after_cut = 0;
-        let started = Instant::now();
-        while acked_after_cut < 10 {
-            if started.elapsed() > Duration::from_secs(240) {
-                bail!("no new leader accepted 10 writes within 240 s of the partition ({acked_after_cut} did)");
-            }
-            if cut.is_none() && acked.len() >= 10 {
-                docker_local(&["network", "disconnect", &self.name, &self.container(&leader)])?;
-                cut = Some(Instant::now());
-            }
-            let sql = format!("SET statement_timeout = '60s'; INSERT INTO {table}(id) VALUES ({next})");
-            let ok = if current == leader && cut.is_some() {
-                self.sql_inside(&current, &sql).is_ok()
-            } else {
-                self.sql(&current, &sql).is_ok()
-            };
-            if ok {
-                acked.push(next);
-                longest = longest.max(last_ack.elapsed());
-                last_ack = Instant::now();
-                if cut.is_some() && current != leader {
-                    acked_after_cut += 1;
-                }
-            } else {
-                // Try the next member: a replica refuses at once (read-only).
-                let i = hosts.iter().position(|h| *h == current).unwrap_or(0);
-                current = hosts[(i + 1) % hosts.len()].clone();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            next += 1;
-        }
-        let address = self.address(&leader);
-        docker_local(&["network", "connect", "--ip", &address, &self.name, &self.container(&leader)])?;
-        Ok((acked, longest))
-    }
-
     /// SQL as postgres in the host's Patroni container (independent of pgctl).
     pub fn sql(&self, host: &str, sql: &str) -> Result<String> {
         self.docker(host, &psql_exec(sql))

@@ -243,6 +243,9 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
             .flatten()
             .any(|m| m["name"] == leader.as_str() && m["role"] != "leader" && m["streaming"] == true))
     })?;
+    wait_until("the rejoined member has every acknowledged row", Duration::from_secs(60), || {
+        Ok(lab.lost_writes(&leader, "via_haproxy_failover", &writes)?.is_empty())
+    })?;
 
     // --- the virtual IP: on the leader's host only, and it follows a switchover ---
     let vip = lab.vip_address();
