@@ -211,13 +211,13 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
         writes.acked.len()
     ));
 
-    // And across a failover: the leader's host hangs (its container paused: no packet answered,
-    // nothing shut down cleanly) while the client keeps writing through 5000.
+    // And across a failover: the leader's host crashes (its lab container killed: everything on
+    // it dies at once, nothing shuts down cleanly) while the client keeps writing through 5000.
     let leader = new_leader;
     lab.sql(&leader, "CREATE TABLE via_haproxy_failover(id int PRIMARY KEY)")?;
     let (elected, writes) = write_during(&writer_through_haproxy(lab, &app, &superuser), "via_haproxy_failover", || {
         std::thread::sleep(Duration::from_secs(2));
-        docker_local(&["pause", &lab.container(&leader)])?;
+        docker_local(&["kill", &lab.container(&leader)])?;
         let elected = wait_until("a new leader after the host failure", Duration::from_secs(120), || {
             Ok(lab.leader().is_ok_and(|l| l != leader))
         });
@@ -225,16 +225,16 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
         std::thread::sleep(Duration::from_secs(3));
         elected
     })?;
-    docker_local(&["unpause", &lab.container(&leader)])?;
+    docker_local(&["start", &lab.container(&leader)])?;
     let new_leader = lab.leader()?;
     assert_eq!(lab.lost_writes(&new_leader, "via_haproxy_failover", &writes)?, Vec::<i64>::new());
     report(&format!(
-        "MEASURED: writes through HAProxy 5000 across a failover (leader's host hung; new leader after {:.1} s): longest gap {:.1} s, {} acknowledged, 0 lost",
+        "MEASURED: writes through HAProxy 5000 across a failover (leader's host crashed; new leader after {:.1} s): longest gap {:.1} s, {} acknowledged, 0 lost",
         elected.as_secs_f64(),
         writes.longest_gap.as_secs_f64(),
         writes.acked.len()
     ));
-    wait_until("the hung host rejoins as a streaming replica", Duration::from_secs(180), || {
+    wait_until("the crashed host, started again, rejoins as a streaming replica", Duration::from_secs(180), || {
         let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
         Ok(s["members"]
             .as_array()
