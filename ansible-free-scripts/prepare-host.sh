@@ -69,12 +69,13 @@ if [ "$merged" != "$current" ]; then
 fi
 
 # The distribution's unit starts dockerd with `-H fd://`, which conflicts with "hosts" above:
-# a drop-in starts it without -H.
+# a drop-in starts it without -H, keeping the unit's /etc/default/docker and $DOCKER_OPTS.
 if [ -d /run/systemd/system ]; then
   DROPIN=/etc/systemd/system/docker.service.d/pgctl.conf
   unit="[Service]
+EnvironmentFile=-/etc/default/docker
 ExecStart=
-ExecStart=/usr/sbin/dockerd --containerd=/run/containerd/containerd.sock"
+ExecStart=$(command -v dockerd) --containerd=/run/containerd/containerd.sock \$DOCKER_OPTS"
   if [ "$unit" != "$(cat "$DROPIN" 2>/dev/null)" ]; then
     mkdir -p "$(dirname "$DROPIN")"
     printf '%s\n' "$unit" >"$DROPIN"

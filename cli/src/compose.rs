@@ -86,7 +86,9 @@ fn write(cfg: &Config, host: &str, specs: &[ContainerSpec], owner: (u64, u64), d
             let local = files_dir.join(f.path.trim_start_matches('/'));
             write_file(&local, &f.contents, if f.postgres_owned { owner } else { (0, 0) })?;
             written += 1;
-            mounts.push(format!("./files{}:{}:ro", f.path, f.path));
+            // Writable: pgctl updates some files in place (HAProxy's member list on `up`,
+            // Patroni's tags during an upgrade), as in the containers it runs itself.
+            mounts.push(format!("./files{}:{}", f.path, f.path));
         }
         services.push(Service {
             name: s.name,

@@ -396,3 +396,43 @@ async fn archiver(leader: &Engine) -> Result<Archiver> {
         last_failed_time: f[5].into(),
     })
 }
+
+/// Why the cluster did not settle: the last status read (if any) and what is still wrong.
+pub struct Unsettled {
+    pub last: Option<ClusterStatus>,
+    pub why: String,
+}
+
+/// Reads the status until it is healthy (`expected` members, replicas within `max_lag`), for at
+/// most `timeout`. A replica a few MB behind right after a burst of writes catches up within a
+/// second or two: a pre-flight that judged the first reading alone would refuse a healthy
+/// cluster. Hosts that do not answer for a moment count as not healthy yet.
+pub async fn settled(
+    cfg: &Config,
+    engines: &[Engine],
+    expected: usize,
+    max_lag: u64,
+    timeout: std::time::Duration,
+) -> Result<ClusterStatus, Unsettled> {
+    let started = std::time::Instant::now();
+    let mut out = Unsettled {
+        last: None,
+        why: "no status yet".into(),
+    };
+    loop {
+        match fetch(cfg, engines).await {
+            Ok(s) => match s.healthy(expected, max_lag) {
+                Ok(()) => return Ok(s),
+                Err(w) => {
+                    out.why = w;
+                    out.last = Some(s);
+                }
+            },
+            Err(e) => out.why = format!("{e:#}"),
+        }
+        if started.elapsed() >= timeout {
+            return Err(out);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}

@@ -11,17 +11,18 @@ use std::collections::HashMap;
 /// Stops the proxies (no new sessions) and monitoring, Patroni on replicas first, then the leader, then the
 /// DCS. Containers and volumes stay.
 pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
-    let mut done = stop_all(engines, &[&PROXIES[..], &MONITORING[..]].concat()).await?;
+    let scope = &cfg.hosts.cluster.name;
+    let mut done = stop_all(engines, scope, &[&PROXIES[..], &MONITORING[..]].concat()).await?;
     done.extend(stop_patroni(cfg, engines).await?);
-    done.extend(stop_all(engines, &[ETCD, CONSUL]).await?);
+    done.extend(stop_all(engines, scope, &[ETCD, CONSUL]).await?);
     Ok(done)
 }
 
-/// Stops the containers `names` on every host (in parallel per name).
-async fn stop_all(engines: &[Engine], names: &[&str]) -> Result<Vec<String>> {
+/// Stops the cluster's containers `names` on every host (in parallel per name).
+async fn stop_all(engines: &[Engine], scope: &str, names: &[&str]) -> Result<Vec<String>> {
     let mut done = Vec::new();
     for name in names {
-        for (e, stopped) in engines.iter().zip(join_all(engines.iter().map(|e| stop(e, name))).await) {
+        for (e, stopped) in engines.iter().zip(join_all(engines.iter().map(|e| stop(e, scope, name))).await) {
             if stopped? {
                 done.push(format!("{}: stopped {name}", e.host));
             }
@@ -38,16 +39,26 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
     order.sort_by_key(|e| Some(&e.host) == leader.as_ref());
     let mut done = Vec::new();
     for e in order {
-        if stop(e, PATRONI).await? {
+        if stop(e, &cfg.hosts.cluster.name, PATRONI).await? {
             done.push(format!("{}: stopped {PATRONI}", e.host));
         }
     }
     Ok(done)
 }
 
-async fn stop(e: &Engine, name: &str) -> Result<bool> {
+/// Stops container `name` when it runs and belongs to cluster `scope` (a container of that
+/// name from another cluster or tool on the same host is left alone).
+async fn stop(e: &Engine, scope: &str, name: &str) -> Result<bool> {
     match e.docker.inspect_container(name, None).await {
-        Ok(info) if info.state.as_ref().and_then(|s| s.running).unwrap_or(false) => {
+        Ok(info)
+            if info.state.as_ref().and_then(|s| s.running).unwrap_or(false)
+                && info
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.as_ref())
+                    .and_then(|l| l.get(LABEL_CLUSTER))
+                    .is_some_and(|l| l == scope) =>
+        {
             let options = bollard::query_parameters::StopContainerOptions {
                 t: Some(60),
                 ..Default::default()
@@ -65,7 +76,9 @@ pub async fn remove(cfg: &Config, engines: &[Engine], volumes: bool) -> Result<V
     let scope = &cfg.hosts.cluster.name;
     let mut done = Vec::new();
     let dcs_engine = engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host));
-    // Patroni must not rewrite the scope while it is being deleted.
+    // Proxies first, stopped gracefully so they finish what they carry; Patroni must not
+    // rewrite the scope while it is being deleted.
+    done.extend(stop_all(engines, scope, &[&PROXIES[..], &MONITORING[..]].concat()).await?);
     done.extend(stop_patroni(cfg, engines).await?);
     if let Some(e) = dcs_engine {
         match crate::dcs::remove_scope(cfg, e, scope).await {

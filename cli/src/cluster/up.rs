@@ -71,6 +71,9 @@ pub(crate) struct HostPlan<'a> {
     pub host: &'a HostConfig,
     pub engine: &'a Engine,
     pub items: Vec<(ContainerSpec, Action)>,
+    /// Access and monitoring containers of this cluster on the host whose role hosts.toml no
+    /// longer gives it: `up` removes them (their volumes are kept).
+    pub dropped: Vec<String>,
 }
 
 /// `pgctl up`: converges every member and waits for a healthy cluster.
@@ -159,6 +162,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.
     converge(cfg, &plans, owner, |s| is_access_or_monitoring(s.name), &[]).await?;
     reload_live_files(&plans, owner).await?;
+    remove_dropped(&plans).await?;
 
     let status = wait_healthy(cfg, &engines, opts).await?;
     // A standby cluster is read-only until promoted: no repository to create, no extensions.
@@ -228,6 +232,13 @@ pub(crate) async fn plan_host<'a>(
     let data_volume = super::volumes::current(engine, scope).await?;
     let mut specs = spec::containers(cfg, host, image, &data_volume)?;
     specs.retain(|s| with_patroni || s.name != PATRONI);
+    let dropped = docker::containers_with_label(&engine.docker, &format!("{LABEL_CLUSTER}={scope}"))
+        .await
+        .with_context(|| format!("{}: listing the cluster's containers", host.name))?
+        .iter()
+        .map(docker::container_name)
+        .filter(|n| is_access_or_monitoring(n) && !specs.iter().any(|s| s.name == n))
+        .collect();
     let mut items = Vec::new();
     let mut need_ports = Vec::new();
     for s in specs {
@@ -274,7 +285,12 @@ pub(crate) async fn plan_host<'a>(
             );
         }
     }
-    Ok(HostPlan { host, engine, items })
+    Ok(HostPlan {
+        host,
+        engine,
+        items,
+        dropped,
+    })
 }
 
 /// Which of `ports` something already listens on, checked from the host's network namespace.
@@ -293,6 +309,23 @@ async fn busy_ports(engine: &Engine, image: &str, ports: &[u16]) -> Result<Vec<u
 
 fn is_access_or_monitoring(name: &str) -> bool {
     layout::PROXIES.contains(&name) || layout::MONITORING.contains(&name)
+}
+
+/// Removes the access and monitoring containers whose role was taken away in hosts.toml
+/// (stopped gracefully first, so HAProxy and PgBouncer finish what they carry).
+async fn remove_dropped(plans: &[HostPlan<'_>]) -> Result<()> {
+    for plan in plans {
+        for name in &plan.dropped {
+            output::step(format!(
+                "{}: `{name}` is no longer in hosts.toml: removing it (volumes kept)",
+                plan.host.name
+            ));
+            docker::stop_and_remove(&plan.engine.docker, name)
+                .await
+                .with_context(|| format!("{}: removing {name}", plan.host.name))?;
+        }
+    }
+    Ok(())
 }
 
 /// Running containers whose `live` files changed (HAProxy's member list): the new files are
@@ -367,6 +400,12 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
     let host = &plan.host.name;
     if action == Action::Start {
         output::step(format!("{host}: starting `{}`", s.name));
+        // Files rendered from other hosts' state (HAProxy's member list) may have changed
+        // while the container was stopped; its hash does not cover them.
+        let live: Vec<FileSpec> = s.files.iter().filter(|f| f.live).map(|f| f.upload(owner)).collect();
+        if !live.is_empty() {
+            docker::upload(docker, s.name, &live).await?;
+        }
         return docker
             .start_container(s.name, None)
             .await

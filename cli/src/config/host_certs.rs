@@ -43,7 +43,7 @@ pub fn write(hosts: &HostsFile, base: &Path, host: &str) -> Result<Written> {
     write_file(&client_dir.join("cert.pem"), &client.cert_pem, 0o644)?;
     write_file(&client_dir.join("key.pem"), &client.key_pem, 0o600)?;
     let server_dir = client_dir.join("server");
-    let names = vec![h.name.clone(), h.address.clone(), "localhost".into(), "127.0.0.1".into()];
+    let names = server_names(h);
     let server = ca.issue(&h.name, &names, true, false)?;
     write_file(&server_dir.join("ca.pem"), &ca.cert_pem, 0o644)?;
     write_file(&server_dir.join("server-cert.pem"), &server.cert_pem, 0o644)?;
@@ -54,6 +54,19 @@ pub fn write(hosts: &HostsFile, base: &Path, host: &str) -> Result<Written> {
         server_dir,
         new_ca,
     })
+}
+
+/// The names the engine's server certificate holds: the host's name and address, loopback, and
+/// the name pgctl dials (the endpoint's host, checked against the certificate).
+fn server_names(h: &crate::config::HostConfig) -> Vec<String> {
+    let mut names = vec![h.name.clone(), h.address.clone(), "localhost".into(), "127.0.0.1".into()];
+    let rest = h.endpoint.split_once("://").map_or("", |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let dialed = rest.rsplit_once(':').map_or(rest, |(host, _)| host).trim_matches(['[', ']']);
+    if !dialed.is_empty() && !dialed.starts_with('/') && !names.iter().any(|n| n == dialed) {
+        names.push(dialed.to_string());
+    }
+    names
 }
 
 /// `/etc/hosts` lines for every host of the cluster (and the S3 endpoint pinned to an address).
@@ -103,6 +116,11 @@ roles = ["patroni"]
         let again = super::write(&hosts, &dir, "pg1").unwrap();
         assert!(!again.new_ca, "the CA is made once");
         assert!(super::write(&hosts, &dir, "pg9").is_err());
+        let mut h = hosts.host("pg1").unwrap().clone();
+        h.endpoint = "tcp://docker-pg1.example.com:2376".into();
+        assert!(super::server_names(&h).contains(&"docker-pg1.example.com".to_string()));
+        h.endpoint = "unix:///var/run/docker.sock".into();
+        assert_eq!(super::server_names(&h).len(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

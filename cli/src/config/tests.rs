@@ -476,3 +476,66 @@ fn init_writes_valid_commented_files() {
     let text = std::fs::read_to_string(&h).unwrap();
     assert!(text.lines().filter(|l| l.trim_start().starts_with('#')).count() > 30);
 }
+
+#[test]
+fn networks_contain_addresses() {
+    use super::validate::in_network;
+    assert!(in_network("10.0.0.3", "10.0.0.0/24"));
+    assert!(in_network("10.0.0.3", "0.0.0.0/0"));
+    assert!(in_network("10.0.0.3", "10.0.0.3/32"));
+    assert!(!in_network("10.0.1.3", "10.0.0.0/24"));
+    assert!(!in_network("10.0.0.3", "fd00::/8"));
+    assert!(in_network("fd00::5", "fd00::/8"));
+    assert!(!in_network("pg3.example.com", "0.0.0.0/0"));
+}
+
+#[test]
+fn access_and_monitoring_rules() {
+    let _env = clean_env();
+    let networks = |nets: &str| {
+        set_roles(VALID_HOSTS, 2, "\"etcd\", \"patroni\", \"haproxy\"").replace(
+            "backup_engine = \"pgbackrest\"\n",
+            &format!("backup_engine = \"pgbackrest\"\nclient_networks = [{nets}]\n"),
+        )
+    };
+    // HAProxy's host must be a network pg_hba lets in.
+    let (_d, r) = setup(&networks("\"10.20.0.0/16\""), VALID_SECRETS, 0o600);
+    let err = r.expect_err("HAProxy outside client_networks");
+    assert!(
+        err.0
+            .iter()
+            .any(|p| p.key == "cluster.client_networks" && p.message.contains("10.0.0.3") && p.message.contains("pg3")),
+        "{err}"
+    );
+    let (_d, r) = setup(&networks("\"10.20.0.0/16\", \"10.0.0.0/24\""), VALID_SECRETS, 0o600);
+    r.unwrap_or_else(|e| panic!("HAProxy inside client_networks: {e}"));
+
+    // The virtual IP is IPv4 (gratuitous ARP).
+    let vip = |addr: &str| {
+        set_roles(VALID_HOSTS, 0, "\"etcd\", \"patroni\", \"vip\"").replacen(
+            "[[host]]",
+            &format!("[access]\nvip = \"{addr}\"\nvip_interface = \"eth0\"\n\n[[host]]"),
+            1,
+        )
+    };
+    let (_d, r) = setup(&vip("fd00::10/64"), VALID_SECRETS, 0o600);
+    let err = r.expect_err("IPv6 VIP");
+    assert!(err.0.iter().any(|p| p.key == "access.vip" && p.message.contains("IPv4")), "{err}");
+    let (_d, r) = setup(&vip("10.0.0.100/24"), VALID_SECRETS, 0o600);
+    r.unwrap_or_else(|e| panic!("IPv4 VIP: {e}"));
+
+    // Monitoring with backups reads the newest backup's age with the read-only S3 key.
+    let monitoring = set_roles(VALID_HOSTS, 2, "\"etcd\", \"patroni\", \"monitoring\"");
+    let secrets = format!("monitoring_password = \"m\"\n{VALID_SECRETS}");
+    let (_d, r) = setup(&monitoring, &secrets, 0o600);
+    r.unwrap_or_else(|e| panic!("monitoring with a read-only key: {e}"));
+    let no_readonly = secrets
+        .replace("readonly_access_key_id = \"rk\"\n", "")
+        .replace("readonly_secret_access_key = \"rs\"\n", "");
+    let (_d, r) = setup(&monitoring, &no_readonly, 0o600);
+    let err = r.expect_err("monitoring without a read-only key");
+    assert!(
+        err.0.iter().any(|p| p.key == "s3.readonly_access_key_id" && p.message.contains("monitoring")),
+        "{err}"
+    );
+}

@@ -158,6 +158,19 @@ fn access(cfg: &HostsFile, err: &mut impl FnMut(String, String)) {
     }
     let mut vip_hosts = 0;
     for (i, h) in cfg.hosts.iter().enumerate() {
+        // PostgreSQL sees connections through HAProxy as coming from HAProxy's host: pg_hba
+        // (client_networks; the members' own addresses with `tls`) must let them in.
+        let hba_covers = (cfg.cluster.tls && h.has_role(Role::Patroni))
+            || cfg.cluster.client_networks.iter().any(|n| in_network(&h.address, n));
+        if h.has_role(Role::Haproxy) && h.address.parse::<std::net::IpAddr>().is_ok() && !hba_covers {
+            err(
+                "cluster.client_networks".into(),
+                format!(
+                    "does not include {} (`{}`, role `haproxy`): PostgreSQL sees connections through HAProxy as coming from that host and would refuse them; add its network",
+                    h.address, h.name
+                ),
+            );
+        }
         if h.has_role(Role::Pgbouncer) && !h.has_role(Role::Haproxy) {
             err(
                 format!("host[{i}].roles"),
@@ -181,6 +194,11 @@ fn access(cfg: &HostsFile, err: &mut impl FnMut(String, String)) {
         (Some(vip), _) if !vip.contains('/') || !is_cidr(vip) => err(
             "access.vip".into(),
             format!("`{vip}`: expected the address with its prefix length, such as 10.0.0.100/24"),
+        ),
+        // vip-manager announces the address with gratuitous ARP, which IPv6 does not have.
+        (Some(vip), _) if vip.split('/').next().is_none_or(|a| a.parse::<std::net::Ipv4Addr>().is_err()) => err(
+            "access.vip".into(),
+            format!("`{vip}`: the virtual IP must be an IPv4 address (vip-manager announces it with ARP)"),
         ),
         (Some(_), None) => err(
             "access.vip_interface".into(),
@@ -539,7 +557,14 @@ pub fn secrets(hosts: &HostsFile, s: &SecretsFile) -> Vec<(Severity, String, &'s
             "none: backups and WAL go to S3 unencrypted (anyone who can read the bucket reads the data); `pgctl init` generates one. Set it only for a new, empty prefix: a repository written unencrypted cannot be read with a key",
         ));
     }
-    if hosts.backup.is_some() && !(set(&s.s3.readonly_access_key_id) && set(&s.s3.readonly_secret_access_key)) {
+    let readonly_key = set(&s.s3.readonly_access_key_id) && set(&s.s3.readonly_secret_access_key);
+    if hosts.backup.is_some() && !readonly_key && hosts.hosts.iter().any(|h| h.has_role(Role::Monitoring)) {
+        out.push((
+            Error,
+            "s3.readonly_access_key_id".into(),
+            "missing: monitoring reads the age of the newest backup from S3 with the read-only key (role `monitoring` with [backup]); add s3.readonly_access_key_id and s3.readonly_secret_access_key",
+        ));
+    } else if hosts.backup.is_some() && !readonly_key {
         out.push((
             Warning,
             "s3.readonly_access_key_id".into(),
@@ -595,6 +620,26 @@ pub(super) fn is_uuid(s: &str) -> bool {
             .iter()
             .zip([8, 4, 4, 4, 12])
             .all(|(g, n)| g.len() == n && g.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Whether IP `address` lies in network `cidr` (same family); false for names and bad input.
+pub(crate) fn in_network(address: &str, cidr: &str) -> bool {
+    use std::net::IpAddr;
+    let (Some((net, len)), Ok(addr)) = (cidr.split_once('/'), address.parse::<IpAddr>()) else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u32>() else { return false };
+    match (addr, net.parse::<IpAddr>()) {
+        (IpAddr::V4(a), Ok(IpAddr::V4(n))) if len <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), Ok(IpAddr::V6(n))) if len <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 /// `address/prefix` with an IPv4 or IPv6 address and a prefix length that fits it.

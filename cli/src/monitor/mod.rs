@@ -147,7 +147,9 @@ pub fn containers(cfg: &Config, host: &HostConfig, image_id: &str) -> Result<Vec
             .running(&tag),
         );
         let config_arg = format!("--config.file={ALERTMANAGER_CONFIG}");
-        let listen = format!("--web.listen-address=:{ALERTMANAGER_PORT}");
+        // Loopback only: Alertmanager has no authentication, and its API silences alerts.
+        // Prometheus (same host network) and `pgctl status` (exec) reach it there.
+        let listen = format!("--web.listen-address=127.0.0.1:{ALERTMANAGER_PORT}");
         out.push(
             ContainerSpec::stateless(
                 ALERTMANAGER,

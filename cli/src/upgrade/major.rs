@@ -166,9 +166,15 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &Options) -> Result<Pl
             "the cluster is paused or a standby cluster: upgrade a running primary cluster".into(),
         ));
     }
-    status
-        .healthy(status.members.len(), crate::layout::MAX_LAG_BYTES)
-        .map_err(|why| refuse(format!("the cluster is not healthy ({why})")))?;
+    let status = status::settled(
+        cfg,
+        engines,
+        status.members.len(),
+        crate::layout::MAX_LAG_BYTES,
+        super::rolling::PREFLIGHT_SETTLE,
+    )
+    .await
+    .map_err(|u| refuse(format!("the cluster is not healthy ({})", u.why)))?;
     let leader = status.leader.clone().context("a leader")?;
     let engine = engine_of(engines, &leader)?;
     let scope = &cfg.hosts.cluster.name;

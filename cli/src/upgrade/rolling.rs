@@ -26,6 +26,10 @@ use crate::layout::{PATRONI, PATRONI_CONFIG};
 use crate::migrate::after::{self, ExtensionUpdate};
 use crate::{dcs, error, member, output};
 use anyhow::{bail, Context, Result};
+
+/// How long a pre-flight waits for a cluster that is not healthy at first sight (a replica a
+/// few MB behind after a burst of writes) before it refuses.
+pub(crate) const PREFLIGHT_SETTLE: Duration = Duration::from_secs(30);
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -178,9 +182,12 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &Options) -> Result<Pl
         ));
     }
     let expected = status.members.len();
-    status
-        .healthy(expected, opts.max_lag_bytes)
-        .map_err(|why| refuse(format!("the cluster is not healthy ({why}); status:\n{}", status.summary())))?;
+    let status = status::settled(cfg, engines, expected, opts.max_lag_bytes, PREFLIGHT_SETTLE)
+        .await
+        .map_err(|u| {
+            let summary = u.last.map(|s| s.summary()).unwrap_or_default();
+            refuse(format!("the cluster is not healthy ({}); status:\n{summary}", u.why))
+        })?;
     let mut notes = Vec::new();
     let pending: Vec<&str> = status
         .members
@@ -271,19 +278,9 @@ async fn wait_started(engine: &Engine, timeout: Duration) -> Result<()> {
 /// Waits until the cluster is healthy with every member it had (replicas streaming within
 /// `max_lag`, a synchronous standby in synchronous_mode).
 async fn wait_healthy(cfg: &Config, engines: &[Engine], expected: usize, max_lag: u64, timeout: Duration) -> Result<ClusterStatus> {
-    let started = Instant::now();
-    let mut why = String::from("no status yet");
-    while started.elapsed() < timeout {
-        match status::fetch(cfg, engines).await {
-            Ok(s) => match s.healthy(expected, max_lag) {
-                Ok(()) => return Ok(s),
-                Err(w) => why = w,
-            },
-            Err(e) => why = format!("{e:#}"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-    bail!("the cluster was not healthy again within {}s: {why}", timeout.as_secs())
+    status::settled(cfg, engines, expected, max_lag, timeout)
+        .await
+        .map_err(|u| anyhow::anyhow!("the cluster was not healthy again within {}s: {}", timeout.as_secs(), u.why))
 }
 
 /// Puts back the untagged patroni.yml and has Patroni reload it.

@@ -141,5 +141,27 @@ pub fn alerts_from_real_outages(lab: &Lab) -> Result<()> {
     wait_for("the member-down alert clears", Duration::from_secs(180), || {
         Ok(!active_alerts(lab)?.iter().any(|(n, _)| n == "PostgresMemberDown"))
     })?;
+
+    // The role taken away again: `up` removes Prometheus, Alertmanager and the exporters, and
+    // `status` no longer reports alerts.
+    lab.edit_hosts(&[(
+        "roles = [\"consul-client\", \"haproxy\", \"pgbouncer\", \"monitoring\"]",
+        "roles = [\"consul-client\", \"haproxy\", \"pgbouncer\"]",
+    )])?;
+    let up = lab.pgctl_ok(&["up"])?;
+    assert!(up.stderr.contains("no longer in hosts.toml"), "{}", up.stderr);
+    let running = |host: &str| -> Result<String> { lab.docker(host, &["ps", "-a", "--format", "{{.Names}}"]) };
+    let on_app = running(&app)?;
+    for gone in ["prometheus", "alertmanager", "backup-exporter"] {
+        assert!(!on_app.lines().any(|n| n == gone), "{gone} still on {app}:\n{on_app}");
+    }
+    assert!(on_app.lines().any(|n| n == "haproxy"), "HAProxy stays on {app}:\n{on_app}");
+    for (host, _) in lab.hosts() {
+        let names = running(&host)?;
+        assert!(!names.lines().any(|n| n == "postgres-exporter"), "exporter still on {host}:\n{names}");
+        assert!(names.lines().any(|n| n == "patroni"), "{host}:\n{names}");
+    }
+    let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+    assert!(s["alerts"].is_null(), "no monitoring, no alerts section: {}", s["alerts"]);
     Ok(())
 }
