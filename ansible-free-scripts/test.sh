@@ -52,7 +52,7 @@ export PGCTL_ARTIFACTS=${PGCTL_ARTIFACTS:-${PGCTL_CACHE:-/var/cache/pgctl}/artif
 # Labs of the e2e tests (name, directory); each test removes its own, this catches leftovers.
 cleanup() {
   for lab in pgctl-e2e:ground pgctl-e2e-cluster:pgctl-e2e-cluster pgctl-e2e-nodes:pgctl-e2e-nodes pgctl-e2e-migrate:pgctl-e2e-migrate pgctl-e2e-dr:pgctl-e2e-dr pgctl-e2e-consul:pgctl-e2e-consul pgctl-e2e-backup:pgctl-e2e-backup pgctl-e2e-restore:pgctl-e2e-restore pgctl-e2e-walg:pgctl-e2e-walg \
-             pgctl-bench-consul:pgctl-bench-consul pgctl-bench-etcd:pgctl-bench-etcd pgctl-bench-walg:pgctl-bench-walg pgctl-bench-pgbackrest:pgctl-bench-pgbackrest; do
+             pgctl-bench-consul:pgctl-bench-consul pgctl-bench-etcd:pgctl-bench-etcd pgctl-bench-walg:pgctl-bench-walg pgctl-bench-pgbackrest:pgctl-bench-pgbackrest pgctl-bench-push:pgctl-bench-push; do
     "$PGCTL_BIN" lab down --name "${lab%%:*}" --dir "target/e2e/${lab#*:}/lab" >/dev/null 2>&1 || true
   done
 }

@@ -126,6 +126,90 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
     Ok(())
 }
 
+/// `image push` of the cluster's image to 1 host and to 3 hosts (one export streamed to all at
+/// once), and the naive baseline `docker save | docker load` to each host in turn; the image is
+/// removed from every host before each delivery.
+#[test]
+#[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
+fn image_push_one_vs_three_hosts() -> Result<()> {
+    require_e2e("image_push_one_vs_three_hosts");
+    let lab = Lab::up_with("pgctl-bench-push", "172.30.94.0/24", &["--dcs", "etcd", "--backup-engine", "pgbackrest"])?;
+    let hosts_toml: toml::Value = toml::from_str(&std::fs::read_to_string(lab.hosts_toml())?)?;
+    let image = hosts_toml["cluster"]["image"].as_str().context("cluster.image")?.to_string();
+    let hosts: Vec<String> = lab.hosts().into_iter().map(|(h, _)| h).collect();
+    let size: f64 = docker_local(&["image", "inspect", &image, "--format", "{{.Size}}"])?.parse::<f64>()? / 1e6;
+    let clear = || -> Result<()> {
+        for h in &hosts {
+            lab.docker(h, &["image", "rm", "-f", &image])?;
+        }
+        Ok(())
+    };
+    let timed = |what: &dyn Fn() -> Result<()>| -> Result<f64> {
+        clear()?;
+        let started = Instant::now();
+        what()?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let (mut one, mut three, mut naive) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 1..=runs() {
+        one.push(timed(&|| lab.pgctl_ok(&["image", "push", "--limit", &hosts[0]]).map(drop))?);
+        three.push(timed(&|| lab.pgctl_ok(&["image", "push"]).map(drop))?);
+        naive.push(timed(&|| {
+            for h in &hosts {
+                save_load(&lab, h, &image)?;
+            }
+            Ok(())
+        })?);
+        report(&format!(
+            "MEASURED: push run {run}: 1 host {:.1}s, {} hosts {:.1}s, naive save|load one after another {:.1}s",
+            one[run - 1],
+            hosts.len(),
+            three[run - 1],
+            naive[run - 1]
+        ));
+    }
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    };
+    report(&format!("MEASURED: image push, {size:.0} MB image, to 1 host: {}", summary(&one)));
+    report(&format!("MEASURED: image push to {} hosts: {}", hosts.len(), summary(&three)));
+    report(&format!(
+        "MEASURED: naive docker save | docker load to {} hosts in turn: {}",
+        hosts.len(),
+        summary(&naive)
+    ));
+    report(&format!(
+        "MEASURED: push to {} hosts / push to 1 host = {:.2}x (naive: {:.2}x)",
+        hosts.len(),
+        median(&three) / median(&one),
+        median(&naive) / median(&one)
+    ));
+    // Every host ends with the image (the last delivery was the naive one; push checks nothing
+    // is left to send).
+    let again = lab.pgctl_ok(&["image", "push", "--output", "json"])?.json()?;
+    for o in again.as_array().context("outcomes")? {
+        assert_eq!(o["result"], "present", "{o}");
+    }
+    Ok(())
+}
+
+/// `docker save IMAGE | docker -H HOST load`, the way without pgctl.
+fn save_load(lab: &Lab, host: &str, image: &str) -> Result<()> {
+    let certs = lab.hosts_toml().parent().unwrap().join("certs").join(host);
+    let script = format!(
+        "docker save {image} | docker --tlsverify -H tcp://{}:2376 --tlscacert {ca} --tlscert {cert} --tlskey {key} load -q",
+        lab.address(host),
+        ca = certs.join("ca.pem").display(),
+        cert = certs.join("cert.pem").display(),
+        key = certs.join("key.pem").display(),
+    );
+    let out = std::process::Command::new("bash").args(["-o", "pipefail", "-c", &script]).output()?;
+    anyhow::ensure!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
 /// What the survivors' Patroni and DCS say, for a failed run.
 fn diagnose(lab: &Lab, survivors: &[String]) -> String {
     let mut out = String::new();

@@ -1,6 +1,6 @@
 //! `pgctl image push`: deliver the cluster's image to every host, concurrently.
-//! Stream mode: hosts that already have the exact image ID are skipped; others receive it
-//! engine-to-engine, and the ID is verified afterwards. Registry mode: hosts pull it with
+//! Stream mode: hosts that already have the exact image ID are skipped; the others receive it
+//! engine-to-engine, all from one export (fan-out), and the ID is verified afterwards. Registry mode: hosts pull it with
 //! the registry credentials from secrets. One host failing does not stop the others.
 
 use crate::config::{Config, HostConfig, ImageDelivery};
@@ -29,83 +29,135 @@ pub struct HostOutcome {
 pub async fn push(config: &Config, image: &str, hosts: &[&HostConfig]) -> Result<Vec<HostOutcome>> {
     let base = config.base_dir();
     let progress = crate::output::multi_progress();
-    let (local, local_id) = match config.hosts.cluster.image_delivery {
-        ImageDelivery::Stream => {
-            let local = docker::local().await?;
-            let id = docker::image_id(&local.docker, image)
-                .await?
-                .with_context(|| format!("image {image} is not in the local engine: build it with `pgctl image build --tag {image}`"))?;
-            (Some(local), Some(id))
-        }
-        ImageDelivery::Registry => (None, None),
-    };
-    let jobs = hosts.iter().map(|host| {
-        let progress = progress.clone();
-        let (local, local_id) = (local.clone(), local_id.clone());
-        async move {
-            let started = Instant::now();
+    let started = Instant::now();
+    let bars: Vec<ProgressBar> = hosts
+        .iter()
+        .map(|host| {
             let bar = progress.add(ProgressBar::new_spinner());
             bar.set_style(ProgressStyle::with_template("{prefix:>10} {spinner} {msg} {bytes} ({bytes_per_sec})").expect("valid template"));
             bar.set_prefix(host.name.clone());
-            let result = async {
-                let engine = connect::connect(host, base)
-                    .await
-                    .map_err(|u| anyhow::anyhow!("unreachable ({}): {}", u.endpoint, u.cause))?;
-                match (&local, &local_id) {
-                    (Some(local), Some(id)) => deliver_stream(local, &engine, image, id, &bar).await,
-                    _ => pull(config, &engine, image, &bar).await,
-                }
-            }
-            .await;
-            let seconds = started.elapsed().as_secs_f64();
-            let bytes = bar.position();
-            bar.finish_and_clear();
-            match result {
-                Ok(kind) => {
-                    progress.suspend(|| {
-                        crate::output::step(format!(
-                            "{:>10}: {kind} ({} in {})",
-                            host.name,
-                            crate::output::size(bytes),
-                            crate::output::seconds(seconds)
-                        ))
-                    });
-                    HostOutcome {
-                        host: host.name.clone(),
-                        result: kind.into(),
-                        bytes,
-                        seconds,
-                        error: None,
-                    }
-                }
-                Err(e) => {
-                    progress.suspend(|| crate::output::step(format!("{:>10}: FAILED: {e:#}", host.name)));
-                    HostOutcome {
-                        host: host.name.clone(),
-                        result: "failed".into(),
-                        bytes,
-                        seconds,
-                        error: Some(format!("{e:#}")),
-                    }
-                }
-            }
+            bar
+        })
+        .collect();
+    let connected = join_all(hosts.iter().map(|host| async move {
+        connect::connect(host, base)
+            .await
+            .map_err(|u| anyhow::anyhow!("unreachable ({}): {}", u.endpoint, u.cause))
+    }))
+    .await;
+    let results: Vec<(Result<&'static str>, f64)> = match config.hosts.cluster.image_delivery {
+        ImageDelivery::Stream => stream_to_all(image, &connected, &bars, started).await?,
+        ImageDelivery::Registry => {
+            join_all(connected.iter().zip(&bars).map(|(engine, bar)| async move {
+                let result = match engine {
+                    Ok(engine) => pull(config, engine, image, bar).await,
+                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                };
+                (result, started.elapsed().as_secs_f64())
+            }))
+            .await
         }
-    });
-    Ok(join_all(jobs).await)
+    };
+    let mut outcomes = Vec::new();
+    for ((host, bar), (result, seconds)) in hosts.iter().zip(&bars).zip(results) {
+        let bytes = bar.position();
+        bar.finish_and_clear();
+        let outcome = match result {
+            Ok(kind) => {
+                progress.suspend(|| {
+                    crate::output::step(format!(
+                        "{:>10}: {kind} ({} in {})",
+                        host.name,
+                        crate::output::size(bytes),
+                        crate::output::seconds(seconds)
+                    ))
+                });
+                HostOutcome {
+                    host: host.name.clone(),
+                    result: kind.into(),
+                    bytes,
+                    seconds,
+                    error: None,
+                }
+            }
+            Err(e) => {
+                progress.suspend(|| crate::output::step(format!("{:>10}: FAILED: {e:#}", host.name)));
+                HostOutcome {
+                    host: host.name.clone(),
+                    result: "failed".into(),
+                    bytes,
+                    seconds,
+                    error: Some(format!("{e:#}")),
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
 }
 
-async fn deliver_stream(local: &Engine, host: &Engine, image: &str, local_id: &str, bar: &ProgressBar) -> Result<&'static str> {
-    if docker::image_id(&host.docker, image).await?.as_deref() == Some(local_id) {
-        return Ok("present");
+/// Stream mode: hosts that already have the exact image ID are skipped; the others receive it
+/// together from one export of the local engine (a host costs its network share, not a second
+/// `docker save`), and each is checked for the exact ID afterwards. One result (and the
+/// seconds it took) per host, in order.
+async fn stream_to_all(
+    image: &str,
+    connected: &[Result<Engine>],
+    bars: &[ProgressBar],
+    started: Instant,
+) -> Result<Vec<(Result<&'static str>, f64)>> {
+    let local = docker::local().await?;
+    let local_id = docker::image_id(&local.docker, image)
+        .await?
+        .with_context(|| format!("image {image} is not in the local engine: build it with `pgctl image build --tag {image}`"))?;
+    let present = join_all(connected.iter().map(|engine| async {
+        match engine {
+            Ok(engine) => docker::image_id(&engine.docker, image).await.map(|id| id.as_deref() == Some(local_id.as_str())),
+            Err(e) => Err(anyhow::anyhow!("{e:#}")),
+        }
+    }))
+    .await;
+    let mut results: Vec<Option<(Result<&'static str>, f64)>> = Vec::new();
+    let mut wanted = Vec::new();
+    for (i, p) in present.into_iter().enumerate() {
+        match p {
+            Ok(true) => results.push(Some((Ok("present"), started.elapsed().as_secs_f64()))),
+            Ok(false) => {
+                results.push(None);
+                wanted.push(i);
+            }
+            Err(e) => results.push(Some((Err(e), started.elapsed().as_secs_f64()))),
+        }
     }
-    bar.set_message("streaming");
-    let counter = bar.clone();
-    transfer::stream_image(&local.docker, &host.docker, image, move |n| counter.inc(n)).await?;
-    match docker::image_id(&host.docker, image).await? {
-        Some(id) if id == local_id => Ok("transferred"),
-        Some(id) => bail!("after the transfer the host has {image} as {id}, expected {local_id}"),
-        None => bail!("after the transfer the host does not have {image}"),
+    let destinations = wanted
+        .iter()
+        .map(|&i| {
+            bars[i].set_message("streaming");
+            let bar = bars[i].clone();
+            transfer::Destination {
+                docker: connected[i].as_ref().expect("connected").docker.clone(),
+                on_bytes: Box::new(move |n| bar.inc(n)),
+            }
+        })
+        .collect();
+    let loaded = transfer::stream_image_to_all(&local.docker, image, destinations).await;
+    let checked = join_all(wanted.iter().zip(loaded).map(|(&i, loaded)| {
+        let engine = connected[i].as_ref().expect("connected");
+        let local_id = &local_id;
+        async move {
+            loaded?;
+            match docker::image_id(&engine.docker, image).await? {
+                Some(id) if id == *local_id => Ok("transferred"),
+                Some(id) => bail!("after the transfer the host has {image} as {id}, expected {local_id}"),
+                None => bail!("after the transfer the host does not have {image}"),
+            }
+        }
+    }))
+    .await;
+    for (&i, result) in wanted.iter().zip(checked) {
+        results[i] = Some((result, started.elapsed().as_secs_f64()));
     }
+    Ok(results.into_iter().map(|r| r.expect("every host has a result")).collect())
 }
 
 async fn pull(config: &Config, host: &Engine, image: &str, bar: &ProgressBar) -> Result<&'static str> {
