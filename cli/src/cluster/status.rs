@@ -189,9 +189,71 @@ async fn host_info(engine: &Engine) -> HostInfo {
     }
 }
 
-/// Current status from the first host whose Patroni answers.
+/// What one host tells in one round: its container, and where Patroni runs, Patroni's view of
+/// the cluster, the facts only the leader's answer is used for (who streams from it, its WAL
+/// archiver) and its record of scheduled backups. Every host is asked at once, so `status`
+/// costs one round of execs whichever host turns out to lead.
+struct Probe {
+    info: HostInfo,
+    cluster: Option<Result<serde_json::Value>>,
+    streaming: Option<String>,
+    archiver: Option<Archiver>,
+    backup_runs: Vec<BackupRun>,
+}
+
+async fn probe(cfg: &Config, engine: &Engine) -> Probe {
+    let info = host_info(engine).await;
+    if info.container != "running" {
+        return Probe {
+            info,
+            cluster: None,
+            streaming: None,
+            archiver: None,
+            backup_runs: vec![],
+        };
+    }
+    let with_backup = cfg.hosts.backup.is_some();
+    let archiver = async {
+        match with_backup {
+            true => archiver(engine).await.ok(),
+            false => None,
+        }
+    };
+    let backup_runs = async {
+        match with_backup {
+            true => backup_runs(engine).await,
+            false => vec![],
+        }
+    };
+    let (cluster, streaming, archiver, backup_runs) = tokio::join!(
+        member::patroni_get(engine, "/cluster"),
+        member::psql(engine, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"),
+        archiver,
+        backup_runs
+    );
+    Probe {
+        info,
+        cluster: Some(cluster),
+        streaming: streaming.ok(),
+        archiver,
+        backup_runs,
+    }
+}
+
+/// Current status: Patroni's view from the first host that answers, the leader's own facts.
 pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
-    let mut hosts = join_all(engines.iter().map(host_info)).await;
+    let dcs = async {
+        match engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host)) {
+            Some(e) => crate::dcs::health(cfg, e).await.unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
+            None => "no DCS host reachable".into(),
+        }
+    };
+    let (mut probes, dcs, alerts) = tokio::join!(
+        join_all(engines.iter().map(|e| probe(cfg, e))),
+        dcs,
+        crate::monitor::alerts::read(cfg, engines)
+    );
+    let mut hosts: Vec<HostInfo> = probes.iter().map(|p| p.info.clone()).collect();
     for h in cfg.hosts.hosts.iter().filter(|h| !engines.iter().any(|e| e.host == h.name)) {
         hosts.push(HostInfo {
             host: h.name.clone(),
@@ -203,16 +265,11 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
     }
     let mut cluster = None;
     let mut errors = Vec::new();
-    for e in engines
-        .iter()
-        .filter(|e| hosts.iter().any(|h| h.host == e.host && h.container == "running"))
-    {
-        match member::patroni_get(e, "/cluster").await {
-            Ok(v) => {
-                cluster = Some(v);
-                break;
-            }
-            Err(err) => errors.push(format!("{}: {err:#}", e.host)),
+    for p in probes.iter_mut() {
+        match p.cluster.take() {
+            Some(Ok(v)) if cluster.is_none() => cluster = Some(v),
+            Some(Err(err)) => errors.push(format!("{}: {err:#}", p.info.host)),
+            _ => {}
         }
     }
     let Some(cluster) = cluster else {
@@ -262,52 +319,33 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         })
         .collect();
     let leader = members.iter().find(|m| m.role == "leader").map(|m| m.name.clone());
-    let leader_engine = leader
+    let leader_host = leader
         .as_ref()
         .and_then(|l| members.iter().find(|m| &m.name == l))
-        .and_then(|m| engines.iter().find(|e| e.host == m.host));
-    // Everything else in one round: each is an exec on one host, independent of the others.
-    let archiver = async {
-        match leader_engine {
-            Some(e) if cfg.hosts.backup.is_some() => archiver(e).await.ok(),
-            _ => None,
-        }
+        .map(|m| m.host.clone());
+    let leader_probe = leader_host
+        .as_ref()
+        .and_then(|h| probes.iter_mut().find(|p| &p.info.host == h));
+    let (streaming, archiver) = match leader_probe {
+        Some(p) => (p.streaming.take(), p.archiver.take()),
+        None => (None, None),
     };
-    let streaming = async {
-        match leader_engine {
-            Some(e) => member::psql(e, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
-                .await
-                .ok(),
-            None => None,
-        }
+    // A standby cluster's leader: its receiver from the primary (the rare case: a second round).
+    let standby_lag = match leader_host.as_ref().and_then(|h| engines.iter().find(|e| &e.host == h)) {
+        Some(e) if standby => standby_lag(e).await.ok(),
+        _ => None,
     };
-    let standby_lag = async {
-        match leader_engine {
-            Some(e) if standby => standby_lag(e).await.ok(),
-            _ => None,
-        }
-    };
-    let dcs = async {
-        match engines.iter().find(|e| crate::dcs::is_voter(cfg, &e.host)) {
-            Some(e) => crate::dcs::health(cfg, e).await.unwrap_or_else(|err| format!("UNHEALTHY: {err:#}")),
-            None => "no DCS host reachable".into(),
-        }
-    };
-    let scheduled_backups = async {
-        match cfg.hosts.backup {
-            Some(_) => Some(scheduled_backups(engines, &hosts).await),
-            None => None,
-        }
-    };
-    let alerts = crate::monitor::alerts::read(cfg, engines);
-    let (archiver, streaming, standby_lag, dcs, scheduled_backups, alerts) =
-        tokio::join!(archiver, streaming, standby_lag, dcs, scheduled_backups, alerts);
     if let Some(rows) = streaming {
         let streaming: Vec<&str> = rows.lines().collect();
         for m in members.iter_mut().filter(|m| m.role != "leader") {
             m.streaming = Some(streaming.contains(&m.name.as_str()));
         }
     }
+    let scheduled_backups = cfg
+        .hosts
+        .backup
+        .as_ref()
+        .map(|_| scheduled_backups(probes.into_iter().flat_map(|p| p.backup_runs).collect()));
     Ok(ClusterStatus {
         scope: cfg.hosts.cluster.name.clone(),
         leader,
@@ -347,25 +385,17 @@ async fn standby_lag(leader: &Engine) -> Result<StandbyLag> {
     })
 }
 
-/// Every member's record of scheduled backups (the file lives on each data volume).
-async fn scheduled_backups(engines: &[Engine], hosts: &[HostInfo]) -> ScheduledBackups {
-    let running = engines
-        .iter()
-        .filter(|e| hosts.iter().any(|h| h.host == e.host && h.container == "running"));
+/// One member's record of scheduled backups (the file lives on its data volume).
+async fn backup_runs(engine: &Engine) -> Vec<BackupRun> {
     let script = format!("cat {} 2>/dev/null || true", layout::SCHEDULED_BACKUPS);
-    let cmd = ["sh", "-c", script.as_str()];
-    let reads = running.map(|e| crate::docker::exec(&e.docker, PATRONI, &cmd, None));
-    let mut runs: Vec<BackupRun> = join_all(reads)
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .flat_map(|out| {
-            out.stdout
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect::<Vec<BackupRun>>()
-        })
-        .collect();
+    match crate::docker::exec(&engine.docker, PATRONI, &["sh", "-c", script.as_str()], None).await {
+        Ok(out) => out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+        Err(_) => vec![],
+    }
+}
+
+/// Every member's records of scheduled backups together.
+fn scheduled_backups(mut runs: Vec<BackupRun>) -> ScheduledBackups {
     runs.sort_by_key(|r| r.start);
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let last_success_end = runs.iter().filter(|r| r.ok).map(|r| r.end).max();

@@ -87,6 +87,7 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
 /// when `members` left Patroni out.
 pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members) -> Result<Option<ClusterStatus>> {
     let started = Instant::now();
+    let mut phases = Phases::new();
     let engines = docker::connect_all(cfg).await?;
     let by_host: HashMap<&str, &Engine> = engines.iter().map(|e| (e.host.as_str(), e)).collect();
     let targets: Vec<&HostConfig> = cfg
@@ -136,6 +137,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if cfg.hosts.backup.is_some() && !matches!(members, Members::None) {
         output::step(crate::s3::preflight(cfg).await.context("pre-flight; nothing was changed")?);
     }
+    phases.done("pre-flight (engines, image, containers, ports, S3)");
 
     // The DCS first, on every host that has a member of it.
     converge(cfg, &plans, owner, |s| layout::is_dcs(s.name), &[]).await?;
@@ -146,6 +148,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if !prepared.is_empty() {
         output::step(&prepared);
     }
+    phases.done("DCS converged and healthy");
     if matches!(members, Members::None) {
         return Ok(None);
     }
@@ -155,6 +158,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if let Some(first) = new.volumes.first() {
         check_archive_prefix(cfg, &new, first.0.engine).await?;
     }
+    phases.done("new members' volumes, stale scope and archive checks");
 
     // Patroni: replicas before the leader when containers must be recreated.
     let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
@@ -163,8 +167,10 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     converge(cfg, &plans, owner, |s| is_access_or_monitoring(s.name), &[]).await?;
     reload_live_files(&plans, owner).await?;
     remove_dropped(&plans).await?;
+    phases.done("Patroni, access and monitoring containers");
 
     let status = wait_healthy(cfg, &engines, opts).await?;
+    phases.done("leader elected, replicas streaming");
     // A standby cluster is read-only until promoted: no repository to create, no extensions.
     let writable = status.leader.as_ref().filter(|_| !status.standby);
     if let Some(leader) = writable.and_then(|l| engines.iter().find(|e| &e.host == l)) {
@@ -179,12 +185,42 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
             output::step(line);
         }
     }
+    phases.done("backup repository, extensions, database objects");
     output::step(format!(
-        "cluster `{}` converged in {:.0}s",
+        "cluster `{}` converged in {:.1}s ({})",
         cfg.hosts.cluster.name,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        phases.summary()
     ));
     Ok(Some(status))
+}
+
+/// Wall time per phase of a converge, for the closing line (where the seconds go).
+struct Phases {
+    mark: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            mark: Instant::now(),
+            done: vec![],
+        }
+    }
+
+    fn done(&mut self, name: &'static str) {
+        self.done.push((name, self.mark.elapsed().as_secs_f64()));
+        self.mark = Instant::now();
+    }
+
+    fn summary(&self) -> String {
+        self.done
+            .iter()
+            .map(|(name, secs)| format!("{name} {secs:.1}s"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Every target host must have the cluster's image; missing ones get it as `image push` does.
