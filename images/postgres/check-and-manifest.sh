@@ -70,8 +70,6 @@ patroni=$VERSION
 run "Patroni's etcd/consul/psycopg2 modules" python3 -c 'import etcd, consul, psycopg2'
 version pgbackrest pgbackrest version
 pgbackrest=$VERSION
-version etcd etcd --version
-etcd=$VERSION
 version tini tini --version
 tini=$VERSION
 [ -x /usr/sbin/cron ] || fail "cron is missing"
@@ -83,7 +81,8 @@ version vip-manager vip-manager --version
 vip_manager=$VERSION
 version postgres_exporter prometheus-postgres-exporter --version
 postgres_exporter=$VERSION
-walg=""; consul=""
+walg=""; consul=""; etcd=""
+if has etcd; then version etcd etcd --version; etcd=$VERSION; fi
 if has walg; then version wal-g wal-g --version; walg=$VERSION; fi
 if has consul; then version consul consul version; consul=$VERSION; fi
 

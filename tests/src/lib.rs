@@ -347,8 +347,11 @@ pub fn build_args(hosts_toml: &Path) -> Result<Vec<String>> {
     if dcs != "consul" {
         without.push("consul");
     }
+    if dcs != "etcd" {
+        without.push("etcd");
+    }
     let mut args: Vec<String> = BUILD_DEBIAN[..6].iter().map(|s| s.to_string()).collect();
-    if without.len() < 3 {
+    if !without.contains(&"walg") || !without.contains(&"consul") {
         args.extend(["--artifacts".into(), artifacts_dir().to_str().unwrap().to_string()]);
     }
     args.extend(["--without".into(), without.join(",")]);

@@ -109,8 +109,8 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     crate::monitor::ensure_images(cfg, &target_engines, &image_id).await?;
     super::extensions::check_image(cfg, &image)?;
     let owner = crate::image::postgres_owner(&manifest, &cfg.hosts.cluster.image)?;
-    if cfg.hosts.cluster.dcs == crate::config::Dcs::Consul && manifest.get("consul").is_none_or(String::is_empty) {
-        bail!("dcs = \"consul\" but image {} was built without Consul: rebuild it with Consul (source pgdg, or --artifacts with a consul binary), or use dcs = \"etcd\"", cfg.hosts.cluster.image);
+    if let Some(why) = crate::image::missing_dcs(cfg, &manifest, &cfg.hosts.cluster.image) {
+        bail!(why);
     }
 
     // Pre-flight: classify every container on every target host; collect every problem.

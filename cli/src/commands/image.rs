@@ -32,7 +32,11 @@ pgctl image build --source debian --suite bullseye --tag pgctl/postgres:13-debia
         registry: Option<String>,
     },
     /// List pgctl images on the local engine with their component versions
-    List,
+    List {
+        /// Also each image's layers with their size and the build step that made them
+        #[arg(long)]
+        layers: bool,
+    },
     /// Make a Debian base image locally with mmdebstrap/debootstrap (no registry needed; root)
     Base {
         #[arg(long, default_value = image::base::DEFAULT_BASE_TAG)]
@@ -94,8 +98,8 @@ pub async fn run(command: ImageCommand, ctx: &Ctx) -> Result<()> {
     match command {
         ImageCommand::Build(a) => build(a, ctx).await,
         ImageCommand::Push { image, limit, registry } => push(ctx, image, &limit, registry).await,
-        ImageCommand::List => {
-            let images = image::list::list(&docker::local().await?).await?;
+        ImageCommand::List { layers } => {
+            let images = image::list::list(&docker::local().await?, layers).await?;
             output::result(&images, |images| list_text(images))
         }
         ImageCommand::Base { tag, suite, mirror, force } => {
@@ -240,5 +244,13 @@ fn list_text(images: &[image::list::ImageInfo]) -> String {
         "etcd",
         "consul",
     ]);
-    output::table(&header, rows)
+    let mut out = output::table(&header, rows);
+    for i in images.iter().filter(|i| !i.layers.is_empty()) {
+        out.push_str(&format!("\nlayers of {} ({}):\n", i.tags.join(" "), short_id(&i.id)));
+        for l in &i.layers {
+            let step: String = l.step.chars().take(100).collect();
+            out.push_str(&format!("  {:>9}  {step}\n", size(l.size_bytes.max(0) as u64)));
+        }
+    }
+    out
 }

@@ -47,6 +47,7 @@ pub fn dockerfile(plan: &BuildPlan) -> Result<String> {
             timescaledb => origin(&plan.timescaledb),
             walg => origin(&plan.walg),
             consul => origin(&plan.consul),
+            etcd => plan.etcd,
             walg_url => super::walg_url(&r.walg_version),
             walg_sha256 => r.walg_sha256.clone().unwrap_or_default(),
             components => plan.components(),
@@ -71,9 +72,30 @@ pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
     for path in &plan.artifact_files {
         let name = path.file_name().and_then(|n| n.to_str()).context("artifact name")?;
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        // WAL-G's release tarball: its binary goes into the context as `wal-g`, so the
+        // Dockerfile copies it straight to its place (one layer, not a copy plus an install).
+        let (name, bytes) = match name.starts_with("wal-g") && name.ends_with(".tar.gz") {
+            true => ("wal-g", walg_from_tarball(&bytes).with_context(|| format!("{}", path.display()))?),
+            false => (name, bytes),
+        };
         files.push(file(&format!("pgctl/artifacts/{name}"), bytes, 0o755));
     }
     gzip_tar(&files)
+}
+
+/// The `wal-g-pg-*` binary inside a WAL-G release tarball.
+fn walg_from_tarball(gz: &[u8]) -> Result<Vec<u8>> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let name = entry.path()?.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if entry.header().entry_type().is_file() && name.starts_with("wal-g") {
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut out)?;
+            return Ok(out);
+        }
+    }
+    anyhow::bail!("no wal-g binary in the tarball")
 }
 
 #[cfg(test)]

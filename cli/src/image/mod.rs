@@ -25,14 +25,16 @@ pub enum Source {
     Debian,
 }
 
-/// Optional components; everything else (PostgreSQL, PostGIS, Patroni, pgBackRest, etcd,
-/// amcheck, tini, cron) is always in the image.
+/// Optional components; everything else (PostgreSQL, PostGIS, Patroni, pgBackRest, amcheck,
+/// tini, cron, the access and exporter packages) is always in the image. etcd comes from
+/// Debian whatever the source; an image for a Consul cluster can leave it out (38 MB).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Component {
     Timescaledb,
     Walg,
     Consul,
+    Etcd,
 }
 
 impl Component {
@@ -41,6 +43,7 @@ impl Component {
             Component::Timescaledb => "timescaledb",
             Component::Walg => "walg",
             Component::Consul => "consul",
+            Component::Etcd => "etcd",
         }
     }
 }
@@ -79,6 +82,8 @@ pub struct BuildPlan {
     pub timescaledb: Option<Origin>,
     pub walg: Option<Origin>,
     pub consul: Option<Origin>,
+    /// etcd server and client (Debian's packages) unless left out.
+    pub etcd: bool,
     pub artifact_files: Vec<PathBuf>,
 }
 
@@ -93,6 +98,7 @@ impl BuildPlan {
         .iter()
         .filter(|(_, o)| o.is_some())
         .map(|(c, _)| c.name())
+        .chain(self.etcd.then_some(Component::Etcd.name()))
         .collect::<Vec<_>>()
         .join(" ")
     }
@@ -106,6 +112,18 @@ pub async fn manifest(engine: &crate::docker::Engine, image: &str) -> Result<Has
         .into_iter()
         .filter_map(|(k, v)| k.strip_prefix(LABEL_MANIFEST_PREFIX).map(|k| (k.to_string(), v)))
         .collect())
+}
+
+/// Why `image` (its manifest) cannot run the cluster's DCS, if it cannot: built without Consul,
+/// or without etcd.
+pub fn missing_dcs(cfg: &crate::config::Config, manifest: &HashMap<String, String>, image: &str) -> Option<String> {
+    let (key, name, dcs, how) = match cfg.hosts.cluster.dcs {
+        crate::config::Dcs::Consul => ("consul", "Consul", "consul", "source pgdg, or --artifacts with a consul binary"),
+        crate::config::Dcs::Etcd => ("etcd", "etcd", "etcd", "leave `etcd` out of --without"),
+    };
+    manifest.get(key).is_none_or(String::is_empty).then(|| {
+        format!("image {image} was built without {name} and the cluster's DCS is {name} (dcs = \"{dcs}\"): rebuild it with {name} ({how})")
+    })
 }
 
 /// uid/gid of postgres in the image (recorded in its manifest at build time).
@@ -183,11 +201,13 @@ pub fn plan(req: BuildRequest) -> Result<BuildPlan> {
             req.walg_version
         );
     }
+    let etcd = !req.without.contains(&Component::Etcd);
     Ok(BuildPlan {
         request: req,
         timescaledb,
         walg,
         consul,
+        etcd,
         artifact_files: files,
     })
 }
@@ -340,8 +360,13 @@ mod tests {
         assert!(err.contains("--without timescaledb"), "{err}");
         let mut r = req(Source::Debian);
         r.without = [Component::Timescaledb, Component::Walg, Component::Consul].into();
+        let p = plan(r.clone()).unwrap();
+        assert_eq!(p.components(), "etcd");
+        assert!(super::context::dockerfile(&p).unwrap().contains("etcd-server"));
+        r.without.insert(Component::Etcd);
         let p = plan(r).unwrap();
         assert_eq!(p.components(), "");
+        assert!(!super::context::dockerfile(&p).unwrap().contains("etcd-server"));
     }
 
     #[test]
@@ -350,7 +375,7 @@ mod tests {
         r.walg_sha256 = None;
         assert!(plan(r).unwrap_err().to_string().contains("--walg-sha256"));
         let p = plan(req(Source::Pgdg)).unwrap();
-        assert_eq!(p.components(), "timescaledb walg consul");
+        assert_eq!(p.components(), "timescaledb walg consul etcd");
     }
 
     #[test]

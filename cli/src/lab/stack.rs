@@ -34,6 +34,9 @@ impl Stack {
         if self.dcs != "consul" {
             without.push("consul");
         }
+        if self.dcs != "etcd" {
+            without.push("etcd");
+        }
         without.join(",")
     }
 }
@@ -62,7 +65,7 @@ mod tests {
         let dir = artifacts("mission", &["wal-g", "consul"]);
         let stack = Stack::choose(None, None, &dir);
         assert_eq!((stack.dcs.as_str(), stack.backup_engine.as_str()), ("consul", "walg"));
-        assert_eq!(stack.without(), "timescaledb");
+        assert_eq!(stack.without(), "timescaledb,etcd", "a Consul cluster's image has no etcd");
     }
 
     #[test]

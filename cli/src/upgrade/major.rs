@@ -154,11 +154,8 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &Options) -> Result<Pl
             opts.image, opts.pg_major
         )));
     }
-    if cfg.hosts.cluster.dcs == crate::config::Dcs::Consul && manifest.get("consul").is_none_or(String::is_empty) {
-        return Err(refuse(format!(
-            "image {} has no Consul, and the cluster's DCS is Consul",
-            opts.image
-        )));
+    if let Some(why) = crate::image::missing_dcs(cfg, &manifest, &opts.image) {
+        return Err(refuse(why));
     }
     let status = status::fetch(cfg, engines).await?;
     if status.paused || status.standby {

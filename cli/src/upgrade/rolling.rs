@@ -152,8 +152,8 @@ async fn image_facts(cfg: &Config, engines: &[Engine], image: &str) -> Result<(I
     let facts = ImageFacts::from_manifest(&id, &manifest);
     let new_cfg = with_image(cfg, image);
     crate::cluster::extensions::check_image(&new_cfg, &facts).map_err(|e| refuse(format!("{e:#}")))?;
-    if cfg.hosts.cluster.dcs == crate::config::Dcs::Consul && manifest.get("consul").is_none_or(String::is_empty) {
-        return Err(refuse(format!("image {image} has no Consul, and the cluster's DCS is Consul")));
+    if let Some(why) = crate::image::missing_dcs(cfg, &manifest, image) {
+        return Err(refuse(why));
     }
     Ok((facts, owner, postgres))
 }
