@@ -128,11 +128,12 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
 
 /// `image push` of the cluster's image to 1 host and to 3 hosts (one export streamed to all at
 /// once), and the naive baseline `docker save | docker load` to each host in turn; the image is
-/// removed from every host before each delivery.
+/// removed from every host before each delivery. Then `up` from empty volumes (time per
+/// phase) and `status` on the running cluster.
 #[test]
 #[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
-fn image_push_one_vs_three_hosts() -> Result<()> {
-    require_e2e("image_push_one_vs_three_hosts");
+fn image_push_up_and_status() -> Result<()> {
+    require_e2e("image_push_up_and_status");
     let lab = Lab::up_with("pgctl-bench-push", "172.30.94.0/24", &["--dcs", "etcd", "--backup-engine", "pgbackrest"])?;
     let hosts_toml: toml::Value = toml::from_str(&std::fs::read_to_string(lab.hosts_toml())?)?;
     let image = hosts_toml["cluster"]["image"].as_str().context("cluster.image")?.to_string();
@@ -192,6 +193,28 @@ fn image_push_one_vs_three_hosts() -> Result<()> {
     for o in again.as_array().context("outcomes")? {
         assert_eq!(o["result"], "present", "{o}");
     }
+
+    // `up` on 3 hosts with the image present, from empty volumes, with its time per phase; then
+    // `status` on the running cluster.
+    let mut ups = Vec::new();
+    for run in 1..=runs() {
+        let started = Instant::now();
+        let up = lab.pgctl_ok(&["up"])?;
+        ups.push(started.elapsed().as_secs_f64());
+        let phases = up.stderr.lines().find(|l| l.contains("converged in")).unwrap_or_default().to_string();
+        report(&format!("MEASURED: up run {run} (image present, empty volumes): {:.1}s: {phases}", ups[run - 1]));
+        let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+        assert!(status["leader"].is_string(), "{status}");
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let started = Instant::now();
+            lab.pgctl_ok(&["status"])?;
+            times.push(started.elapsed().as_secs_f64());
+        }
+        report(&format!("MEASURED: status run {run} (3 members, 10 calls): {}", summary(&times)));
+        lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
+    }
+    report(&format!("MEASURED: up with the image present on {} hosts: {}", hosts.len(), summary(&ups)));
     Ok(())
 }
 
