@@ -1,7 +1,8 @@
 //! `pgctl image push`: deliver the cluster's image to every host, concurrently.
 //! Stream mode: hosts that already have the exact image ID are skipped; the others receive it
-//! engine-to-engine, all from one export (fan-out), and the ID is verified afterwards. Registry mode: hosts pull it with
-//! the registry credentials from secrets. One host failing does not stop the others.
+//! engine-to-engine, all from one export (fan-out), and the ID is verified afterwards.
+//! Registry mode: hosts pull it with the registry credentials from secrets. One host failing
+//! does not stop the others.
 
 use crate::config::{Config, HostConfig, ImageDelivery};
 use crate::docker::{self, connect, transfer, Engine};
