@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::docker::Engine;
 use crate::layout::{self, PATRONI};
 use crate::member;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::future::join_all;
 use serde::Serialize;
 
@@ -191,8 +191,9 @@ async fn host_info(engine: &Engine) -> HostInfo {
 
 /// What one host tells in one round: its container, and where Patroni runs, Patroni's view of
 /// the cluster, the facts only the leader's answer is used for (who streams from it, its WAL
-/// archiver) and its record of scheduled backups. Every host is asked at once, so `status`
-/// costs one round of execs whichever host turns out to lead.
+/// archiver) and its record of scheduled backups. Every host is asked at once, each with one
+/// exec, so `status` costs one round whichever host turns out to lead, and little load when
+/// `up` or a pre-flight polls it.
 struct Probe {
     info: HostInfo,
     cluster: Option<Result<serde_json::Value>>,
@@ -201,43 +202,75 @@ struct Probe {
     backup_runs: Vec<BackupRun>,
 }
 
+const ARCHIVER_SQL: &str = "SELECT archived_count, coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, ''), failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, '') FROM pg_stat_archiver";
+const STREAMING_SQL: &str = "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'";
+/// Separates the probe's sections; a section whose command failed is `FAILED`.
+const SECTION: &str = "@@pgctl-section@@";
+const FAILED: &str = "@@pgctl-failed@@";
+
+/// The probe's script (as root; SQL as postgres over the socket, peer authentication): Patroni's
+/// /cluster, who streams from this member, its archiver, its backup records.
+fn probe_script(with_backup: bool) -> String {
+    let psql = format!(
+        "runuser -u postgres -- psql -h {} -U postgres -d postgres -XAtq -v ON_ERROR_STOP=1",
+        layout::PG_SOCKET_DIR
+    );
+    let mut script = format!(
+        "curl -sf --max-time 5 {url} || echo {FAILED}; echo; echo {SECTION}; {psql} -c \"{STREAMING_SQL}\" || echo {FAILED}; echo {SECTION};",
+        url = layout::patroni_url("/cluster"),
+    );
+    if with_backup {
+        script.push_str(&format!(
+            " {psql} -c \"{ARCHIVER_SQL}\" || echo {FAILED}; echo {SECTION}; cat {} 2>/dev/null; true",
+            layout::SCHEDULED_BACKUPS
+        ));
+    }
+    script
+}
+
+/// The probe's output, section by section (`None` for a command that failed).
+fn probe_sections(out: &str) -> Vec<Option<String>> {
+    out.split(SECTION)
+        .map(|s| s.trim())
+        .map(|s| (!s.contains(FAILED)).then(|| s.to_string()))
+        .collect()
+}
+
 async fn probe(cfg: &Config, engine: &Engine) -> Probe {
     let info = host_info(engine).await;
-    if info.container != "running" {
-        return Probe {
-            info,
-            cluster: None,
-            streaming: None,
-            archiver: None,
-            backup_runs: vec![],
-        };
+    let mut probe = Probe {
+        info,
+        cluster: None,
+        streaming: None,
+        archiver: None,
+        backup_runs: vec![],
+    };
+    if probe.info.container != "running" {
+        return probe;
     }
     let with_backup = cfg.hosts.backup.is_some();
-    let archiver = async {
-        match with_backup {
-            true => archiver(engine).await.ok(),
-            false => None,
+    let env = [&format!("PGPASSFILE={}", layout::PGPASS) as &str, "PGCONNECT_TIMEOUT=5"];
+    let script = probe_script(with_backup);
+    let out = match crate::docker::exec_env(&engine.docker, PATRONI, &["sh", "-c", &script], None, &env).await {
+        Ok(out) => out.stdout,
+        Err(e) => {
+            probe.cluster = Some(Err(e));
+            return probe;
         }
     };
-    let backup_runs = async {
-        match with_backup {
-            true => backup_runs(engine).await,
-            false => vec![],
-        }
-    };
-    let (cluster, streaming, archiver, backup_runs) = tokio::join!(
-        member::patroni_get(engine, "/cluster"),
-        member::psql(engine, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"),
-        archiver,
-        backup_runs
-    );
-    Probe {
-        info,
-        cluster: Some(cluster),
-        streaming: streaming.ok(),
-        archiver,
-        backup_runs,
-    }
+    let mut sections = probe_sections(&out).into_iter();
+    probe.cluster = Some(match sections.next().flatten() {
+        Some(body) => serde_json::from_str(&body).with_context(|| format!("Patroni's /cluster on {}: {body}", engine.host)),
+        None => Err(anyhow::anyhow!("GET /cluster on {}: Patroni's REST API does not answer", engine.host)),
+    });
+    probe.streaming = sections.next().flatten();
+    probe.archiver = sections.next().flatten().and_then(|row| parse_archiver(&row).ok());
+    probe.backup_runs = sections
+        .next()
+        .flatten()
+        .map(|text| text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        .unwrap_or_default();
+    probe
 }
 
 /// Current status: Patroni's view from the first host that answers, the leader's own facts.
@@ -385,15 +418,6 @@ async fn standby_lag(leader: &Engine) -> Result<StandbyLag> {
     })
 }
 
-/// One member's record of scheduled backups (the file lives on its data volume).
-async fn backup_runs(engine: &Engine) -> Vec<BackupRun> {
-    let script = format!("cat {} 2>/dev/null || true", layout::SCHEDULED_BACKUPS);
-    match crate::docker::exec(&engine.docker, PATRONI, &["sh", "-c", script.as_str()], None).await {
-        Ok(out) => out.stdout.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
-        Err(_) => vec![],
-    }
-}
-
 /// Every member's records of scheduled backups together.
 fn scheduled_backups(mut runs: Vec<BackupRun>) -> ScheduledBackups {
     runs.sort_by_key(|r| r.start);
@@ -407,12 +431,8 @@ fn scheduled_backups(mut runs: Vec<BackupRun>) -> ScheduledBackups {
     }
 }
 
-async fn archiver(leader: &Engine) -> Result<Archiver> {
-    let row = member::psql(
-        leader,
-        "SELECT archived_count, coalesce(last_archived_wal, ''), coalesce(last_archived_time::text, ''), failed_count, coalesce(last_failed_wal, ''), coalesce(last_failed_time::text, '') FROM pg_stat_archiver",
-    )
-    .await?;
+/// A pg_stat_archiver row as `psql -At` prints it.
+fn parse_archiver(row: &str) -> Result<Archiver> {
     let f: Vec<&str> = row.trim().split('|').collect();
     if f.len() != 6 {
         bail!("unexpected pg_stat_archiver row: {row}");
@@ -464,5 +484,28 @@ pub async fn settled(
             return Err(out);
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_output_splits_into_sections() {
+        let out = format!(
+            "{{\"members\": []}}\n{SECTION}\nhost2\nhost3\n{SECTION}\n7|0000000100000000000000A1|2026-12-06 10:00:00+00|0||\n{SECTION}\n{{\"ok\": true}}\n"
+        );
+        let s = probe_sections(&out);
+        assert_eq!(s[0].as_deref(), Some("{\"members\": []}"));
+        assert_eq!(s[1].as_deref(), Some("host2\nhost3"));
+        assert_eq!(parse_archiver(s[2].as_deref().unwrap()).unwrap().archived_count, 7);
+        assert_eq!(s[3].as_deref(), Some("{\"ok\": true}"));
+        // A command that failed is no answer, unlike one that answered nothing.
+        let failed = format!("{FAILED}\n\n{SECTION}\n{SECTION}\n");
+        let s = probe_sections(&failed);
+        assert_eq!(s[0], None);
+        assert_eq!(s[1].as_deref(), Some(""));
+        assert!(probe_script(true).contains("pg_stat_archiver") && !probe_script(false).contains("pg_stat_archiver"));
     }
 }
