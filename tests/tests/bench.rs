@@ -198,6 +198,13 @@ fn image_push_up_and_status() -> Result<()> {
     // `status` on the running cluster.
     let mut ups = Vec::new();
     for run in 1..=runs() {
+        // A new cluster needs an archive prefix of its own (`up` refuses to mix two systems).
+        if run > 1 {
+            lab.edit_hosts(&[(
+                &format!("s3_prefix = \"{}\"", prefix(run - 1)),
+                &format!("s3_prefix = \"{}\"", prefix(run)),
+            )])?;
+        }
         let started = Instant::now();
         let up = lab.pgctl_ok(&["up"])?;
         ups.push(started.elapsed().as_secs_f64());
@@ -216,6 +223,14 @@ fn image_push_up_and_status() -> Result<()> {
     }
     report(&format!("MEASURED: up with the image present on {} hosts: {}", hosts.len(), summary(&ups)));
     Ok(())
+}
+
+/// The lab's archive prefix for the `run`-th new cluster of the up benchmark.
+fn prefix(run: usize) -> String {
+    match run {
+        1 => "lab".into(),
+        n => format!("lab-up{n}"),
+    }
 }
 
 /// `docker save IMAGE | docker -H HOST load`, the way without pgctl.
