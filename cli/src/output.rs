@@ -155,3 +155,56 @@ mod tests {
         assert!(phases(&[("fetch".into(), 2.34)]).contains("fetch") && phases(&[("fetch".into(), 2.34)]).contains("2.3 s"));
     }
 }
+
+/// Wall time of the named phases of a long operation. `default()` announces each phase as it
+/// starts (`== name`, for restores and migrations); `quiet()` only records them (for `up`,
+/// which restores run inside their own phases).
+#[derive(Default)]
+pub struct Phases {
+    done: Vec<(String, f64)>,
+    current: Option<(String, std::time::Instant)>,
+    quiet: bool,
+}
+
+impl Phases {
+    pub fn quiet() -> Phases {
+        Phases {
+            quiet: true,
+            ..Default::default()
+        }
+    }
+
+    pub fn start(&mut self, name: &str) {
+        self.close();
+        if !self.quiet {
+            step(format!("== {name}"));
+        }
+        self.current = Some((name.to_string(), std::time::Instant::now()));
+    }
+
+    /// Sub-phases measured elsewhere (inside the recovery container), shown indented.
+    pub fn sub(&mut self, parts: &[(String, f64)]) {
+        self.close();
+        self.done.extend(parts.iter().map(|(n, s)| (format!("  {n}"), *s)));
+    }
+
+    fn close(&mut self) {
+        if let Some((name, started)) = self.current.take() {
+            self.done.push((name, started.elapsed().as_secs_f64()));
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<(String, f64)> {
+        self.close();
+        self.done
+    }
+}
+
+/// Phases on one line: `name 1.2s, name 0.4s`.
+pub fn phases_inline(phases: &[(String, f64)]) -> String {
+    phases
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.1}s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -134,7 +134,11 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
 #[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
 fn image_push_up_and_status() -> Result<()> {
     require_e2e("image_push_up_and_status");
-    let lab = Lab::up_with("pgctl-bench-push", "172.30.94.0/24", &["--dcs", "etcd", "--backup-engine", "pgbackrest"])?;
+    let lab = Lab::up_with(
+        "pgctl-bench-push",
+        "172.30.94.0/24",
+        &["--dcs", "etcd", "--backup-engine", "pgbackrest"],
+    )?;
     let hosts_toml: toml::Value = toml::from_str(&std::fs::read_to_string(lab.hosts_toml())?)?;
     let image = hosts_toml["cluster"]["image"].as_str().context("cluster.image")?.to_string();
     let hosts: Vec<String> = lab.hosts().into_iter().map(|(h, _)| h).collect();
@@ -208,8 +212,16 @@ fn image_push_up_and_status() -> Result<()> {
         let started = Instant::now();
         let up = lab.pgctl_ok(&["up"])?;
         ups.push(started.elapsed().as_secs_f64());
-        let phases = up.stderr.lines().find(|l| l.contains("converged in")).unwrap_or_default().to_string();
-        report(&format!("MEASURED: up run {run} (image present, empty volumes): {:.1}s: {phases}", ups[run - 1]));
+        let phases = up
+            .stderr
+            .lines()
+            .find(|l| l.contains("converged in"))
+            .unwrap_or_default()
+            .to_string();
+        report(&format!(
+            "MEASURED: up run {run} (image present, empty volumes): {:.1}s: {phases}",
+            ups[run - 1]
+        ));
         let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
         assert!(status["leader"].is_string(), "{status}");
         let mut times = Vec::new();
@@ -221,7 +233,11 @@ fn image_push_up_and_status() -> Result<()> {
         report(&format!("MEASURED: status run {run} (3 members, 10 calls): {}", summary(&times)));
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     }
-    report(&format!("MEASURED: up with the image present on {} hosts: {}", hosts.len(), summary(&ups)));
+    report(&format!(
+        "MEASURED: up with the image present on {} hosts: {}",
+        hosts.len(),
+        summary(&ups)
+    ));
     Ok(())
 }
 
@@ -243,7 +259,9 @@ fn save_load(lab: &Lab, host: &str, image: &str) -> Result<()> {
         cert = certs.join("cert.pem").display(),
         key = certs.join("key.pem").display(),
     );
-    let out = std::process::Command::new("bash").args(["-o", "pipefail", "-c", &script]).output()?;
+    let out = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c", &script])
+        .output()?;
     anyhow::ensure!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! through the hosts' Docker engines; Patroni and PostgreSQL are reached by exec (`member`).
 
 pub mod extensions;
+mod newcomers;
 pub mod ops;
 pub mod spec;
 pub mod status;

@@ -261,7 +261,10 @@ async fn probe(cfg: &Config, engine: &Engine) -> Probe {
     let mut sections = probe_sections(&out).into_iter();
     probe.cluster = Some(match sections.next().flatten() {
         Some(body) => serde_json::from_str(&body).with_context(|| format!("Patroni's /cluster on {}: {body}", engine.host)),
-        None => Err(anyhow::anyhow!("GET /cluster on {}: Patroni's REST API does not answer", engine.host)),
+        None => Err(anyhow::anyhow!(
+            "GET /cluster on {}: Patroni's REST API does not answer",
+            engine.host
+        )),
     });
     probe.streaming = sections.next().flatten();
     probe.archiver = sections.next().flatten().and_then(|row| parse_archiver(&row).ok());
@@ -356,9 +359,7 @@ pub async fn fetch(cfg: &Config, engines: &[Engine]) -> Result<ClusterStatus> {
         .as_ref()
         .and_then(|l| members.iter().find(|m| &m.name == l))
         .map(|m| m.host.clone());
-    let leader_probe = leader_host
-        .as_ref()
-        .and_then(|h| probes.iter_mut().find(|p| &p.info.host == h));
+    let leader_probe = leader_host.as_ref().and_then(|h| probes.iter_mut().find(|p| &p.info.host == h));
     let (streaming, archiver) = match leader_probe {
         Some(p) => (p.streaming.take(), p.archiver.take()),
         None => (None, None),

@@ -3,11 +3,13 @@
 //! for one leader and streaming replicas. A second run with nothing changed recreates nothing:
 //! each container carries a hash of what defines it.
 
+use super::newcomers;
+pub use super::newcomers::volume_system_id;
 use super::spec;
 use super::status::{self, ClusterStatus};
 use crate::config::{Config, HostConfig};
 use crate::docker::{self, spec::ContainerSpec, Engine, FileSpec};
-use crate::layout::{self, DATA_MOUNT, LABEL_CLUSTER, LABEL_CONFIG_HASH, LABEL_ROLE, PATRONI};
+use crate::layout::{self, LABEL_CLUSTER, LABEL_CONFIG_HASH, LABEL_ROLE, PATRONI};
 use crate::{dcs, member, output};
 use anyhow::{bail, Context, Result};
 use bollard::models::{ContainerCreateBody, HostConfig as DockerHostConfig, RestartPolicy, RestartPolicyNameEnum};
@@ -87,7 +89,8 @@ pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
 /// when `members` left Patroni out.
 pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members) -> Result<Option<ClusterStatus>> {
     let started = Instant::now();
-    let mut phases = Phases::new();
+    let mut phases = output::Phases::quiet();
+    phases.start("pre-flight (engines, image, containers, ports, S3)");
     let engines = docker::connect_all(cfg).await?;
     let by_host: HashMap<&str, &Engine> = engines.iter().map(|e| (e.host.as_str(), e)).collect();
     let targets: Vec<&HostConfig> = cfg
@@ -137,7 +140,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if cfg.hosts.backup.is_some() && !matches!(members, Members::None) {
         output::step(crate::s3::preflight(cfg).await.context("pre-flight; nothing was changed")?);
     }
-    phases.done("pre-flight (engines, image, containers, ports, S3)");
+    phases.start("DCS converged and healthy");
 
     // The DCS first, on every host that has a member of it.
     converge(cfg, &plans, owner, |s| layout::is_dcs(s.name), &[]).await?;
@@ -148,17 +151,17 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if !prepared.is_empty() {
         output::step(&prepared);
     }
-    phases.done("DCS converged and healthy");
+    phases.start("new members' volumes, stale scope and archive checks");
     if matches!(members, Members::None) {
         return Ok(None);
     }
 
-    let new = new_members(cfg, &plans).await?;
-    check_stale_scope(cfg, &new, &dcs_engines).await?;
+    let new = newcomers::new_members(cfg, &plans).await?;
+    newcomers::check_stale_scope(cfg, &new, &dcs_engines).await?;
     if let Some(first) = new.volumes.first() {
-        check_archive_prefix(cfg, &new, first.0.engine).await?;
+        newcomers::check_archive_prefix(cfg, &new, first.0.engine).await?;
     }
-    phases.done("new members' volumes, stale scope and archive checks");
+    phases.start("Patroni, access and monitoring containers");
 
     // Patroni: replicas before the leader when containers must be recreated.
     let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
@@ -167,10 +170,10 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     converge(cfg, &plans, owner, |s| is_access_or_monitoring(s.name), &[]).await?;
     reload_live_files(&plans, owner).await?;
     remove_dropped(&plans).await?;
-    phases.done("Patroni, access and monitoring containers");
+    phases.start("leader elected, replicas streaming");
 
     let status = wait_healthy(cfg, &engines, opts).await?;
-    phases.done("leader elected, replicas streaming");
+    phases.start("backup repository, extensions, database objects");
     // A standby cluster is read-only until promoted: no repository to create, no extensions.
     let writable = status.leader.as_ref().filter(|_| !status.standby);
     if let Some(leader) = writable.and_then(|l| engines.iter().find(|e| &e.host == l)) {
@@ -185,42 +188,13 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
             output::step(line);
         }
     }
-    phases.done("backup repository, extensions, database objects");
     output::step(format!(
         "cluster `{}` converged in {:.1}s ({})",
         cfg.hosts.cluster.name,
         started.elapsed().as_secs_f64(),
-        phases.summary()
+        output::phases_inline(&phases.finish())
     ));
     Ok(Some(status))
-}
-
-/// Wall time per phase of a converge, for the closing line (where the seconds go).
-struct Phases {
-    mark: Instant,
-    done: Vec<(&'static str, f64)>,
-}
-
-impl Phases {
-    fn new() -> Phases {
-        Phases {
-            mark: Instant::now(),
-            done: vec![],
-        }
-    }
-
-    fn done(&mut self, name: &'static str) {
-        self.done.push((name, self.mark.elapsed().as_secs_f64()));
-        self.mark = Instant::now();
-    }
-
-    fn summary(&self) -> String {
-        self.done
-            .iter()
-            .map(|(name, secs)| format!("{name} {secs:.1}s"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// Every target host must have the cluster's image; missing ones get it as `image push` does.
@@ -497,122 +471,6 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
         .start_container(s.name, None)
         .await
         .with_context(|| format!("{host}: starting {}", s.name))
-}
-
-/// System identifier of the data in a Patroni data volume, `None` when it holds no cluster.
-pub async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<Option<String>> {
-    // Mounting a missing volume would create it (unlabeled, so `remove --volumes` would miss it).
-    match engine.docker.inspect_volume(volume).await {
-        Ok(_) => {}
-        Err(e) if docker::is_not_found(&e) => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("{}: inspecting volume {volume}", engine.host)),
-    }
-    let script = format!(
-        "test -e {marker} && {{ echo incomplete; exit 0; }}; test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
-        marker = layout::INCOMPLETE_MARKER,
-        pgdata = layout::PGDATA
-    );
-    let host_config = DockerHostConfig {
-        binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
-        ..Default::default()
-    };
-    let out = docker::run_once(&engine.docker, image, &["sh", "-c", &script], host_config, Some("postgres"), &[]).await?;
-    let id = out.ok(&format!("reading volume {volume} on {}", engine.host))?.trim().to_string();
-    if id == "incomplete" {
-        return Err(crate::error::refused(format!(
-            "{}: data volume {volume} holds a restore that was interrupted; nothing was started. Run the same `pgctl restore` again to retry it (the partial copy is discarded), or `pgctl restore --rollback` to go back to the previous data",
-            engine.host
-        )));
-    }
-    Ok((!id.is_empty()).then_some(id))
-}
-
-/// Patroni members `up` is about to create, with the system identifier their data volumes
-/// already hold (a volume left by `remove` without `--volumes` comes back with its data).
-struct NewMembers<'a> {
-    /// Each new member's host plan, its data volume, and the system identifier it holds.
-    volumes: Vec<(&'a HostPlan<'a>, String, Option<String>)>,
-    /// Every Patroni member is new: this `up` bootstraps (or brings back) the whole cluster.
-    whole_cluster: bool,
-}
-
-async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> Result<NewMembers<'a>> {
-    let mut volumes = Vec::new();
-    let mut all_new = true;
-    for p in plans {
-        match p.items.iter().find(|(s, _)| s.name == PATRONI) {
-            Some((s, Action::Create)) => {
-                let volume = s.volume.as_ref().expect("Patroni has a data volume").volume.clone();
-                let id = volume_system_id(p.engine, &cfg.hosts.cluster.image, &volume).await?;
-                volumes.push((p, volume, id))
-            }
-            Some(_) => all_new = false,
-            None => {}
-        }
-    }
-    // Hosts outside --limit that already run Patroni make this a partial converge.
-    let configured = cfg.hosts.hosts.iter().filter(|h| h.has_role(crate::config::Role::Patroni)).count();
-    Ok(NewMembers {
-        whole_cluster: all_new && volumes.len() == configured && configured > 0,
-        volumes,
-    })
-}
-
-/// The Compose README's problem 8.1: the DCS remembers an initialized scope but the data is
-/// gone (or is another cluster's) — Patroni would wait forever "for leader to bootstrap".
-async fn check_stale_scope(cfg: &Config, new: &NewMembers<'_>, dcs_engines: &[&Engine]) -> Result<()> {
-    let scope = &cfg.hosts.cluster.name;
-    let Some(engine) = dcs_engines.first() else { return Ok(()) };
-    let Some(initialized) = dcs::initialize_key(cfg, engine, scope).await? else {
-        return Ok(());
-    };
-    for (p, volume, id) in &new.volumes {
-        if let Some(id) = id.as_ref().filter(|id| **id != initialized) {
-            return Err(crate::error::refused(format!(
-                "{}: data volume {volume} holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
-                p.host.name,
-                dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
-            )));
-        }
-    }
-    if new.whole_cluster && new.volumes.iter().all(|(_, _, id)| id.is_none()) {
-        return Err(crate::error::refused(format!(
-            "the DCS already holds cluster `{scope}` (initialized by system {initialized}) but no host has its data: a previous installation left it behind, and Patroni would log \"waiting for leader to bootstrap\" forever (the Compose README's problem 8.1). Nothing was started. Clear the stale scope with:\n  {}",
-            dcs::clear_command(scope, &cfg.hosts_path.display().to_string())
-        )));
-    }
-    Ok(())
-}
-
-/// A cluster incarnation never archives into a prefix holding another system's WAL (two
-/// clusters in one prefix corrupt each other's timelines). Also the S3 pre-flight: wrong keys,
-/// bucket, endpoint or CA fail here, before Patroni starts.
-async fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, engine: &Engine) -> Result<()> {
-    let Some(b) = cfg.hosts.backup.as_ref() else { return Ok(()) };
-    let repo = crate::backup::list::repository_system_id(cfg, engine, crate::backup::Access::ReadWrite)
-        .await
-        .with_context(|| {
-            format!(
-                "pre-flight: the backup repository {}/{} is not usable; nothing was started",
-                b.s3_endpoint, b.s3_bucket
-            )
-        })?;
-    let Some(repo) = repo else { return Ok(()) };
-    let refuse = |why: String| {
-        crate::error::refused(format!(
-            "S3 prefix `{}` already holds the WAL archive of database system {repo}, and {why}. Archiving into it would mix two systems' timelines. Patroni was not started. Use a prefix of this cluster's own (backup.s3_prefix), or remove the old archive if it is no longer needed. If this is the same cluster and its data volumes were lost, bring it back from this archive with `pgctl restore`.",
-            b.s3_prefix
-        ))
-    };
-    if let Some((p, _, Some(id))) = new.volumes.iter().find(|(_, _, id)| id.as_ref().is_some_and(|id| *id != repo)) {
-        return Err(refuse(format!("the data volume on {} belongs to system {id}", p.host.name)));
-    }
-    if new.whole_cluster && new.volumes.iter().all(|(_, _, id)| id.is_none()) {
-        return Err(refuse(
-            "this `up` would bootstrap a new cluster with a new system identifier".into(),
-        ));
-    }
-    Ok(())
 }
 
 /// Waits until this host's Patroni answers and reports PostgreSQL running.

@@ -7,9 +7,10 @@ pub mod host_certs;
 pub mod init;
 pub mod locate;
 pub mod model;
+pub mod syntax;
 mod validate;
 
-pub use validate::is_dns_label as validate_name;
+pub use syntax::is_dns_label as validate_name;
 pub use validate::split_s3_url;
 
 pub use model::*;

@@ -385,7 +385,7 @@ fn secrets_problems() {
 #[test]
 fn generated_consul_tokens_are_uuids() {
     let t = super::init::token_uuid();
-    assert!(super::validate::is_uuid(&t) && t.as_bytes()[14] == b'4', "{t}");
+    assert!(super::syntax::is_uuid(&t) && t.as_bytes()[14] == b'4', "{t}");
     assert_ne!(t, super::init::token_uuid());
 }
 
@@ -479,7 +479,7 @@ fn init_writes_valid_commented_files() {
 
 #[test]
 fn networks_contain_addresses() {
-    use super::validate::in_network;
+    use super::syntax::in_network;
     assert!(in_network("10.0.0.3", "10.0.0.0/24"));
     assert!(in_network("10.0.0.3", "0.0.0.0/0"));
     assert!(in_network("10.0.0.3", "10.0.0.3/32"));
@@ -535,7 +535,9 @@ fn access_and_monitoring_rules() {
     let (_d, r) = setup(&monitoring, &no_readonly, 0o600);
     let err = r.expect_err("monitoring without a read-only key");
     assert!(
-        err.0.iter().any(|p| p.key == "s3.readonly_access_key_id" && p.message.contains("monitoring")),
+        err.0
+            .iter()
+            .any(|p| p.key == "s3.readonly_access_key_id" && p.message.contains("monitoring")),
         "{err}"
     );
 }

@@ -96,7 +96,10 @@ fn step_of(created_by: &str) -> String {
 mod tests {
     #[test]
     fn steps_read_as_the_dockerfile() {
-        assert_eq!(super::step_of("/bin/sh -c apt-get update  && apt-get install -y x"), "RUN apt-get update && apt-get install -y x");
+        assert_eq!(
+            super::step_of("/bin/sh -c apt-get update  && apt-get install -y x"),
+            "RUN apt-get update && apt-get install -y x"
+        );
         assert_eq!(
             super::step_of("/bin/sh -c #(nop) COPY file:abc in /usr/local/bin/consul "),
             "COPY file:abc in /usr/local/bin/consul"

@@ -113,7 +113,9 @@ async fn stream_to_all(
         .with_context(|| format!("image {image} is not in the local engine: build it with `pgctl image build --tag {image}`"))?;
     let present = join_all(connected.iter().map(|engine| async {
         match engine {
-            Ok(engine) => docker::image_id(&engine.docker, image).await.map(|id| id.as_deref() == Some(local_id.as_str())),
+            Ok(engine) => docker::image_id(&engine.docker, image)
+                .await
+                .map(|id| id.as_deref() == Some(local_id.as_str())),
             Err(e) => Err(anyhow::anyhow!("{e:#}")),
         }
     }))

@@ -15,11 +15,12 @@ use crate::config::{Config, Role};
 use crate::docker::{self, Engine};
 use crate::error::{Classify, Kind};
 use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI};
+pub use crate::output::Phases;
 use crate::recovery::{self as recover, Fetch, Mode, Recovered};
 use crate::{member, output};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct RestoreOptions {
     pub target: Target,
@@ -451,36 +452,4 @@ async fn check_free_space(cfg: &Config, members: &[&Engine], size: u64) -> Resul
         )));
     }
     Ok(())
-}
-
-/// Wall time of named phases.
-#[derive(Default)]
-pub struct Phases {
-    done: Vec<(String, f64)>,
-    current: Option<(String, Instant)>,
-}
-
-impl Phases {
-    pub fn start(&mut self, name: &str) {
-        self.close();
-        output::step(format!("== {name}"));
-        self.current = Some((name.to_string(), Instant::now()));
-    }
-
-    /// Sub-phases measured elsewhere (inside the recovery container), shown indented.
-    pub fn sub(&mut self, parts: &[(String, f64)]) {
-        self.close();
-        self.done.extend(parts.iter().map(|(n, s)| (format!("  {n}"), *s)));
-    }
-
-    fn close(&mut self) {
-        if let Some((name, started)) = self.current.take() {
-            self.done.push((name, started.elapsed().as_secs_f64()));
-        }
-    }
-
-    pub fn finish(mut self) -> Vec<(String, f64)> {
-        self.close();
-        self.done
-    }
 }

@@ -234,14 +234,18 @@ pub fn haproxy_pgbouncer_and_vip(lab: &Lab) -> Result<()> {
         writes.longest_gap.as_secs_f64(),
         writes.acked.len()
     ));
-    wait_until("the crashed host, started again, rejoins as a streaming replica", Duration::from_secs(180), || {
-        let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
-        Ok(s["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|m| m["name"] == leader.as_str() && m["role"] != "leader" && m["streaming"] == true))
-    })?;
+    wait_until(
+        "the crashed host, started again, rejoins as a streaming replica",
+        Duration::from_secs(180),
+        || {
+            let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
+            Ok(s["members"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["name"] == leader.as_str() && m["role"] != "leader" && m["streaming"] == true))
+        },
+    )?;
     wait_until("the rejoined member has every acknowledged row", Duration::from_secs(60), || {
         Ok(lab.lost_writes(&leader, "via_haproxy_failover", &writes)?.is_empty())
     })?;

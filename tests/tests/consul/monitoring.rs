@@ -158,7 +158,10 @@ pub fn alerts_from_real_outages(lab: &Lab) -> Result<()> {
     assert!(on_app.lines().any(|n| n == "haproxy"), "HAProxy stays on {app}:\n{on_app}");
     for (host, _) in lab.hosts() {
         let names = running(&host)?;
-        assert!(!names.lines().any(|n| n == "postgres-exporter"), "exporter still on {host}:\n{names}");
+        assert!(
+            !names.lines().any(|n| n == "postgres-exporter"),
+            "exporter still on {host}:\n{names}"
+        );
         assert!(names.lines().any(|n| n == "patroni"), "{host}:\n{names}");
     }
     let s = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
