@@ -91,6 +91,28 @@ pub async fn patroni_api(engine: &Engine, method: &str, path: &str, body: &serde
     Ok((code.trim().parse().context("HTTP status from Patroni")?, rest.trim().to_string()))
 }
 
+/// Patroni's replication slot name for a member (its `slot_name_from_member_name`).
+pub fn slot_name(member: &str) -> String {
+    let s: String = member
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .collect();
+    s.chars().take(63).collect()
+}
+
+/// Wakes this member's Patroni HA loop now instead of at its next `loop_wait`: a PATCH of
+/// the dynamic configuration that changes nothing (Patroni writes nothing to the DCS when the
+/// patch is a no-op, but wakes its loop after any PATCH). The leader then picks its
+/// synchronous standby, or creates replicas' slots, at once.
+pub async fn wake_ha_loop(engine: &Engine) -> Result<()> {
+    let config = patroni_get(engine, "/config").await?;
+    let ttl = config.get("ttl").cloned().context("Patroni's /config has no ttl")?;
+    let (code, body) = patroni_api(engine, "PATCH", "/config", &serde_json::json!({ "ttl": ttl })).await?;
+    anyhow::ensure!(code == 200, "{}: PATCH /config answered {code}: {body}", engine.host);
+    Ok(())
+}
+
 /// Patroni's role names for the member that holds the leader lock (3.x says "leader", older
 /// releases "master", a standby cluster "standby_leader").
 pub fn is_leader_role(role: &str) -> bool {
@@ -132,4 +154,13 @@ pub async fn leader<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<&'a Engin
             .with_context(|| format!("the leader {name} runs on host {host}, which is not reachable"));
     }
     bail!("the cluster has no leader that a member can see: {}", errors.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn slot_names_follow_patroni() {
+        assert_eq!(super::slot_name("host4"), "host4");
+        assert_eq!(super::slot_name("DB-4.lan"), "db_4_lan");
+    }
 }

@@ -7,7 +7,10 @@ use crate::config::Config;
 use crate::dcs;
 use crate::docker::{self, Engine};
 use crate::layout::{self, DATA_MOUNT, PATRONI};
+use crate::{member, output};
 use anyhow::{Context, Result};
+use futures_util::future::join_all;
+use std::time::Duration;
 use bollard::models::HostConfig as DockerHostConfig;
 
 /// System identifier of the data in a Patroni data volume, `None` when it holds no cluster.
@@ -48,18 +51,22 @@ pub(crate) struct NewMembers<'a> {
 }
 
 pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> Result<NewMembers<'a>> {
-    let mut volumes = Vec::new();
+    let mut created = Vec::new();
     let mut all_new = true;
     for p in plans {
         match p.items.iter().find(|(s, _)| s.name == PATRONI) {
             Some((s, Action::Create)) => {
-                let volume = s.volume.as_ref().expect("Patroni has a data volume").volume.clone();
-                let id = volume_system_id(p.engine, &cfg.hosts.cluster.image, &volume).await?;
-                volumes.push((p, volume, id))
+                created.push((p, s.volume.as_ref().expect("Patroni has a data volume").volume.clone()))
             }
             Some(_) => all_new = false,
             None => {}
         }
+    }
+    // Every host's volume is read at once (a short-lived container each).
+    let ids = join_all(created.iter().map(|(p, volume)| volume_system_id(p.engine, &cfg.hosts.cluster.image, volume))).await;
+    let mut volumes = Vec::new();
+    for ((p, volume), id) in created.into_iter().zip(ids) {
+        volumes.push((p, volume, id?));
     }
     // Hosts outside --limit that already run Patroni make this a partial converge.
     let configured = cfg.hosts.hosts.iter().filter(|h| h.has_role(crate::config::Role::Patroni)).count();
@@ -67,6 +74,50 @@ pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> 
         whole_cluster: all_new && volumes.len() == configured && configured > 0,
         volumes,
     })
+}
+
+impl NewMembers<'_> {
+    /// A new cluster from initdb: every member new, no volume holding data, not a standby
+    /// (whose leader copies a whole primary first). `check_stale_scope` has refused a scope
+    /// the DCS already holds.
+    fn bootstraps_from_scratch(&self, cfg: &Config) -> bool {
+        self.whole_cluster && cfg.hosts.standby.is_none() && self.volumes.iter().all(|(_, _, id)| id.is_none())
+    }
+}
+
+/// For a new cluster, starts the first member alone and waits until it has bootstrapped and
+/// holds the leader lock, then creates the other members' replication slots on it; returns its
+/// host. Started together, the others would find no leader and sleep a `loop_wait` before
+/// looking again, and would then retry streaming every `wal_retrieve_retry_interval` (5 s)
+/// until the leader's next loop created their slots.
+pub(crate) async fn start_bootstrap_member(cfg: &Config, new: &NewMembers<'_>, owner: (u64, u64)) -> Result<Option<String>> {
+    if !new.bootstraps_from_scratch(cfg) {
+        return Ok(None);
+    }
+    let Some((plan, ..)) = new.volumes.first() else { return Ok(None) };
+    let (spec, action) = plan.items.iter().find(|(s, _)| s.name == PATRONI).expect("a new member has a Patroni spec");
+    super::up::apply(cfg, plan, spec, *action, owner).await?;
+    super::up::wait_member_leading(plan.engine, Duration::from_secs(180)).await?;
+    let slots: Vec<String> = new.volumes[1..]
+        .iter()
+        .map(|(p, ..)| format!("'{}'", member::slot_name(&p.host.name)))
+        .collect();
+    if !slots.is_empty() {
+        // Reserved at once, so the WAL a replica needs after its basebackup is kept. Patroni
+        // adopts them (they are its members' slots) and drops any whose member never comes.
+        let sql = format!(
+            "SELECT count(pg_create_physical_replication_slot(name, true)) FROM unnest(ARRAY[{}]) AS name WHERE name NOT IN (SELECT slot_name FROM pg_replication_slots)",
+            slots.join(",")
+        );
+        member::psql(plan.engine, &sql)
+            .await
+            .with_context(|| format!("{}: creating the replicas' replication slots", plan.host.name))?;
+    }
+    output::step(format!(
+        "{}: bootstrapped the new cluster and leads it; starting the other members",
+        plan.host.name
+    ));
+    Ok(Some(plan.host.name.clone()))
 }
 
 /// The Compose README's problem 8.1: the DCS remembers an initialized scope but the data is

@@ -155,12 +155,24 @@ impl ClusterStatus {
         // picked one (a few seconds after a failover or a rejoin), losing the leader leaves
         // no member it may promote.
         let replicas = self.members.len() > 1;
-        if self.synchronous_mode && !self.standby && replicas && !self.members.iter().any(|m| m.role == "sync_standby") {
-            return Err("no synchronous standby yet: a failover now would have no member to promote".into());
+        if self.synchronous_mode && !self.standby && replicas && !self.has_sync_standby() {
+            return Err(format!("{NO_SYNC_STANDBY}: a failover now would have no member to promote"));
         }
         Ok(())
     }
+
+    fn has_sync_standby(&self) -> bool {
+        self.members.iter().any(|m| m.role == "sync_standby")
+    }
+
+    /// In synchronous mode, a replica streams but the leader has not picked its synchronous
+    /// standby yet (it does at its next HA loop).
+    pub fn awaits_sync_standby(&self) -> bool {
+        self.synchronous_mode && !self.standby && !self.has_sync_standby() && self.members.iter().any(|m| m.streaming == Some(true))
+    }
 }
+
+const NO_SYNC_STANDBY: &str = "no synchronous standby yet";
 
 async fn host_info(engine: &Engine) -> HostInfo {
     let (container, image, postgres) = match engine.docker.inspect_container(PATRONI, None).await {

@@ -143,7 +143,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     phases.start("DCS converged and healthy");
 
     // The DCS first, on every host that has a member of it.
-    converge(cfg, &plans, owner, |s| layout::is_dcs(s.name), &[]).await?;
+    converge(cfg, &plans, owner, |_, s| layout::is_dcs(s.name), &[]).await?;
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
     let dcs_state = dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?;
     output::step(&dcs_state);
@@ -163,29 +163,38 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     }
     phases.start("Patroni, access and monitoring containers");
 
-    // Patroni: replicas before the leader when containers must be recreated.
-    let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
-    converge(cfg, &plans, owner, |s| s.name == PATRONI, &leader.into_iter().collect::<Vec<_>>()).await?;
-    // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.
-    converge(cfg, &plans, owner, |s| is_access_or_monitoring(s.name), &[]).await?;
-    reload_live_files(&plans, owner).await?;
-    remove_dropped(&plans).await?;
-    phases.start("leader elected, replicas streaming");
-
-    let status = wait_healthy(cfg, &engines, opts).await?;
-    phases.start("backup repository, extensions, database objects");
-    // A standby cluster is read-only until promoted: no repository to create, no extensions.
-    let writable = status.leader.as_ref().filter(|_| !status.standby);
-    if let Some(leader) = writable.and_then(|l| engines.iter().find(|e| &e.host == l)) {
-        crate::backup::init_repository(cfg, leader).await?;
-        for line in super::extensions::ensure(cfg, leader).await? {
-            output::step(line);
+    // A new cluster: one member bootstraps before the others start, so they find its leader
+    // key at their first loop instead of waiting a `loop_wait` for it.
+    let first = newcomers::start_bootstrap_member(cfg, &new, owner).await?;
+    // A new cluster's leader is known before its replicas join: its backup repository,
+    // extensions and database objects are set up while they do.
+    let early = first.as_ref().and_then(|h| engines.iter().find(|e| &e.host == h));
+    let leader_setup = async {
+        match early {
+            Some(leader) => set_up_leader(cfg, leader).await.map(Some),
+            None => Ok(None),
         }
-        if let Some(line) = crate::proxy::pgbouncer::ensure_database_objects(cfg, leader).await? {
-            output::step(line);
-        }
-        if let Some(line) = crate::monitor::ensure_database_objects(cfg, leader).await? {
-            output::step(line);
+    };
+    let rest = async {
+        // Patroni: replicas before the leader when containers must be recreated.
+        let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
+        let others = |p: &HostPlan, s: &ContainerSpec| s.name == PATRONI && first.as_deref() != Some(p.host.name.as_str());
+        converge(cfg, &plans, owner, others, &leader.into_iter().collect::<Vec<_>>()).await?;
+        // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.
+        converge(cfg, &plans, owner, |_, s| is_access_or_monitoring(s.name), &[]).await?;
+        reload_live_files(&plans, owner).await?;
+        remove_dropped(&plans).await?;
+        phases.start("leader elected, replicas streaming");
+        wait_healthy(cfg, &engines, opts).await
+    };
+    let (set_up_early, status) = tokio::join!(leader_setup, rest);
+    let status = status?;
+    if set_up_early?.is_none() {
+        phases.start("backup repository, extensions, database objects");
+        // A standby cluster is read-only until promoted: no repository to create, no extensions.
+        let writable = status.leader.as_ref().filter(|_| !status.standby);
+        if let Some(leader) = writable.and_then(|l| engines.iter().find(|e| &e.host == l)) {
+            set_up_leader(cfg, leader).await?;
         }
     }
     output::step(format!(
@@ -195,6 +204,22 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         output::phases_inline(&phases.finish())
     ));
     Ok(Some(status))
+}
+
+/// On a writable leader: the backup repository, the extensions of hosts.toml, and the
+/// database objects PgBouncer and monitoring log in with.
+async fn set_up_leader(cfg: &Config, leader: &Engine) -> Result<()> {
+    crate::backup::init_repository(cfg, leader).await?;
+    for line in super::extensions::ensure(cfg, leader).await? {
+        output::step(line);
+    }
+    if let Some(line) = crate::proxy::pgbouncer::ensure_database_objects(cfg, leader).await? {
+        output::step(line);
+    }
+    if let Some(line) = crate::monitor::ensure_database_objects(cfg, leader).await? {
+        output::step(line);
+    }
+    Ok(())
 }
 
 /// Every target host must have the cluster's image; missing ones get it as `image push` does.
@@ -373,13 +398,13 @@ async fn converge(
     cfg: &Config,
     plans: &[HostPlan<'_>],
     owner: (u64, u64),
-    select: impl Fn(&ContainerSpec) -> bool,
+    select: impl Fn(&HostPlan, &ContainerSpec) -> bool,
     leader_last: &[String],
 ) -> Result<()> {
     let mut fresh = Vec::new();
     let mut rolling = Vec::new();
     for plan in plans {
-        for (s, action) in plan.items.iter().filter(|(s, _)| select(s)) {
+        for (s, action) in plan.items.iter().filter(|(s, _)| select(plan, s)) {
             match action {
                 Action::Keep => {}
                 Action::Recreate => rolling.push((plan, s, *action)),
@@ -475,18 +500,30 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
 
 /// Waits until this host's Patroni answers and reports PostgreSQL running.
 pub(crate) async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
+    wait_member(engine, timeout, false).await
+}
+
+/// Waits until this host's Patroni holds the leader lock with PostgreSQL running (a new
+/// cluster's bootstrap done).
+pub(crate) async fn wait_member_leading(engine: &Engine, timeout: Duration) -> Result<()> {
+    wait_member(engine, timeout, true).await
+}
+
+async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Result<()> {
     let started = Instant::now();
     while started.elapsed() < timeout {
         if let Ok(v) = member::patroni_get(engine, "/patroni").await {
-            if v["state"] == "running" {
+            let role = v["role"].as_str().unwrap_or_default();
+            if v["state"] == "running" && (!leading || member::is_leader_role(role)) {
                 return Ok(());
             }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     bail!(
-        "{}: Patroni did not report PostgreSQL running within {}s:\n{}",
+        "{}: Patroni did not report PostgreSQL running{} within {}s:\n{}",
         engine.host,
+        if leading { " as the leader" } else { "" },
         timeout.as_secs(),
         docker::tail_logs(&engine.docker, PATRONI, 20).await
     )
@@ -506,11 +543,22 @@ pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) ->
         }
     }
     let mut last = String::new();
+    let mut woken: Option<Instant> = None;
     while started.elapsed() < opts.timeout {
         match status::fetch(cfg, engines).await {
             Ok(s) => match s.healthy(expected, opts.max_lag) {
                 Ok(()) => return Ok(s),
                 Err(why) => {
+                    // A replica streams; the leader picks its synchronous standby at its next
+                    // loop, up to `loop_wait` away: wake it (again after 3 s at most).
+                    if s.awaits_sync_standby() && woken.is_none_or(|w| w.elapsed() > Duration::from_secs(3)) {
+                        if let Some(leader) = s.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
+                            if let Err(e) = member::wake_ha_loop(leader).await {
+                                tracing::debug!("waking the leader's HA loop: {e:#}");
+                            }
+                            woken = Some(Instant::now());
+                        }
+                    }
                     if why != last {
                         output::step(format!("waiting: {why}"));
                         last = why;
@@ -519,9 +567,8 @@ pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) ->
             },
             Err(e) => last = format!("{e:#}"),
         }
-        // A status read is one round of execs; polling every second costs `up` at most a
-        // second after the cluster is healthy (every 2 s cost a second on average).
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A status read is one round of execs (one per host): polling twice a second is light.
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let mut logs = String::new();
     for e in engines {

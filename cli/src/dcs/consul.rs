@@ -118,9 +118,12 @@ impl Store for Consul {
 
     fn health<'a>(&'a self, cfg: &'a Config, engine: &'a Engine) -> BoxFuture<'a, Result<String>> {
         Box::pin(async move {
-            let peers = consul(engine, &["consul", "operator", "raft", "list-peers"])
-                .await?
-                .ok("consul operator raft list-peers")?;
+            // Both views at once: each is a CLI start inside the container.
+            let (peers, members) = tokio::join!(
+                consul(engine, &["consul", "operator", "raft", "list-peers"]),
+                consul(engine, &["consul", "members"])
+            );
+            let peers = peers?.ok("consul operator raft list-peers")?;
             if !peers.contains("leader") {
                 bail!("consul: no Raft leader yet");
             }
@@ -143,7 +146,7 @@ impl Store for Consul {
             if !not_voting.is_empty() {
                 bail!("consul: server(s) not a Raft voter: {}", not_voting.join(", "));
             }
-            let members = consul(engine, &["consul", "members"]).await?.ok("consul members")?;
+            let members = members?.ok("consul members")?;
             let alive: Vec<&str> = members
                 .lines()
                 .filter(|l| l.contains(" alive "))
