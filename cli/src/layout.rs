@@ -119,6 +119,9 @@ pub const VOLUME_USAGE: &str = "/var/lib/postgresql/data/pgctl-volume-usage";
 pub const INCOMPLETE_MARKER: &str = "/var/lib/postgresql/data/pgctl-restore-incomplete";
 /// Patroni's replica method that builds a replica from a backup in S3 (uploaded, 0600).
 pub const REPLICA_SCRIPT: &str = "/etc/pgctl/replica-from-backup.sh";
+/// A restore's replica: the backup fetched beside the data directory while the leader recovers
+/// (recover.sh prefetch), moved into place by Patroni's replica method.
+pub const PREFETCHED_COPY: &str = "/var/lib/postgresql/data/pgctl-prefetch";
 /// Left on a new member's data volume by `node add`: the fetch command the script runs once.
 pub const REPLICA_REQUEST: &str = "/var/lib/postgresql/data/pgctl-replica-request";
 /// Written by the script: how the replica was made (JSON).

@@ -101,6 +101,32 @@ pub fn slot_name(member: &str) -> String {
     s.chars().take(63).collect()
 }
 
+/// Creates (and reserves WAL for) the physical replication slots Patroni would create for these
+/// members on the leader at its next HA loop, so new replicas stream at once instead of retrying
+/// every `wal_retrieve_retry_interval` until then. Patroni adopts them as its members' slots and
+/// drops any whose member never registers.
+pub async fn create_slots(leader: &Engine, members: &[&str]) -> Result<()> {
+    if members.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = members.iter().map(|m| format!("'{}'", slot_name(m))).collect();
+    let sql = format!(
+        "SELECT count(pg_create_physical_replication_slot(name, true)) FROM unnest(ARRAY[{}]) AS name WHERE name NOT IN (SELECT slot_name FROM pg_replication_slots)",
+        names.join(",")
+    );
+    psql(leader, &sql)
+        .await
+        .with_context(|| format!("{}: creating the replicas' replication slots", leader.host))?;
+    Ok(())
+}
+
+/// Wakes a replica's startup process from its wait between two attempts to get WAL
+/// (`wal_retrieve_retry_interval`, 5 s): a configuration reload signals it, and it retries
+/// streaming at once (after its slot appeared, or at a timeline switch).
+pub async fn wake_recovery(replica: &Engine) -> Result<()> {
+    psql(replica, "SELECT pg_reload_conf()").await.map(drop)
+}
+
 /// Wakes this member's Patroni HA loop now instead of at its next `loop_wait`: a PATCH of
 /// the dynamic configuration that changes nothing (Patroni writes nothing to the DCS when the
 /// patch is a no-op, but wakes its loop after any PATCH). The leader then picks its

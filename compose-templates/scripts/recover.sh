@@ -3,6 +3,9 @@
 # /var/lib/postgresql/data. PostgreSQL itself does the recovery; this script only sequences it.
 #   recover.sh verify  BINDIR FETCH...  fetch a backup, recover, promote, pg_dumpall + amcheck
 #   recover.sh restore BINDIR FETCH...  fetch a backup, recover to the target, promote, stop
+#   recover.sh prefetch BINDIR FETCH... a restore's replica: fetch a backup into pgctl-prefetch
+#                                      beside the data directory (moved into place later by
+#                                      Patroni's replica method), no recovery
 #   recover.sh bump    BINDIR RESTORE_COMMAND
 #                                      existing data: promote it onto a new timeline (rollback)
 # FETCH is the backup engine's restore command. RECOVERY_CONF (env), when set, holds recovery
@@ -39,6 +42,20 @@ verify | restore)
     printf '%s\n' "$RECOVERY_CONF" | as_pg tee -a "$PGDATA/postgresql.auto.conf" >/dev/null
     as_pg touch "$PGDATA/recovery.signal"
   fi
+  ;;
+prefetch)
+  if [ -e "$PGDATA" ] || [ -e "$DATA/pgctl-prefetch" ]; then
+    say "the volume already holds a data directory: refusing to overwrite it"
+    exit 3
+  fi
+  install -d -o postgres -g postgres -m 0700 "$PGDATA"
+  say "phase fetch"
+  as_pg "$@" >&2
+  # Out of Patroni's sight until its replica method takes it: a data directory there would make
+  # Patroni start it as it is instead of creating a replica.
+  mv "$PGDATA" "$DATA/pgctl-prefetch"
+  echo '{}'
+  exit 0
   ;;
 bump)
   if [ ! -f "$PGDATA/PG_VERSION" ]; then

@@ -58,6 +58,7 @@ pub fn pgctl_bin() -> PathBuf {
 }
 
 /// pgctl's documented exit codes.
+pub mod bench;
 pub mod legacy;
 
 /// PGCTL_FLOW_SCALE: a pgbench scale (68 is ~1 GB) the grow and migrate tests add to their

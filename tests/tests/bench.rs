@@ -1,9 +1,11 @@
 //! Benchmarks on the lab, not tests: `PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh`
 //! (the default run leaves them out). PGCTL_BENCH_RUNS runs of each (default 5);
 //! PGCTL_BENCH_SCALE is the pgbench scale of the backup/PITR database (default 68, ~1 GB).
-//! Every figure goes to the closing report as a MEASURED line, each run and the median.
+//! Every figure goes to the closing report as a MEASURED line, each run and the median, and
+//! to the table `ansible-free-scripts/bench.sh` prints (tests/src/bench.rs).
 
 use anyhow::{Context, Result};
+use pgctl_tests::bench::{figure, Baseline};
 use pgctl_tests::*;
 use std::time::{Duration, Instant};
 
@@ -11,15 +13,9 @@ fn runs() -> usize {
     std::env::var("PGCTL_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5)
 }
 
-fn summary(times: &[f64]) -> String {
-    let mut sorted = times.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let each: Vec<String> = times.iter().map(|t| format!("{t:.1}")).collect();
-    format!("median {:.1}s (runs: {} s)", sorted[sorted.len() / 2], each.join(", "))
-}
-
-/// Host stop of the leader -> first write accepted on the new leader, Consul vs etcd (both
-/// with WAL-G, so only the DCS differs); the host comes back and rejoins between runs.
+/// Per DCS (both with WAL-G, so only the DCS differs): the longest gap between two writes a
+/// client sees across `pgctl switchover`, then the leader's host stopped -> first write
+/// accepted on the new leader; the host comes back and rejoins between runs.
 #[test]
 #[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
 fn failover_consul_vs_etcd() -> Result<()> {
@@ -31,8 +27,17 @@ fn failover_consul_vs_etcd() -> Result<()> {
             &lab.leader()?,
             "CREATE TABLE bench(id bigserial PRIMARY KEY, at timestamptz DEFAULT now())",
         )?;
+        let mut gaps = Vec::new();
+        for run in 1..=runs() {
+            wait_all_streaming(&lab, Duration::from_secs(240))?;
+            let gap = switchover_write_gap(&lab)?;
+            report(&format!("MEASURED: switchover ({dcs}) run {run}: longest write gap {gap:.1}s"));
+            gaps.push(gap);
+        }
+        figure(&format!("switchover, longest write gap ({dcs})"), "s", &gaps, Baseline::None, "");
         let mut times = Vec::new();
         for _ in 0..runs() {
+            wait_all_streaming(&lab, Duration::from_secs(240))?;
             let leader = lab.leader()?;
             let stopped = Instant::now();
             docker_local(&["stop", "-t", "0", &lab.container(&leader)])?;
@@ -56,15 +61,56 @@ fn failover_consul_vs_etcd() -> Result<()> {
                 took.as_secs_f64()
             ));
             docker_local(&["start", &lab.container(&leader)])?;
-            wait_all_streaming(&lab, Duration::from_secs(240))?;
         }
-        report(&format!(
-            "MEASURED: failover ({dcs}, leader host stopped -> first accepted write): {}",
-            summary(&times)
-        ));
+        figure(
+            &format!("failover, leader host stopped -> first write ({dcs})"),
+            "s",
+            &times,
+            Baseline::Filed("ttl 20 s, loop_wait 5 s: the lab's Patroni timing"),
+            "",
+        );
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     }
     Ok(())
+}
+
+/// A client writes (one row per statement, to whichever member accepts it) while `pgctl
+/// switchover` runs; returns the longest time between two accepted writes, from the last
+/// write before the switchover to the first one after it at least.
+fn switchover_write_gap(lab: &Lab) -> Result<f64> {
+    let hosts: Vec<String> = lab.hosts().into_iter().map(|(h, _)| h).collect();
+    let mut writer_at = lab.leader()?;
+    let insert = "INSERT INTO bench DEFAULT VALUES";
+    lab.sql(&writer_at, insert)?;
+    let mut last_write = Instant::now();
+    let mut longest = 0f64;
+    std::thread::scope(|scope| -> Result<f64> {
+        let switchover = scope.spawn(|| lab.pgctl_ok(&["switchover", "--yes"]));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let done = switchover.is_finished();
+            // The member that took the last write first, then the others.
+            let accepted = std::iter::once(&writer_at)
+                .chain(hosts.iter().filter(|h| **h != writer_at))
+                .find(|h| lab.sql(h, insert).is_ok())
+                .cloned();
+            let wrote = accepted.is_some();
+            if let Some(h) = accepted {
+                writer_at = h;
+            }
+            if wrote {
+                longest = longest.max(last_write.elapsed().as_secs_f64());
+                last_write = Instant::now();
+                // The switchover is over and a write has gone through after it.
+                if done {
+                    break;
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no write accepted within 120 s of the switchover");
+        }
+        switchover.join().expect("the switchover thread")?;
+        Ok(longest)
+    })
 }
 
 /// `backup now` and a point-in-time restore of a ~1 GB database, WAL-G vs pgBackRest (both
@@ -119,26 +165,42 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
                 expected.join(",")
             );
         }
-        report(&format!("MEASURED: backup now ({engine}, {size}): {}", summary(&backups)));
-        report(&format!("MEASURED: PITR ({engine}, {size}): {}", summary(&restores)));
+        figure(&format!("backup now ({engine}, {size})"), "s", &backups, Baseline::None, "");
+        let filed = if engine == "pgbackrest" {
+            "48 s; 36 s in an earlier note"
+        } else {
+            "45.3 s (stop 21)"
+        };
+        figure(
+            &format!("point-in-time restore ({engine}, {size})"),
+            "s",
+            &restores,
+            Baseline::Filed(filed),
+            "<= 20 s",
+        );
+        for (name, runs) in phase_columns(&phases) {
+            figure(&format!("  PITR phase ({engine}): {name}"), "s", &runs, Baseline::None, "");
+        }
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     }
     Ok(())
 }
 
-/// `image push` of the cluster's image to 1 host and to 3 hosts (one export streamed to all at
-/// once), and the naive baseline `docker save | docker load` to each host in turn; the image is
-/// removed from every host before each delivery. Then `up` from empty volumes (time per
-/// phase) and `status` on the running cluster.
+/// `image build` of the default stack (cold: no build cache; cached: nothing changed) and the
+/// image's size; `image push` of the cluster's image to 1 host and to 3 hosts (one export
+/// streamed to all at once) beside the naive `docker save | docker load` to each host in turn
+/// (the image is removed from every host before each delivery). Then `up` from empty volumes
+/// (time per phase) and `status` on the running cluster.
 #[test]
 #[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
-fn image_push_up_and_status() -> Result<()> {
-    require_e2e("image_push_up_and_status");
+fn image_build_push_up_and_status() -> Result<()> {
+    require_e2e("image_build_push_up_and_status");
     let lab = Lab::up_with(
         "pgctl-bench-push",
         "172.30.94.0/24",
         &["--dcs", "etcd", "--backup-engine", "pgbackrest"],
     )?;
+    image_build(&lab)?;
     let hosts_toml: toml::Value = toml::from_str(&std::fs::read_to_string(lab.hosts_toml())?)?;
     let image = hosts_toml["cluster"]["image"].as_str().context("cluster.image")?.to_string();
     let hosts: Vec<String> = lab.hosts().into_iter().map(|(h, _)| h).collect();
@@ -155,10 +217,11 @@ fn image_push_up_and_status() -> Result<()> {
         what()?;
         Ok(started.elapsed().as_secs_f64())
     };
-    let (mut one, mut three, mut naive) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut one, mut three, mut naive_one, mut naive) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs() {
         one.push(timed(&|| lab.pgctl_ok(&["image", "push", "--limit", &hosts[0]]).map(drop))?);
         three.push(timed(&|| lab.pgctl_ok(&["image", "push"]).map(drop))?);
+        naive_one.push(timed(&|| save_load(&lab, &hosts[0], &image))?);
         naive.push(timed(&|| {
             for h in &hosts {
                 save_load(&lab, h, &image)?;
@@ -166,31 +229,40 @@ fn image_push_up_and_status() -> Result<()> {
             Ok(())
         })?);
         report(&format!(
-            "MEASURED: push run {run}: 1 host {:.1}s, {} hosts {:.1}s, naive save|load one after another {:.1}s",
+            "MEASURED: push run {run}: 1 host {:.1}s, {} hosts {:.1}s; naive save|load 1 host {:.1}s, {} hosts one after another {:.1}s",
             one[run - 1],
             hosts.len(),
             three[run - 1],
+            naive_one[run - 1],
+            hosts.len(),
             naive[run - 1]
         ));
     }
-    let median = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        s[s.len() / 2]
-    };
-    report(&format!("MEASURED: image push, {size:.0} MB image, to 1 host: {}", summary(&one)));
-    report(&format!("MEASURED: image push to {} hosts: {}", hosts.len(), summary(&three)));
-    report(&format!(
-        "MEASURED: naive docker save | docker load to {} hosts in turn: {}",
-        hosts.len(),
-        summary(&naive)
-    ));
-    report(&format!(
-        "MEASURED: push to {} hosts / push to 1 host = {:.2}x (naive: {:.2}x)",
-        hosts.len(),
-        median(&three) / median(&one),
-        median(&naive) / median(&one)
-    ));
+    let median = |v: &[f64]| pgctl_tests::bench::stats(v).0;
+    let n = hosts.len();
+    figure(
+        &format!("image push, {size:.0} MB, to 1 host"),
+        "s",
+        &one,
+        Baseline::Measured("docker save | docker load", naive_one.clone()),
+        "",
+    );
+    figure(
+        &format!("image push to {n} hosts"),
+        "s",
+        &three,
+        Baseline::Measured("docker save | docker load to each in turn", naive.clone()),
+        &format!("<= 1.3 x 1 host = {:.1} s", 1.3 * median(&one)),
+    );
+    let ratios: Vec<f64> = three.iter().zip(&one).map(|(t, o)| t / o).collect();
+    let naive_ratios: Vec<f64> = naive.iter().zip(&one).map(|(t, o)| t / o).collect();
+    figure(
+        &format!("push to {n} hosts / push to 1 host"),
+        "x",
+        &ratios,
+        Baseline::Measured("naive to 3 / push to 1", naive_ratios),
+        "<= 1.3 x",
+    );
     // Every host ends with the image (the last delivery was the naive one; push checks nothing
     // is left to send).
     let again = lab.pgctl_ok(&["image", "push", "--output", "json"])?.json()?;
@@ -200,7 +272,7 @@ fn image_push_up_and_status() -> Result<()> {
 
     // `up` on 3 hosts with the image present, from empty volumes, with its time per phase; then
     // `status` on the running cluster.
-    let mut ups = Vec::new();
+    let (mut ups, mut statuses) = (Vec::new(), Vec::new());
     for run in 1..=runs() {
         // A new cluster needs an archive prefix of its own (`up` refuses to mix two systems).
         if run > 1 {
@@ -224,20 +296,70 @@ fn image_push_up_and_status() -> Result<()> {
         ));
         let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
         assert!(status["leader"].is_string(), "{status}");
-        let mut times = Vec::new();
+        let synchronous = status["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["role"] == "sync_standby");
+        assert!(synchronous, "up returned before the leader picked a synchronous standby: {status}");
         for _ in 0..10 {
             let started = Instant::now();
             lab.pgctl_ok(&["status"])?;
-            times.push(started.elapsed().as_secs_f64());
+            statuses.push(started.elapsed().as_secs_f64());
         }
-        report(&format!("MEASURED: status run {run} (3 members, 10 calls): {}", summary(&times)));
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
     }
-    report(&format!(
-        "MEASURED: up with the image present on {} hosts: {}",
-        hosts.len(),
-        summary(&ups)
-    ));
+    figure(
+        &format!("up on {n} hosts, image present, empty volumes"),
+        "s",
+        &ups,
+        Baseline::Filed("18.5-20 s"),
+        "<= 10 s",
+    );
+    figure(
+        &format!("status, {n} members ({} calls)", statuses.len()),
+        "s",
+        &statuses,
+        Baseline::Filed("1.2-1.4 s"),
+        "<= 0.5 s",
+    );
+    Ok(())
+}
+
+/// `image build` of the default stack (Consul + WAL-G, no etcd, no TimescaleDB: not available
+/// here) under a tag of its own: once without the build cache, then again with it.
+fn image_build(lab: &Lab) -> Result<()> {
+    let artifacts = artifacts_dir().to_str().context("artifacts path")?.to_string();
+    let tag = "pgctl/postgres:bench-default-stack";
+    let mut args: Vec<&str> = BUILD_DEBIAN[..6].to_vec();
+    args.extend(["--artifacts", &artifacts, "--without", "timescaledb,etcd", "--tag", tag]);
+    let timed = |extra: &[&str]| -> Result<f64> {
+        let started = Instant::now();
+        lab.pgctl_ok(&[&args[..], extra].concat())?;
+        Ok(started.elapsed().as_secs_f64())
+    };
+    let cold = timed(&["--no-cache"])?;
+    let mut cached = Vec::new();
+    for _ in 0..runs() {
+        cached.push(timed(&[])?);
+    }
+    figure("image build, default stack, no build cache", "s", &[cold], Baseline::None, "");
+    figure(
+        "image build, default stack, nothing changed",
+        "s",
+        &cached,
+        Baseline::Measured("cold build", vec![cold]),
+        "",
+    );
+    let size: f64 = docker_local(&["image", "inspect", tag, "--format", "{{.Size}}"])?.parse::<f64>()? / 1e6;
+    figure(
+        "image size, default stack (PostgreSQL, PostGIS, Patroni, WAL-G, pgBackRest, Consul)",
+        "MB",
+        &[size],
+        Baseline::Filed("1,078 MB without WAL-G and Consul"),
+        "<= 900 MB",
+    );
+    docker_local(&["image", "rm", tag])?;
     Ok(())
 }
 
@@ -301,4 +423,34 @@ fn wait_all_streaming(lab: &Lab, timeout: Duration) -> Result<()> {
         anyhow::ensure!(started.elapsed() < timeout, "not every replica streams again: {s}");
         std::thread::sleep(Duration::from_secs(3));
     }
+}
+
+/// The restore's phases of every run (`name 1.2 s; name 3.4 s` each, from [`restore_phases`])
+/// as one column of times per phase, in the order the first run had them.
+fn phase_columns(runs: &[String]) -> Vec<(String, Vec<f64>)> {
+    let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+    for run in runs {
+        for entry in run.split("; ") {
+            let Some((name, secs)) = entry.trim_end_matches(" s").rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(secs) = secs.parse::<f64>() else { continue };
+            match columns.iter_mut().find(|(n, _)| n == name) {
+                Some((_, times)) => times.push(secs),
+                None => columns.push((name.to_string(), vec![secs])),
+            }
+        }
+    }
+    columns
+}
+
+#[test]
+fn phases_become_columns() {
+    let runs = [
+        "stop the cluster 1.5 s; start the leader 2.0 s".to_string(),
+        "stop the cluster 1.0 s; start the leader 3.0 s".into(),
+    ];
+    let columns = phase_columns(&runs);
+    assert_eq!(columns[0], ("stop the cluster".to_string(), vec![1.5, 1.0]));
+    assert_eq!(columns[1], ("start the leader".to_string(), vec![2.0, 3.0]));
 }

@@ -10,3 +10,4 @@ pub mod status;
 pub mod teardown;
 pub mod up;
 pub mod volumes;
+mod wait;

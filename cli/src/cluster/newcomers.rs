@@ -9,9 +9,9 @@ use crate::docker::{self, Engine};
 use crate::layout::{self, DATA_MOUNT, PATRONI};
 use crate::{member, output};
 use anyhow::{Context, Result};
+use bollard::models::HostConfig as DockerHostConfig;
 use futures_util::future::join_all;
 use std::time::Duration;
-use bollard::models::HostConfig as DockerHostConfig;
 
 /// System identifier of the data in a Patroni data volume, `None` when it holds no cluster.
 pub async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Result<Option<String>> {
@@ -55,15 +55,18 @@ pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> 
     let mut all_new = true;
     for p in plans {
         match p.items.iter().find(|(s, _)| s.name == PATRONI) {
-            Some((s, Action::Create)) => {
-                created.push((p, s.volume.as_ref().expect("Patroni has a data volume").volume.clone()))
-            }
+            Some((s, Action::Create)) => created.push((p, s.volume.as_ref().expect("Patroni has a data volume").volume.clone())),
             Some(_) => all_new = false,
             None => {}
         }
     }
     // Every host's volume is read at once (a short-lived container each).
-    let ids = join_all(created.iter().map(|(p, volume)| volume_system_id(p.engine, &cfg.hosts.cluster.image, volume))).await;
+    let ids = join_all(
+        created
+            .iter()
+            .map(|(p, volume)| volume_system_id(p.engine, &cfg.hosts.cluster.image, volume)),
+    )
+    .await;
     let mut volumes = Vec::new();
     for ((p, volume), id) in created.into_iter().zip(ids) {
         volumes.push((p, volume, id?));
@@ -95,29 +98,33 @@ pub(crate) async fn start_bootstrap_member(cfg: &Config, new: &NewMembers<'_>, o
         return Ok(None);
     }
     let Some((plan, ..)) = new.volumes.first() else { return Ok(None) };
-    let (spec, action) = plan.items.iter().find(|(s, _)| s.name == PATRONI).expect("a new member has a Patroni spec");
+    let (spec, action) = plan
+        .items
+        .iter()
+        .find(|(s, _)| s.name == PATRONI)
+        .expect("a new member has a Patroni spec");
     super::up::apply(cfg, plan, spec, *action, owner).await?;
     super::up::wait_member_leading(plan.engine, Duration::from_secs(180)).await?;
-    let slots: Vec<String> = new.volumes[1..]
-        .iter()
-        .map(|(p, ..)| format!("'{}'", member::slot_name(&p.host.name)))
-        .collect();
-    if !slots.is_empty() {
-        // Reserved at once, so the WAL a replica needs after its basebackup is kept. Patroni
-        // adopts them (they are its members' slots) and drops any whose member never comes.
-        let sql = format!(
-            "SELECT count(pg_create_physical_replication_slot(name, true)) FROM unnest(ARRAY[{}]) AS name WHERE name NOT IN (SELECT slot_name FROM pg_replication_slots)",
-            slots.join(",")
-        );
-        member::psql(plan.engine, &sql)
-            .await
-            .with_context(|| format!("{}: creating the replicas' replication slots", plan.host.name))?;
-    }
+    create_slots(new, plan.engine).await;
     output::step(format!(
         "{}: bootstrapped the new cluster and leads it; starting the other members",
         plan.host.name
     ));
     Ok(Some(plan.host.name.clone()))
+}
+
+/// The new members' replication slots on the leader, made before they start (see
+/// `member::create_slots`). Only a shortcut: without them Patroni makes them a loop later.
+pub(crate) async fn create_slots(new: &NewMembers<'_>, leader: &Engine) {
+    let members: Vec<&str> = new
+        .volumes
+        .iter()
+        .map(|(p, ..)| p.host.name.as_str())
+        .filter(|m| *m != leader.host)
+        .collect();
+    if let Err(e) = member::create_slots(leader, &members).await {
+        tracing::debug!("{e:#}");
+    }
 }
 
 /// The Compose README's problem 8.1: the DCS remembers an initialized scope but the data is

@@ -35,12 +35,15 @@ async fn stop_all(engines: &[Engine], scope: &str, names: &[&str]) -> Result<Vec
 /// over to a replica, which then writes a new timeline into the archive as it goes down.
 pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
     let leader = crate::member::leader(cfg, engines).await.ok().map(|e| e.host.clone());
-    let mut order: Vec<&Engine> = engines.iter().collect();
-    order.sort_by_key(|e| Some(&e.host) == leader.as_ref());
+    let (last, replicas): (Vec<&Engine>, Vec<&Engine>) = engines.iter().partition(|e| Some(&e.host) == leader.as_ref());
     let mut done = Vec::new();
-    for e in order {
-        if stop(e, &cfg.hosts.cluster.name, PATRONI).await? {
-            done.push(format!("{}: stopped {PATRONI}", e.host));
+    // The replicas together (none depends on another), then the leader, so none takes over.
+    for group in [replicas, last] {
+        let stopped = join_all(group.iter().map(|e| stop(e, &cfg.hosts.cluster.name, PATRONI))).await;
+        for (e, s) in group.iter().zip(stopped) {
+            if s? {
+                done.push(format!("{}: stopped {PATRONI}", e.host));
+            }
         }
     }
     Ok(done)

@@ -6,7 +6,9 @@
 use super::newcomers;
 pub use super::newcomers::volume_system_id;
 use super::spec;
-use super::status::{self, ClusterStatus};
+use super::status::ClusterStatus;
+pub use super::wait::wait_healthy;
+pub(crate) use super::wait::{wait_member_leading, wait_member_running};
 use crate::config::{Config, HostConfig};
 use crate::docker::{self, spec::ContainerSpec, Engine, FileSpec};
 use crate::layout::{self, LABEL_CLUSTER, LABEL_CONFIG_HASH, LABEL_ROLE, PATRONI};
@@ -157,10 +159,13 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     }
 
     let new = newcomers::new_members(cfg, &plans).await?;
-    newcomers::check_stale_scope(cfg, &new, &dcs_engines).await?;
-    if let Some(first) = new.volumes.first() {
-        newcomers::check_archive_prefix(cfg, &new, first.0.engine).await?;
-    }
+    let archive_check = async {
+        match new.volumes.first() {
+            Some(first) => newcomers::check_archive_prefix(cfg, &new, first.0.engine).await,
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(newcomers::check_stale_scope(cfg, &new, &dcs_engines), archive_check)?;
     phases.start("Patroni, access and monitoring containers");
 
     // A new cluster: one member bootstraps before the others start, so they find its leader
@@ -177,7 +182,11 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     };
     let rest = async {
         // Patroni: replicas before the leader when containers must be recreated.
-        let leader = member::leader(cfg, &engines).await.ok().map(|e| e.host.clone());
+        let leader = member::leader(cfg, &engines).await.ok();
+        if let Some(leader) = leader.filter(|_| first.is_none()) {
+            newcomers::create_slots(&new, leader).await;
+        }
+        let leader = leader.map(|e| e.host.clone());
         let others = |p: &HostPlan, s: &ContainerSpec| s.name == PATRONI && first.as_deref() != Some(p.host.name.as_str());
         converge(cfg, &plans, owner, others, &leader.into_iter().collect::<Vec<_>>()).await?;
         // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.
@@ -496,86 +505,4 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
         .start_container(s.name, None)
         .await
         .with_context(|| format!("{host}: starting {}", s.name))
-}
-
-/// Waits until this host's Patroni answers and reports PostgreSQL running.
-pub(crate) async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
-    wait_member(engine, timeout, false).await
-}
-
-/// Waits until this host's Patroni holds the leader lock with PostgreSQL running (a new
-/// cluster's bootstrap done).
-pub(crate) async fn wait_member_leading(engine: &Engine, timeout: Duration) -> Result<()> {
-    wait_member(engine, timeout, true).await
-}
-
-async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Result<()> {
-    let started = Instant::now();
-    while started.elapsed() < timeout {
-        if let Ok(v) = member::patroni_get(engine, "/patroni").await {
-            let role = v["role"].as_str().unwrap_or_default();
-            if v["state"] == "running" && (!leading || member::is_leader_role(role)) {
-                return Ok(());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!(
-        "{}: Patroni did not report PostgreSQL running{} within {}s:\n{}",
-        engine.host,
-        if leading { " as the leader" } else { "" },
-        timeout.as_secs(),
-        docker::tail_logs(&engine.docker, PATRONI, 20).await
-    )
-}
-
-/// Waits for exactly one leader and every other member streaming with lag under the limit.
-pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) -> Result<ClusterStatus> {
-    let started = Instant::now();
-    // Every member that exists (a staged `up` creates some of them later).
-    let mut expected = 0;
-    for e in engines
-        .iter()
-        .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(crate::config::Role::Patroni)))
-    {
-        if e.docker.inspect_container(PATRONI, None).await.is_ok() {
-            expected += 1;
-        }
-    }
-    let mut last = String::new();
-    let mut woken: Option<Instant> = None;
-    while started.elapsed() < opts.timeout {
-        match status::fetch(cfg, engines).await {
-            Ok(s) => match s.healthy(expected, opts.max_lag) {
-                Ok(()) => return Ok(s),
-                Err(why) => {
-                    // A replica streams; the leader picks its synchronous standby at its next
-                    // loop, up to `loop_wait` away: wake it (again after 3 s at most).
-                    if s.awaits_sync_standby() && woken.is_none_or(|w| w.elapsed() > Duration::from_secs(3)) {
-                        if let Some(leader) = s.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
-                            if let Err(e) = member::wake_ha_loop(leader).await {
-                                tracing::debug!("waking the leader's HA loop: {e:#}");
-                            }
-                            woken = Some(Instant::now());
-                        }
-                    }
-                    if why != last {
-                        output::step(format!("waiting: {why}"));
-                        last = why;
-                    }
-                }
-            },
-            Err(e) => last = format!("{e:#}"),
-        }
-        // A status read is one round of execs (one per host): polling twice a second is light.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let mut logs = String::new();
-    for e in engines {
-        logs.push_str(&format!("\n--- {} ---\n{}", e.host, docker::tail_logs(&e.docker, PATRONI, 8).await));
-    }
-    bail!(
-        "the cluster did not become healthy within {}s: {last}{logs}",
-        opts.timeout.as_secs()
-    )
 }

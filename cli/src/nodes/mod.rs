@@ -4,6 +4,7 @@
 
 mod add;
 mod remove;
+pub mod replica;
 pub mod source;
 
 pub use add::{add, AddOptions};

@@ -22,6 +22,8 @@ pub enum Mode {
     /// Existing data: promote it onto a new timeline (after a rollback, so "latest" in later
     /// restores follows this history and not the abandoned restored one).
     Bump,
+    /// A restore's replica: the backup fetched beside the data directory, no recovery.
+    Prefetch,
 }
 
 impl Mode {
@@ -30,6 +32,7 @@ impl Mode {
             Mode::Verify => "verify",
             Mode::Restore => "restore",
             Mode::Bump => "bump",
+            Mode::Prefetch => "prefetch",
         }
     }
 }
@@ -59,6 +62,45 @@ pub struct Fetch<'a> {
 /// (image, PostgreSQL version), from the backups of `source` (the same cluster, or the one a
 /// clone is made from).
 pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, mode: Mode, fetch: Option<Fetch<'_>>) -> Result<Recovered> {
+    let mut args = vec![];
+    let mut env = vec![];
+    match (mode, &fetch) {
+        (Mode::Bump, _) => args.push(backup::restore_command(source).context("a rollback needs [backup] (restore_command)")?),
+        (Mode::Verify | Mode::Restore, Some(f)) => {
+            let (fetch_cmd, recovery_conf) = fetch_command(source, f, mode);
+            args.extend(fetch_cmd);
+            env.extend(recovery_conf.map(|c| format!("RECOVERY_CONF={c}")));
+        }
+        _ => bail!("internal: {} needs a backup to fetch", mode.arg()),
+    }
+    let (stdout, phases) = run_script(cfg, source, engine, volume, mode, args, env).await?;
+    let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
+    let mut recovered: Recovered =
+        serde_json::from_str(last).with_context(|| format!("{}: unexpected output of the recovery: {stdout}", engine.host))?;
+    recovered.phases = phases;
+    Ok(recovered)
+}
+
+/// A restore's replica, while its leader recovers: `backup` of the cluster's own repository
+/// fetched into `volume` beside the data directory (replica-from-backup.sh moves it into place
+/// when Patroni creates the replica). Returns the fetch's wall time.
+pub async fn prefetch(cfg: &Config, engine: &Engine, volume: &str, backup: &str) -> Result<f64> {
+    let fetch = backup::engine(cfg).replica_fetch(cfg, backup);
+    let (_, phases) = run_script(cfg, cfg, engine, volume, Mode::Prefetch, fetch, vec![]).await?;
+    Ok(phases.iter().map(|(_, secs)| secs).sum())
+}
+
+/// recover.sh in mode `mode` with `args`, in a throwaway container on `engine` with `volume`
+/// mounted and `source`'s repository configured (read-only key); its stdout and phases.
+async fn run_script(
+    cfg: &Config,
+    source: &Config,
+    engine: &Engine,
+    volume: &str,
+    mode: Mode,
+    args: Vec<String>,
+    env: Vec<String>,
+) -> Result<(String, Vec<(String, f64)>)> {
     let image = &cfg.hosts.cluster.image;
     if docker::image_id(&engine.docker, image).await?.is_none() {
         bail!("{}: image {image} is missing: deliver it first (`pgctl image push`)", engine.host);
@@ -80,16 +122,7 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
 
     let bindir = format!("/usr/lib/postgresql/{}/bin", cfg.hosts.cluster.postgres_major);
     let mut cmd: Vec<String> = vec!["/bin/sh".into(), layout::RECOVER_SCRIPT.into(), mode.arg().into(), bindir];
-    let mut env = vec![];
-    match (mode, &fetch) {
-        (Mode::Bump, _) => cmd.push(backup::restore_command(source).context("a rollback needs [backup] (restore_command)")?),
-        (_, Some(f)) => {
-            let (fetch_cmd, recovery_conf) = fetch_command(source, f, mode);
-            cmd.extend(fetch_cmd);
-            env.extend(recovery_conf.map(|c| format!("RECOVERY_CONF={c}")));
-        }
-        (_, None) => bail!("internal: {} needs a backup to fetch", mode.arg()),
-    }
+    cmd.extend(args);
     let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
     let extra_hosts = backup::extra_hosts(source);
     let host_config = bollard::models::HostConfig {
@@ -99,6 +132,9 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
         binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
         extra_hosts: (!extra_hosts.is_empty()).then_some(extra_hosts),
         shm_size: Some(256 * 1024 * 1024),
+        // A replica's copy is not on the critical path until the leader runs: where they share
+        // a machine, the leader's recovery gets the CPU first.
+        cpu_shares: (mode == Mode::Prefetch).then_some(256),
         ..Default::default()
     };
     let throwaway = Throwaway {
@@ -116,11 +152,7 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
     if !out.success() {
         bail!("{}", failure(&engine.host, mode, &out.stderr));
     }
-    let last = out.stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
-    let mut recovered: Recovered =
-        serde_json::from_str(last).with_context(|| format!("{}: unexpected output of the recovery: {}", engine.host, out.stdout))?;
-    recovered.phases = phases;
-    Ok(recovered)
+    Ok((out.stdout, phases))
 }
 
 /// The throwaway container's fixed name: a leftover of an interrupted run is visible as such.
@@ -214,6 +246,7 @@ fn failure(host: &str, mode: Mode, stderr: &str) -> String {
         Mode::Verify => "verification",
         Mode::Restore => "restore (fetch and recovery)",
         Mode::Bump => "promotion of the previous data onto a new timeline",
+        Mode::Prefetch => "fetch of a replica's copy",
     };
     format!("{host}: the {what} failed:\n  {}{hint}", errors.join("\n  "))
 }

@@ -4,6 +4,7 @@
 //! touched (the restore fills a new volume generation, see `cluster::volumes`), so
 //! `pgctl restore --rollback` can put them back.
 
+mod replicas;
 pub mod rollback;
 
 use crate::backup::list::{self, Backup};
@@ -221,10 +222,32 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         target: &opts.target,
         timeline: &opts.timeline,
     };
-    let recovered = match recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch)).await {
+    let replicas: Vec<(&Engine, &str)> = plan
+        .volumes
+        .iter()
+        .filter(|v| v.host != plan.restore_host)
+        .map(|v| (by_host(&v.host), v.new.as_str()))
+        .collect();
+    // In place, the replicas fetch their copies of the same backup meanwhile (a clone's
+    // replicas could not replay the source's archive: they are built from the leader).
+    let recovery = recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch));
+    let copies = async {
+        match plan.clone_of {
+            None => Some(replicas::prefetch(cfg, &replicas, &plan.backup.name).await),
+            Some(_) => None,
+        }
+    };
+    let (recovered, prefetched) = tokio::join!(recovery, copies);
+    let recovered = match recovered {
         Ok(r) => r,
         Err(e) => {
             let removed = volumes::remove(restore_engine, new_volume).await;
+            for (engine, volume) in replicas
+                .iter()
+                .filter(|(e, _)| prefetched.as_ref().is_some_and(|p| p.hosts.contains(&e.host)))
+            {
+                let _ = volumes::remove(engine, volume).await;
+            }
             bail!("{e:#}\n{}", after_failure(cfg, &plan, opts, removed.is_ok()));
         }
     };
@@ -238,13 +261,16 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         recovered.last_replayed.as_deref().unwrap_or("none")
     ));
 
-    let replicas: Vec<(&Engine, &str)> = plan
-        .volumes
-        .iter()
-        .filter(|v| v.host != plan.restore_host)
-        .map(|v| (by_host(&v.host), v.new.as_str()))
-        .collect();
-    let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
+    let status = start_cluster(
+        cfg,
+        engines,
+        &plan.restore_host,
+        &replicas,
+        prefetched.as_ref(),
+        opts.timeout,
+        &mut phases,
+    )
+    .await?;
     let phases = phases.finish();
     Ok(Report {
         plan,
@@ -305,6 +331,7 @@ pub async fn start_cluster(
     engines: &[Engine],
     leader_host: &str,
     replicas: &[(&Engine, &str)],
+    prefetched: Option<&replicas::Prefetched>,
     timeout: Duration,
     phases: &mut Phases,
 ) -> Result<ClusterStatus> {
@@ -323,9 +350,8 @@ pub async fn start_cluster(
     up::converge_members(cfg, &opts, &Members::Only(vec![leader_host.to_string()])).await?;
 
     phases.start("rebuild the replicas");
-    for (engine, volume) in replicas {
-        volumes::create(cfg, engine, volume, None).await?;
-    }
+    let leader = engines.iter().find(|e| e.host == leader_host).context("the leader's engine")?;
+    replicas::prepare(cfg, leader, replicas, prefetched).await?;
     up::up(cfg, &opts).await.context("the cluster after the restore")
 }
 

@@ -1,0 +1,135 @@
+//! Waiting for members and the cluster to be ready, without sitting out timers Patroni and
+//! PostgreSQL would otherwise wait on (see `Nudges`).
+
+use super::status::{self, ClusterStatus};
+use super::up::UpOptions;
+use crate::config::Config;
+use crate::docker::{self, Engine};
+use crate::layout::PATRONI;
+use crate::{member, output};
+use anyhow::{bail, Result};
+use std::time::{Duration, Instant};
+
+/// Waits until this host's Patroni answers and reports PostgreSQL running.
+pub(crate) async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
+    wait_member(engine, timeout, false).await
+}
+
+/// Waits until this host's Patroni holds the leader lock with PostgreSQL running (a new
+/// cluster's bootstrap done).
+pub(crate) async fn wait_member_leading(engine: &Engine, timeout: Duration) -> Result<()> {
+    wait_member(engine, timeout, true).await
+}
+
+async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if let Ok(v) = member::patroni_get(engine, "/patroni").await {
+            let role = v["role"].as_str().unwrap_or_default();
+            if v["state"] == "running" && (!leading || member::is_leader_role(role)) {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    bail!(
+        "{}: Patroni did not report PostgreSQL running{} within {}s:\n{}",
+        engine.host,
+        if leading { " as the leader" } else { "" },
+        timeout.as_secs(),
+        docker::tail_logs(&engine.docker, PATRONI, 20).await
+    )
+}
+
+/// Waits Patroni and PostgreSQL would sit out on their own timers while `up` waits for them.
+#[derive(Default)]
+struct Nudges {
+    leader_woken: Option<Instant>,
+    replicas_woken: Option<Instant>,
+}
+
+impl Nudges {
+    async fn apply(&mut self, s: &ClusterStatus, engines: &[Engine]) {
+        let due = |at: Option<Instant>, every: u64| at.is_none_or(|w| w.elapsed() > Duration::from_secs(every));
+        // A replica streams; the leader picks its synchronous standby at its next HA loop, up
+        // to `loop_wait` away: wake it (again after 3 s at most).
+        if s.awaits_sync_standby() && due(self.leader_woken, 3) {
+            if let Some(leader) = s.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
+                if let Err(e) = member::wake_ha_loop(leader).await {
+                    tracing::debug!("waking the leader's HA loop: {e:#}");
+                }
+                self.leader_woken = Some(Instant::now());
+            }
+        }
+        // A replica that runs but does not stream waits up to 5 s before trying again (its
+        // slot was missing, or its leader changed timeline): its slot is made if the leader
+        // has none yet (Patroni drops a slot made before its member registered), and it is woken.
+        if due(self.replicas_woken, 1) {
+            let waiting: Vec<&Engine> = s
+                .members
+                .iter()
+                .filter(|m| m.role != "leader" && m.state == "running" && m.streaming != Some(true))
+                .filter_map(|m| engines.iter().find(|e| e.host == m.host))
+                .collect();
+            if let Some(leader) = s
+                .leader
+                .as_ref()
+                .and_then(|l| engines.iter().find(|e| &e.host == l))
+                .filter(|_| !waiting.is_empty())
+            {
+                let names: Vec<&str> = waiting.iter().map(|e| e.host.as_str()).collect();
+                if let Err(e) = member::create_slots(leader, &names).await {
+                    tracing::debug!("{e:#}");
+                }
+            }
+            for replica in waiting {
+                if let Err(e) = member::wake_recovery(replica).await {
+                    tracing::debug!("waking {}'s recovery: {e:#}", replica.host);
+                }
+                self.replicas_woken = Some(Instant::now());
+            }
+        }
+    }
+}
+
+/// Waits for exactly one leader and every other member streaming with lag under the limit.
+pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) -> Result<ClusterStatus> {
+    let started = Instant::now();
+    // Every member that exists (a staged `up` creates some of them later).
+    let mut expected = 0;
+    for e in engines
+        .iter()
+        .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(crate::config::Role::Patroni)))
+    {
+        if e.docker.inspect_container(PATRONI, None).await.is_ok() {
+            expected += 1;
+        }
+    }
+    let mut last = String::new();
+    let mut nudges = Nudges::default();
+    while started.elapsed() < opts.timeout {
+        match status::fetch(cfg, engines).await {
+            Ok(s) => match s.healthy(expected, opts.max_lag) {
+                Ok(()) => return Ok(s),
+                Err(why) => {
+                    nudges.apply(&s, engines).await;
+                    if why != last {
+                        output::step(format!("waiting: {why}"));
+                        last = why;
+                    }
+                }
+            },
+            Err(e) => last = format!("{e:#}"),
+        }
+        // A status read is one round of execs (one per host): polling twice a second is light.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut logs = String::new();
+    for e in engines {
+        logs.push_str(&format!("\n--- {} ---\n{}", e.host, docker::tail_logs(&e.docker, PATRONI, 8).await));
+    }
+    bail!(
+        "the cluster did not become healthy within {}s: {last}{logs}",
+        opts.timeout.as_secs()
+    )
+}

@@ -1,0 +1,109 @@
+//! A new replica's empty data volume, prepared so Patroni builds it from the newest usable
+//! backup in S3 (replica-from-backup.sh runs the engine's fetch once) or, when that would copy
+//! more than a basebackup, from the leader. `node add` and restores (their replicas) use it.
+
+use super::source::{self, Choice, LeaderFacts, ReplicaFrom, Source};
+use crate::cluster::volumes;
+use crate::config::Config;
+use crate::docker::{self, Engine};
+use crate::layout::{self, DATA_MOUNT};
+use crate::{error, member};
+use anyhow::Result;
+
+/// Creates the member's (empty) data volume and leaves on it the fetch `choice` asks for.
+pub async fn prepare_volume(cfg: &Config, engine: &Engine, volume: &str, choice: &Choice) -> Result<()> {
+    let fetch = match &choice.source {
+        Source::Backup { name } => crate::backup::engine(cfg).replica_fetch(cfg, name),
+        Source::Leader => Vec::new(),
+    };
+    volumes::create(cfg, engine, volume, None).await?;
+    write_request(cfg, engine, volume, &fetch).await
+}
+
+/// A restore's replica whose volume holds a prefetched copy of the backup: Patroni's replica
+/// method moves it into place (replica-from-backup.sh has made the empty data directory).
+pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str) -> Result<()> {
+    let take = format!(
+        "rmdir {pgdata} && mv {copy} {pgdata}",
+        pgdata = layout::PGDATA,
+        copy = layout::PREFETCHED_COPY
+    );
+    write_request(cfg, engine, volume, &["sh".into(), "-c".into(), take]).await
+}
+
+/// The source in words, for progress lines.
+pub fn describe(source: &Source) -> String {
+    match source {
+        Source::Leader => "the leader (pg_basebackup)".into(),
+        Source::Backup { name } => format!("backup {name} in S3"),
+    }
+}
+
+/// Where a new replica's data should come from, given the leader's position and the backups
+/// the repository holds (`source::choose`'s rule).
+pub async fn choose(cfg: &Config, leader: &Engine, from: ReplicaFrom) -> Result<Choice> {
+    if cfg.hosts.backup.is_none() {
+        if from == ReplicaFrom::Backup {
+            return Err(error::usage(format!(
+                "--replica-from backup: {} has no [backup] section",
+                cfg.hosts_path.display()
+            )));
+        }
+        return Ok(Choice {
+            source: Source::Leader,
+            reason: "the cluster has no backup repository".into(),
+        });
+    }
+    let listing = if from == ReplicaFrom::Leader {
+        Vec::new()
+    } else {
+        crate::backup::list::list(cfg).await?.backups
+    };
+    let facts = leader_facts(leader).await?;
+    source::choose(from, &listing, &facts).map_err(|why| error::refused(format!("{why}; nothing was changed")))
+}
+
+async fn leader_facts(leader: &Engine) -> Result<LeaderFacts> {
+    let row = member::psql(
+        leader,
+        "SELECT pg_current_wal_lsn(), (SELECT sum(pg_database_size(oid)) FROM pg_database), \
+         ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
+    )
+    .await?;
+    let f: Vec<&str> = row.trim().split('|').collect();
+    let parse_err = || anyhow::anyhow!("{}: unexpected answer about WAL and size: {row}", leader.host);
+    let [lsn, size, timeline] = f[..] else { return Err(parse_err()) };
+    let timeline: u32 = timeline.parse().map_err(|_| parse_err())?;
+    let history = if timeline > 1 {
+        let sql = format!("SELECT pg_read_file('pg_wal/{timeline:08X}.history', 0, 1048576, true)");
+        source::parse_history(&member::psql(leader, &sql).await?)
+    } else {
+        Vec::new()
+    };
+    Ok(LeaderFacts {
+        lsn: source::parse_lsn(lsn).ok_or_else(parse_err)?,
+        database_bytes: size.parse().map_err(|_| parse_err())?,
+        timeline,
+        history,
+    })
+}
+
+/// Leaves `fetch` (empty: none) on the new member's volume for replica-from-backup.sh, and
+/// clears what an earlier, interrupted add may have left.
+async fn write_request(cfg: &Config, engine: &Engine, volume: &str, fetch: &[String]) -> Result<()> {
+    let script = format!(
+        "rm -f {result} {request}; [ $# -eq 0 ] || printf '%s\\n' \"$@\" >{request}",
+        result = layout::REPLICA_RESULT,
+        request = layout::REPLICA_REQUEST
+    );
+    let mut cmd = vec!["sh", "-c", script.as_str(), "sh"];
+    cmd.extend(fetch.iter().map(String::as_str));
+    let host_config = bollard::models::HostConfig {
+        binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
+        ..Default::default()
+    };
+    docker::run_once(&engine.docker, &cfg.hosts.cluster.image, &cmd, host_config, Some("postgres"), &[])
+        .await?
+        .ok(&format!("{}: preparing volume {volume}", engine.host))?;
+    Ok(())
+}

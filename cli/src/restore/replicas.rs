@@ -1,0 +1,96 @@
+//! The replicas of a restored cluster. In place, each replica host fetches the backup its leader
+//! restores from S3 into its new volume *while* the leader recovers (the copies arrive at the
+//! same time instead of one basebackup after another once the leader runs); Patroni's replica
+//! method then moves the copy into place and the replica replays the archive up to the new
+//! timeline. Otherwise (a clone, a migration, a rollback, a failed fetch) the replica is built
+//! from the newest usable backup or the leader, as `node add` chooses.
+
+use crate::cluster::volumes;
+use crate::config::Config;
+use crate::docker::Engine;
+use crate::nodes::replica;
+use crate::nodes::source::{Choice, ReplicaFrom, Source};
+use crate::output;
+use crate::recovery;
+use anyhow::Result;
+use futures_util::future::join_all;
+
+/// Replica volumes that hold a fetched copy of `backup` (beside their data directory).
+pub struct Prefetched {
+    pub backup: String,
+    pub hosts: Vec<String>,
+}
+
+/// Creates each replica's new volume and fetches `backup` into it, all at once; a host whose
+/// fetch fails gets its volume removed again (it is rebuilt the usual way later).
+pub async fn prefetch(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str) -> Prefetched {
+    let fetches = replicas.iter().map(|(engine, volume)| async move {
+        volumes::create(cfg, engine, volume, None).await?;
+        recovery::prefetch(cfg, engine, volume, backup).await
+    });
+    let mut hosts = Vec::new();
+    for ((engine, volume), fetched) in replicas.iter().zip(join_all(fetches).await) {
+        match fetched {
+            Ok(secs) => {
+                output::step(format!("{}: fetched its replica's copy of {backup} in {secs:.1} s", engine.host));
+                hosts.push(engine.host.clone());
+            }
+            Err(e) => {
+                output::warn(format!(
+                    "{}: fetching its replica's copy failed ({e:#}); it is rebuilt once the leader runs",
+                    engine.host
+                ));
+                if let Err(e) = volumes::remove(engine, volume).await {
+                    output::warn(format!("{}: removing the partial copy in {volume}: {e:#}", engine.host));
+                }
+            }
+        }
+    }
+    Prefetched {
+        backup: backup.to_string(),
+        hosts,
+    }
+}
+
+/// Prepares every replica's volume for Patroni, the leader running: a prefetched copy of the
+/// backup the usual rule picks is moved into place by the replica method; any other volume is
+/// made empty with the rule's source requested.
+pub async fn prepare(cfg: &Config, leader: &Engine, replicas: &[(&Engine, &str)], prefetched: Option<&Prefetched>) -> Result<()> {
+    if replicas.is_empty() {
+        return Ok(());
+    }
+    let choice = source(cfg, leader).await;
+    let usable = |host: &str| {
+        prefetched
+            .filter(|p| p.hosts.iter().any(|h| h == host))
+            .is_some_and(|p| matches!(&choice.source, Source::Backup { name } if *name == p.backup))
+    };
+    output::step(format!("replicas from {}: {}", replica::describe(&choice.source), choice.reason));
+    let each = replicas.iter().map(|(engine, volume)| {
+        let choice = &choice;
+        async move {
+            if usable(&engine.host) {
+                return replica::use_prefetched(cfg, engine, volume).await;
+            }
+            if prefetched.is_some_and(|p| p.hosts.contains(&engine.host)) {
+                // A copy of another backup than the rule picks: not used.
+                volumes::remove(engine, volume).await?;
+            }
+            replica::prepare_volume(cfg, engine, volume, choice).await
+        }
+    });
+    join_all(each).await.into_iter().collect()
+}
+
+/// The newest backup on the leader's timeline history unless a basebackup copies less; the
+/// leader when the backups cannot be listed. A clone's or a migration's own repository holds no
+/// backup yet: the leader then.
+async fn source(cfg: &Config, leader: &Engine) -> Choice {
+    match replica::choose(cfg, leader, ReplicaFrom::Auto).await {
+        Ok(choice) => choice,
+        Err(e) => Choice {
+            source: Source::Leader,
+            reason: format!("the backups could not be listed ({e:#})"),
+        },
+    }
+}
