@@ -22,7 +22,7 @@ mkdir -p target/e2e
 log=target/test-output.log
 report=target/e2e/report.txt
 : >"$log"
-rm -f "$report"
+rm -f "$report" target/e2e/bench.tsv target/e2e/bench.md
 
 # Every shell script: *.sh, and files without an extension whose first line is a sh/bash shebang.
 shell_scripts() {

@@ -1,5 +1,5 @@
-//! Benchmarks on the lab, not tests: `PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh`
-//! (the default run leaves them out). PGCTL_BENCH_RUNS runs of each (default 5);
+//! Benchmarks on the lab, not tests: `ansible-free-scripts/bench.sh` runs them (the default test
+//! run leaves them out). PGCTL_BENCH_RUNS runs of each (default 5);
 //! PGCTL_BENCH_SCALE is the pgbench scale of the backup/PITR database (default 68, ~1 GB).
 //! Every figure goes to the closing report as a MEASURED line, each run and the median, and
 //! to the table `ansible-free-scripts/bench.sh` prints (tests/src/bench.rs).
@@ -17,7 +17,7 @@ fn runs() -> usize {
 /// client sees across `pgctl switchover`, then the leader's host stopped -> first write
 /// accepted on the new leader; the host comes back and rejoins between runs.
 #[test]
-#[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
+#[ignore = "a benchmark: ansible-free-scripts/bench.sh"]
 fn failover_consul_vs_etcd() -> Result<()> {
     require_e2e("failover_consul_vs_etcd");
     for (dcs, subnet) in [("consul", "172.30.90.0/24"), ("etcd", "172.30.91.0/24")] {
@@ -116,7 +116,7 @@ fn switchover_write_gap(lab: &Lab) -> Result<f64> {
 /// `backup now` and a point-in-time restore of a ~1 GB database, WAL-G vs pgBackRest (both
 /// on etcd), with the restore's own time per phase.
 #[test]
-#[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
+#[ignore = "a benchmark: ansible-free-scripts/bench.sh"]
 fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
     require_e2e("backup_and_pitr_walg_vs_pgbackrest");
     let scale = std::env::var("PGCTL_BENCH_SCALE").unwrap_or_else(|_| "68".into());
@@ -192,7 +192,7 @@ fn backup_and_pitr_walg_vs_pgbackrest() -> Result<()> {
 /// (the image is removed from every host before each delivery). Then `up` from empty volumes
 /// (time per phase) and `status` on the running cluster.
 #[test]
-#[ignore = "a benchmark: PGCTL_TEST_FILES=bench ansible-free-scripts/test.sh"]
+#[ignore = "a benchmark: ansible-free-scripts/bench.sh"]
 fn image_build_push_up_and_status() -> Result<()> {
     require_e2e("image_build_push_up_and_status");
     let lab = Lab::up_with(

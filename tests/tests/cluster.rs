@@ -69,7 +69,9 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
     lab.edit_hosts(&[("synchronous_mode_strict = false", "synchronous_mode_strict = true")])?;
 
     // 1. From an empty lab: one leader and two streaming replicas; rows reach both replicas.
-    lab.pgctl_ok(&["up"])?;
+    // The first host of hosts.toml bootstraps alone; the others start once it leads, and `up`
+    // returns with the synchronous standby chosen.
+    let up = lab.pgctl_ok(&["up"])?;
     let s = status(&lab)?;
     let members = members_of(&s)?;
     assert_eq!(members.len(), lab.hosts().len(), "one member per host: {s}");
@@ -79,7 +81,24 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
         2,
         "{s}"
     );
+    assert_eq!(members.iter().filter(|m| m["role"] == "sync_standby").count(), 1, "{s}");
     let l = leader(&lab)?;
+    let first = hosts_with(&lab.hosts_toml(), |roles| roles.contains(&"patroni"))?[0].0.clone();
+    assert_eq!(l, first, "the first host bootstraps the new cluster: {s}\n{}", up.stderr);
+    let bootstrapped = up
+        .stderr
+        .lines()
+        .position(|l| l.contains("bootstrapped the new cluster and leads it"));
+    let others_created = up
+        .stderr
+        .lines()
+        .position(|line| line.contains("creating `patroni`") && !line.starts_with(&format!("{first}:")));
+    assert!(
+        bootstrapped.is_some() && bootstrapped < others_created,
+        "the other members are created after the first leads:\n{}",
+        up.stderr
+    );
+
     lab.sql(
         &l,
         "CREATE TABLE marks (id int PRIMARY KEY, note text); INSERT INTO marks SELECT g, 'before' FROM generate_series(1, 100) g",

@@ -115,6 +115,20 @@ fn point_in_time_restore() -> Result<()> {
     report(&format!("PITR (small database): {}", restore_phases(&restored.stdout)));
     assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3"; 3], "markers before {target} only");
     let leader = lab.leader()?;
+    // The replicas were made from the copies they fetched while the leader recovered (Patroni's
+    // replica method moved them into place), not by a basebackup from the new leader.
+    for (replica, _) in lab.hosts().into_iter().filter(|(h, _)| *h != leader) {
+        let made = lab.docker(
+            &replica,
+            &["exec", "patroni", "cat", "/var/lib/postgresql/data/pgctl-replica-result"],
+        )?;
+        assert!(made.contains(r#""method":"backup""#), "{replica}: {made}\n{}", restored.stderr);
+        assert!(
+            restored.stderr.contains(&format!("{replica}: fetched its replica's copy")),
+            "{}",
+            restored.stderr
+        );
+    }
     marker(&lab, &leader, 5)?;
     archive_everything(&lab, &leader)?;
     lab.pgbackrest(&leader, &["check"])?;

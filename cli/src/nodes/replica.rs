@@ -57,7 +57,11 @@ pub async fn choose(cfg: &Config, leader: &Engine, from: ReplicaFrom) -> Result<
     let listing = if from == ReplicaFrom::Leader {
         Vec::new()
     } else {
-        crate::backup::list::list(cfg).await?.backups
+        // A backup of another major version (an archive kept across an upgrade) never makes a
+        // replica of this one.
+        let mut backups = crate::backup::list::list(cfg).await?.backups;
+        backups.retain(|b| b.pg_major.is_none_or(|m| m == cfg.hosts.cluster.postgres_major));
+        backups
     };
     let facts = leader_facts(leader).await?;
     source::choose(from, &listing, &facts).map_err(|why| error::refused(format!("{why}; nothing was changed")))

@@ -2,8 +2,8 @@
 //! restores from S3 into its new volume *while* the leader recovers (the copies arrive at the
 //! same time instead of one basebackup after another once the leader runs); Patroni's replica
 //! method then moves the copy into place and the replica replays the archive up to the new
-//! timeline. Otherwise (a clone, a migration, a rollback, a failed fetch) the replica is built
-//! from the newest usable backup or the leader, as `node add` chooses.
+//! timeline, unless `node add`'s rule finds a basebackup from the leader cheaper. A clone's, a
+//! migration's or a rollback's replicas copy the leader.
 
 use crate::cluster::volumes;
 use crate::config::Config;
@@ -52,13 +52,21 @@ pub async fn prefetch(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str) 
     }
 }
 
-/// Prepares every replica's volume for Patroni, the leader running: a prefetched copy of the
-/// backup the usual rule picks is moved into place by the replica method; any other volume is
-/// made empty with the rule's source requested.
+/// Prepares every replica's volume for Patroni, the leader running. After a restore in place
+/// (`prefetched`), a copy of the backup the usual rule picks is moved into place by the replica
+/// method and any other volume is made empty with the rule's source requested. Otherwise (a
+/// migration, a rollback) the volumes are made empty and the replicas copy the leader.
 pub async fn prepare(cfg: &Config, leader: &Engine, replicas: &[(&Engine, &str)], prefetched: Option<&Prefetched>) -> Result<()> {
     if replicas.is_empty() {
         return Ok(());
     }
+    let Some(prefetched) = prefetched else {
+        for (engine, volume) in replicas {
+            volumes::create(cfg, engine, volume, None).await?;
+        }
+        return Ok(());
+    };
+    let prefetched = Some(prefetched);
     let choice = source(cfg, leader).await;
     let usable = |host: &str| {
         prefetched
@@ -83,8 +91,7 @@ pub async fn prepare(cfg: &Config, leader: &Engine, replicas: &[(&Engine, &str)]
 }
 
 /// The newest backup on the leader's timeline history unless a basebackup copies less; the
-/// leader when the backups cannot be listed. A clone's or a migration's own repository holds no
-/// backup yet: the leader then.
+/// leader when the backups cannot be listed.
 async fn source(cfg: &Config, leader: &Engine) -> Choice {
     match replica::choose(cfg, leader, ReplicaFrom::Auto).await {
         Ok(choice) => choice,
