@@ -521,4 +521,47 @@ mod tests {
         assert_eq!(s[1].as_deref(), Some(""));
         assert!(probe_script(true).contains("pg_stat_archiver") && !probe_script(false).contains("pg_stat_archiver"));
     }
+
+    fn member(name: &str, role: &str, streaming: Option<bool>) -> Member {
+        Member {
+            name: name.into(),
+            host: name.into(),
+            role: role.into(),
+            state: "running".into(),
+            timeline: Some(1),
+            lag_bytes: Some(0),
+            streaming,
+            pending_restart: false,
+        }
+    }
+
+    #[test]
+    fn a_streaming_replica_without_a_sync_standby_awaits_one() {
+        let mut s = ClusterStatus {
+            scope: "c".into(),
+            leader: Some("a".into()),
+            paused: false,
+            standby: false,
+            synchronous_mode: true,
+            standby_lag: None,
+            members: vec![member("a", "leader", None), member("b", "replica", Some(false))],
+            hosts: vec![],
+            dcs: String::new(),
+            archiver: None,
+            scheduled_backups: None,
+            alerts: None,
+        };
+        // Nobody streams yet: nothing for the leader to pick.
+        assert!(!s.awaits_sync_standby());
+        s.members[1].streaming = Some(true);
+        assert!(s.awaits_sync_standby());
+        assert!(s.healthy(2, 1 << 20).unwrap_err().starts_with(NO_SYNC_STANDBY));
+        s.members[1].role = "sync_standby".into();
+        assert!(!s.awaits_sync_standby());
+        assert_eq!(s.healthy(2, 1 << 20), Ok(()));
+        // Asynchronous clusters pick none.
+        s.members[1].role = "replica".into();
+        s.synchronous_mode = false;
+        assert!(!s.awaits_sync_standby());
+    }
 }

@@ -46,6 +46,9 @@ async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Resul
 struct Nudges {
     leader_woken: Option<Instant>,
     replicas_woken: Option<Instant>,
+    /// Seconds until replicas are woken again: doubles each time (a replica replaying a long
+    /// archive is not signalled every second), from 1 to 16.
+    replicas_every: u64,
 }
 
 impl Nudges {
@@ -64,7 +67,7 @@ impl Nudges {
         // A replica that runs but does not stream waits up to 5 s before trying again (its
         // slot was missing, or its leader changed timeline): its slot is made if the leader
         // has none yet (Patroni drops a slot made before its member registered), and it is woken.
-        if due(self.replicas_woken, 1) {
+        if due(self.replicas_woken, self.replicas_every.max(1)) {
             let waiting: Vec<&Engine> = s
                 .members
                 .iter()
@@ -82,11 +85,14 @@ impl Nudges {
                     tracing::debug!("{e:#}");
                 }
             }
-            for replica in waiting {
+            for replica in &waiting {
                 if let Err(e) = member::wake_recovery(replica).await {
                     tracing::debug!("waking {}'s recovery: {e:#}", replica.host);
                 }
+            }
+            if !waiting.is_empty() {
                 self.replicas_woken = Some(Instant::now());
+                self.replicas_every = (self.replicas_every * 2).clamp(1, 16);
             }
         }
     }
