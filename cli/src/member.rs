@@ -101,17 +101,18 @@ pub fn slot_name(member: &str) -> String {
     s.chars().take(63).collect()
 }
 
-/// Creates (and reserves WAL for) the physical replication slots Patroni would create for these
-/// members on the leader at its next HA loop, so new replicas stream at once instead of retrying
-/// every `wal_retrieve_retry_interval` until then. Patroni adopts them as its members' slots and
-/// drops any whose member never registers.
+/// Creates the physical replication slots Patroni would create for these members on the leader
+/// at its next HA loop, so new replicas stream at once instead of retrying every
+/// `wal_retrieve_retry_interval` until then. Patroni treats them as its members' slots once
+/// they register (or drops them as unknown first: they are made again while `up` waits). They
+/// reserve no WAL until a replica first uses them, so one whose member never comes holds none.
 pub async fn create_slots(leader: &Engine, members: &[&str]) -> Result<()> {
     if members.is_empty() {
         return Ok(());
     }
     let names: Vec<String> = members.iter().map(|m| format!("'{}'", slot_name(m))).collect();
     let sql = format!(
-        "SELECT count(pg_create_physical_replication_slot(name, true)) FROM unnest(ARRAY[{}]) AS name WHERE name NOT IN (SELECT slot_name FROM pg_replication_slots)",
+        "SELECT count(pg_create_physical_replication_slot(name, false)) FROM unnest(ARRAY[{}]) AS name WHERE name NOT IN (SELECT slot_name FROM pg_replication_slots)",
         names.join(",")
     );
     psql(leader, &sql)

@@ -50,7 +50,12 @@ prefetch)
   fi
   install -d -o postgres -g postgres -m 0700 "$PGDATA"
   say "phase fetch"
-  as_pg "$@" >&2
+  # A failed fetch leaves no partial data directory that anything could start.
+  if ! as_pg "$@" >&2; then
+    rm -rf "$PGDATA"
+    say "the fetch failed"
+    exit 4
+  fi
   # Out of Patroni's sight until its replica method takes it: a data directory there would make
   # Patroni start it as it is instead of creating a replica.
   mv "$PGDATA" "$DATA/pgctl-prefetch"

@@ -93,7 +93,12 @@ impl NewMembers<'_> {
 /// host. Started together, the others would find no leader and sleep a `loop_wait` before
 /// looking again, and would then retry streaming every `wal_retrieve_retry_interval` (5 s)
 /// until the leader's next loop created their slots.
-pub(crate) async fn start_bootstrap_member(cfg: &Config, new: &NewMembers<'_>, owner: (u64, u64)) -> Result<Option<String>> {
+pub(crate) async fn start_bootstrap_member(
+    cfg: &Config,
+    new: &NewMembers<'_>,
+    owner: (u64, u64),
+    timeout: Duration,
+) -> Result<Option<String>> {
     if !new.bootstraps_from_scratch(cfg) {
         return Ok(None);
     }
@@ -104,7 +109,7 @@ pub(crate) async fn start_bootstrap_member(cfg: &Config, new: &NewMembers<'_>, o
         .find(|(s, _)| s.name == PATRONI)
         .expect("a new member has a Patroni spec");
     super::up::apply(cfg, plan, spec, *action, owner).await?;
-    super::up::wait_member_leading(plan.engine, Duration::from_secs(180)).await?;
+    super::up::wait_member_leading(plan.engine, timeout).await?;
     create_slots(new, plan.engine).await;
     output::step(format!(
         "{}: bootstrapped the new cluster and leads it; starting the other members",

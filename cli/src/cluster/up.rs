@@ -170,10 +170,15 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
 
     // A new cluster: one member bootstraps before the others start, so they find its leader
     // key at their first loop instead of waiting a `loop_wait` for it.
-    let first = newcomers::start_bootstrap_member(cfg, &new, owner).await?;
+    let first = newcomers::start_bootstrap_member(cfg, &new, owner, opts.timeout).await?;
     // A new cluster's leader is known before its replicas join: its backup repository,
-    // extensions and database objects are set up while they do.
-    let early = first.as_ref().and_then(|h| engines.iter().find(|e| &e.host == h));
+    // extensions and database objects are set up while they do. Not in strict synchronous
+    // mode: there the leader's writes wait for a synchronous standby.
+    let strict = cfg.hosts.cluster.patroni.synchronous_mode_strict;
+    let early = first
+        .as_ref()
+        .filter(|_| !strict)
+        .and_then(|h| engines.iter().find(|e| &e.host == h));
     let leader_setup = async {
         match early {
             Some(leader) => set_up_leader(cfg, leader).await.map(Some),
@@ -196,9 +201,9 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         phases.start("leader elected, replicas streaming");
         wait_healthy(cfg, &engines, opts).await
     };
-    let (set_up_early, status) = tokio::join!(leader_setup, rest);
-    let status = status?;
-    if set_up_early?.is_none() {
+    // Either failing ends `up` at once (a re-run converges what is left).
+    let (set_up_early, status) = tokio::try_join!(leader_setup, rest)?;
+    if set_up_early.is_none() {
         phases.start("backup repository, extensions, database objects");
         // A standby cluster is read-only until promoted: no repository to create, no extensions.
         let writable = status.leader.as_ref().filter(|_| !status.standby);

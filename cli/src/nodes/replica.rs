@@ -22,7 +22,24 @@ pub async fn prepare_volume(cfg: &Config, engine: &Engine, volume: &str, choice:
 
 /// A restore's replica whose volume holds a prefetched copy of the backup: Patroni's replica
 /// method moves it into place (replica-from-backup.sh has made the empty data directory).
-pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str) -> Result<()> {
+/// `history` (file name, contents) is written into the copy's pg_wal first.
+pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str, history: &[(String, String)]) -> Result<()> {
+    let write = format!(
+        "cd {copy}/pg_wal && while [ $# -gt 1 ]; do printf '%s' \"$2\" >\"$1\" && shift 2 || exit 1; done",
+        copy = layout::PREFETCHED_COPY
+    );
+    let mut cmd = vec!["sh", "-c", write.as_str(), "sh"];
+    for (name, contents) in history {
+        cmd.extend([name.as_str(), contents.as_str()]);
+    }
+    let host_config = bollard::models::HostConfig {
+        binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
+        network_mode: Some("none".into()),
+        ..Default::default()
+    };
+    docker::run_once(&engine.docker, &cfg.hosts.cluster.image, &cmd, host_config, Some("postgres"), &[])
+        .await?
+        .ok(&format!("{}: writing the leader's timeline history into {volume}", engine.host))?;
     let take = format!(
         "rmdir {pgdata} && mv {copy} {pgdata}",
         pgdata = layout::PGDATA,

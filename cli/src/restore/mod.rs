@@ -15,7 +15,7 @@ use crate::cluster::volumes;
 use crate::config::{Config, Role};
 use crate::docker::{self, Engine};
 use crate::error::{Classify, Kind};
-use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI};
+use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI, PGDATA, PREFETCHED_COPY};
 pub use crate::output::Phases;
 use crate::recovery::{self as recover, Fetch, Mode, Recovered};
 use crate::{member, output};
@@ -48,7 +48,7 @@ pub struct Plan {
     /// Per Patroni host: the volume in use now (kept) and the one the restore fills.
     pub volumes: Vec<HostVolumes>,
     /// An interrupted restore's partial volume, discarded before this attempt.
-    pub discard_incomplete: Option<String>,
+    pub discard_incomplete: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -113,20 +113,30 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
     }
     let leader = status::fetch(cfg, engines).await.ok().and_then(|s| s.leader);
     let mut host_volumes = Vec::new();
-    let mut discard_incomplete = None;
+    let mut discard_incomplete = Vec::new();
     let mut restore_host = leader.clone();
     let mut previous_leader = leader.clone();
     for e in &members {
-        // The recovery container of a restore whose pgctl died holds its volume: it goes.
-        docker::remove_container(&e.docker, &recover::container_name(cfg, Mode::Restore)).await?;
+        // The recovery containers of a restore whose pgctl died hold their volumes: they go.
+        for mode in [Mode::Restore, Mode::Prefetch] {
+            docker::remove_container(&e.docker, &recover::container_name(cfg, mode)).await?;
+        }
         let mut present = volumes::list(e, scope).await?;
         if let Some(newest) = present.last() {
-            if holds_incomplete_restore(cfg, e, &newest.name).await? {
-                // A retry: the partial copy goes; its host and the leader it recorded stay.
-                restore_host = Some(e.host.clone());
-                previous_leader = newest.labels.get(crate::layout::LABEL_PREVIOUS_LEADER).cloned().or(previous_leader);
-                discard_incomplete = Some(format!("{}:{}", e.host, newest.name));
-                present.pop();
+            match leftover_of_restore(cfg, e, &newest.name).await? {
+                Leftover::Restore => {
+                    // A retry: the partial copy goes; its host and the leader it recorded stay.
+                    restore_host = Some(e.host.clone());
+                    previous_leader = newest.labels.get(crate::layout::LABEL_PREVIOUS_LEADER).cloned().or(previous_leader);
+                    discard_incomplete.push(format!("{}:{}", e.host, newest.name));
+                    present.pop();
+                }
+                // A replica's unused copy is not this host's data: the volume before it is.
+                Leftover::ReplicaCopy => {
+                    discard_incomplete.push(format!("{}:{}", e.host, newest.name));
+                    present.pop();
+                }
+                Leftover::None => {}
             }
         }
         let next = present.last().map(|v| v.generation + 1).unwrap_or(1);
@@ -160,8 +170,12 @@ impl Plan {
             Some(source) => format!("restore the backups of {source} into cluster `{}`", cfg.hosts.cluster.name),
             None => format!("restore cluster `{}`", cfg.hosts.cluster.name),
         };
+        let others = match self.clone_of {
+            None => "the other members fetch the same backup meanwhile and follow it",
+            Some(_) => "the other members are rebuilt from it",
+        };
         let mut out = format!(
-            "{what} to {}\n  from backup {} (finished {}, {:.1} MB)\n  {}\n  fetched and recovered on {}, which becomes the leader; the other members are rebuilt from it\n",
+            "{what} to {}\n  from backup {} (finished {}, {:.1} MB)\n  {}\n  fetched and recovered on {}, which becomes the leader; {others}\n",
             self.target,
             self.backup.name,
             target::unix_time(self.backup.stop),
@@ -169,7 +183,7 @@ impl Plan {
             self.window,
             self.restore_host,
         );
-        if let Some(d) = &self.discard_incomplete {
+        for d in &self.discard_incomplete {
             out.push_str(&format!("  discards the partial volume of an interrupted restore: {d}\n"));
         }
         for v in &self.volumes {
@@ -203,7 +217,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
 
     phases.start("stop the cluster");
     stop_members(cfg, engines).await?;
-    if let Some((host, volume)) = plan.discard_incomplete.as_deref().and_then(|d| d.split_once(':')) {
+    for (host, volume) in plan.discard_incomplete.iter().filter_map(|d| d.split_once(':')) {
         volumes::remove(by_host(host), volume).await?;
     }
     if !opts.keep_old {
@@ -228,40 +242,53 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         .filter(|v| v.host != plan.restore_host)
         .map(|v| (by_host(&v.host), v.new.as_str()))
         .collect();
-    // In place, the replicas fetch their copies of the same backup meanwhile (a clone's
-    // replicas could not replay the source's archive: they are built from the leader).
-    let recovery = recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch));
+    // In place, the replicas fetch their copies of the same backup while the leader recovers
+    // and starts (a clone's replicas could not replay the source's archive: they copy the
+    // leader). A failed recovery is reported once the copies have ended, and they are removed.
+    let leader_path = async {
+        let recovered = recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch)).await;
+        let recovered = match recovered {
+            Ok(r) => r,
+            Err(e) => return Err((e, volumes::remove(restore_engine, new_volume).await.is_ok())),
+        };
+        let started = async {
+            mark_complete(cfg, restore_engine, new_volume).await?;
+            phases.sub(&recovered.phases);
+            output::step(format!(
+                "{}: recovered to {} on timeline {} (last transaction replayed: {})",
+                plan.restore_host,
+                recovered.lsn,
+                recovered.timeline,
+                recovered.last_replayed.as_deref().unwrap_or("none")
+            ));
+            start_leader(cfg, engines, &plan.restore_host, opts.timeout, &mut phases).await
+        };
+        // The recovered volume stays (complete or not, its marker says which) on a later error.
+        match started.await {
+            Ok(()) => Ok(recovered),
+            Err(e) => Err((e, true)),
+        }
+    };
     let copies = async {
         match plan.clone_of {
             None => Some(replicas::prefetch(cfg, &replicas, &plan.backup.name).await),
             Some(_) => None,
         }
     };
-    let (recovered, prefetched) = tokio::join!(recovery, copies);
+    let (recovered, prefetched) = tokio::join!(leader_path, copies);
     let recovered = match recovered {
         Ok(r) => r,
-        Err(e) => {
-            let removed = volumes::remove(restore_engine, new_volume).await;
-            for (engine, volume) in replicas
-                .iter()
-                .filter(|(e, _)| prefetched.as_ref().is_some_and(|p| p.hosts.contains(&e.host)))
-            {
-                let _ = volumes::remove(engine, volume).await;
+        Err((e, removed)) => {
+            let copies = prefetched.iter().flat_map(|p| &p.hosts);
+            for (engine, volume) in replicas.iter().filter(|(e, _)| copies.clone().any(|h| *h == e.host)) {
+                if let Err(e) = volumes::remove(engine, volume).await {
+                    output::warn(format!("{}: removing the replica's copy in {volume}: {e:#}", engine.host));
+                }
             }
-            bail!("{e:#}\n{}", after_failure(cfg, &plan, opts, removed.is_ok()));
+            bail!("{e:#}\n{}", after_failure(cfg, &plan, opts, removed));
         }
     };
-    mark_complete(cfg, restore_engine, new_volume).await?;
-    phases.sub(&recovered.phases);
-    output::step(format!(
-        "{}: recovered to {} on timeline {} (last transaction replayed: {})",
-        plan.restore_host,
-        recovered.lsn,
-        recovered.timeline,
-        recovered.last_replayed.as_deref().unwrap_or("none")
-    ));
-
-    let status = start_cluster(
+    let status = start_replicas(
         cfg,
         engines,
         &plan.restore_host,
@@ -331,10 +358,15 @@ pub async fn start_cluster(
     engines: &[Engine],
     leader_host: &str,
     replicas: &[(&Engine, &str)],
-    prefetched: Option<&replicas::Prefetched>,
     timeout: Duration,
     phases: &mut Phases,
 ) -> Result<ClusterStatus> {
+    start_leader(cfg, engines, leader_host, timeout, phases).await?;
+    start_replicas(cfg, engines, leader_host, replicas, None, timeout, phases).await
+}
+
+/// A clean DCS scope, then `leader_host`'s member alone until it leads.
+async fn start_leader(cfg: &Config, engines: &[Engine], leader_host: &str, timeout: Duration, phases: &mut Phases) -> Result<()> {
     phases.start("clear the DCS scope");
     let opts = UpOptions::new(timeout);
     up::converge_members(cfg, &opts, &Members::None).await?;
@@ -348,11 +380,24 @@ pub async fn start_cluster(
     // bootstrap a new, empty cluster.
     phases.start("start the leader");
     up::converge_members(cfg, &opts, &Members::Only(vec![leader_host.to_string()])).await?;
+    Ok(())
+}
 
+/// The other members on their new volumes (empty, or holding a prefetched copy), following the
+/// leader.
+async fn start_replicas(
+    cfg: &Config,
+    engines: &[Engine],
+    leader_host: &str,
+    replicas: &[(&Engine, &str)],
+    prefetched: Option<&replicas::Prefetched>,
+    timeout: Duration,
+    phases: &mut Phases,
+) -> Result<ClusterStatus> {
     phases.start("rebuild the replicas");
     let leader = engines.iter().find(|e| e.host == leader_host).context("the leader's engine")?;
     replicas::prepare(cfg, leader, replicas, prefetched).await?;
-    up::up(cfg, &opts).await.context("the cluster after the restore")
+    up::up(cfg, &UpOptions::new(timeout)).await.context("the cluster after the restore")
 }
 
 /// What is intact after a failed fetch or recovery, and the ways forward.
@@ -415,14 +460,25 @@ pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
     Ok(())
 }
 
-/// Whether `volume` holds a restore that was interrupted (its marker is still there).
-pub async fn holds_incomplete_restore(cfg: &Config, engine: &Engine, volume: &str) -> Result<bool> {
+/// What an interrupted restore may have left in a host's newest data volume.
+#[derive(Debug, PartialEq, Eq)]
+enum Leftover {
+    None,
+    /// The restore host's partial copy (its marker is still there).
+    Restore,
+    /// A replica's prefetched copy that no member took into use (no data directory yet).
+    ReplicaCopy,
+}
+
+async fn leftover_of_restore(cfg: &Config, engine: &Engine, volume: &str) -> Result<Leftover> {
     let host_config = bollard::models::HostConfig {
         binds: Some(vec![format!("{volume}:{}:ro", DATA_MOUNT)]),
         network_mode: Some("none".into()),
         ..Default::default()
     };
-    let test = format!("test -e {INCOMPLETE_MARKER} && echo incomplete || true");
+    let test = format!(
+        "if test -e {INCOMPLETE_MARKER}; then echo restore; elif test -e {PREFETCHED_COPY} && ! test -e {PGDATA}/PG_VERSION; then echo copy; fi"
+    );
     let out = docker::run_once(
         &engine.docker,
         &cfg.hosts.cluster.image,
@@ -432,7 +488,11 @@ pub async fn holds_incomplete_restore(cfg: &Config, engine: &Engine, volume: &st
         &[],
     )
     .await?;
-    Ok(out.ok(&format!("{}: reading volume {volume}", engine.host))?.trim() == "incomplete")
+    Ok(match out.ok(&format!("{}: reading volume {volume}", engine.host))?.trim() {
+        "restore" => Leftover::Restore,
+        "copy" => Leftover::ReplicaCopy,
+        _ => Leftover::None,
+    })
 }
 
 /// Removes the restore-in-progress mark once pgctl has seen the recovery succeed.

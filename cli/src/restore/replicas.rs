@@ -12,7 +12,7 @@ use crate::nodes::replica;
 use crate::nodes::source::{Choice, ReplicaFrom, Source};
 use crate::output;
 use crate::recovery;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures_util::future::join_all;
 
 /// Replica volumes that hold a fetched copy of `backup` (beside their data directory).
@@ -53,9 +53,10 @@ pub async fn prefetch(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str) 
 }
 
 /// Prepares every replica's volume for Patroni, the leader running. After a restore in place
-/// (`prefetched`), a copy of the backup the usual rule picks is moved into place by the replica
-/// method and any other volume is made empty with the rule's source requested. Otherwise (a
-/// migration, a rollback) the volumes are made empty and the replicas copy the leader.
+/// (`prefetched`), a copy of the newest backup on the leader's history is moved into place by
+/// the replica method; a volume without one (or with another backup's) is made empty and that
+/// backup (or the leader, when there is none) requested. Otherwise (a migration, a rollback)
+/// the volumes are made empty and the replicas copy the leader.
 pub async fn prepare(cfg: &Config, leader: &Engine, replicas: &[(&Engine, &str)], prefetched: Option<&Prefetched>) -> Result<()> {
     if replicas.is_empty() {
         return Ok(());
@@ -66,22 +67,26 @@ pub async fn prepare(cfg: &Config, leader: &Engine, replicas: &[(&Engine, &str)]
         }
         return Ok(());
     };
-    let prefetched = Some(prefetched);
     let choice = source(cfg, leader).await;
-    let usable = |host: &str| {
-        prefetched
-            .filter(|p| p.hosts.iter().any(|h| h == host))
-            .is_some_and(|p| matches!(&choice.source, Source::Backup { name } if *name == p.backup))
+    let copy_usable = matches!(&choice.source, Source::Backup { name } if *name == prefetched.backup);
+    // The leader's timeline history files go into each copy's pg_wal, so its recovery finds
+    // the leader's timeline even before the leader has archived them: otherwise it could
+    // follow the abandoned timeline past the restore's target.
+    let history = if copy_usable {
+        leader_history_files(leader).await?
+    } else {
+        Vec::new()
     };
     output::step(format!("replicas from {}: {}", replica::describe(&choice.source), choice.reason));
     let each = replicas.iter().map(|(engine, volume)| {
-        let choice = &choice;
+        let (choice, history) = (&choice, &history);
+        let has_copy = prefetched.hosts.contains(&engine.host);
         async move {
-            if usable(&engine.host) {
-                return replica::use_prefetched(cfg, engine, volume).await;
+            if has_copy && copy_usable {
+                return replica::use_prefetched(cfg, engine, volume, history).await;
             }
-            if prefetched.is_some_and(|p| p.hosts.contains(&engine.host)) {
-                // A copy of another backup than the rule picks: not used.
+            if has_copy {
+                // A copy of another backup than the one picked: not used.
                 volumes::remove(engine, volume).await?;
             }
             replica::prepare_volume(cfg, engine, volume, choice).await
@@ -90,14 +95,24 @@ pub async fn prepare(cfg: &Config, leader: &Engine, replicas: &[(&Engine, &str)]
     join_all(each).await.into_iter().collect()
 }
 
-/// The newest backup on the leader's timeline history unless a basebackup copies less; the
-/// leader when the backups cannot be listed.
+/// The newest backup on the leader's timeline history; the leader when there is none or the
+/// backups cannot be listed. (No size rule: the copies are fetched already, and they replay
+/// the same WAL the leader has just replayed.)
 async fn source(cfg: &Config, leader: &Engine) -> Choice {
-    match replica::choose(cfg, leader, ReplicaFrom::Auto).await {
+    match replica::choose(cfg, leader, ReplicaFrom::Backup).await {
         Ok(choice) => choice,
         Err(e) => Choice {
             source: Source::Leader,
-            reason: format!("the backups could not be listed ({e:#})"),
+            reason: format!("no backup to build them from ({e:#})"),
         },
     }
+}
+
+/// (file name, contents) of every timeline history file in the leader's pg_wal.
+async fn leader_history_files(leader: &Engine) -> Result<Vec<(String, String)>> {
+    let sql = "SELECT coalesce(json_object_agg(name, pg_read_file('pg_wal/' || name)), '{}') FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}\\.history$'";
+    let text = crate::member::psql(leader, sql).await?;
+    let files: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(text.trim()).with_context(|| format!("{}: the timeline history files: {text}", leader.host))?;
+    Ok(files.into_iter().collect())
 }
