@@ -142,30 +142,40 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if cfg.hosts.backup.is_some() && !matches!(members, Members::None) {
         output::step(crate::s3::preflight(cfg).await.context("pre-flight; nothing was changed")?);
     }
-    phases.start("DCS converged and healthy");
+    phases.start("DCS converged and healthy, new members' volumes read");
 
-    // The DCS first, on every host that has a member of it.
-    converge(cfg, &plans, owner, |_, s| layout::is_dcs(s.name), &[]).await?;
+    // The DCS first, on every host that has a member of it; what the new members' data volumes
+    // hold is read meanwhile.
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
-    let dcs_state = dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?;
-    output::step(&dcs_state);
-    let prepared = dcs::prepare(cfg, &dcs_engines).await?;
-    if !prepared.is_empty() {
-        output::step(&prepared);
-    }
-    phases.start("new members' volumes, stale scope and archive checks");
-    if matches!(members, Members::None) {
-        return Ok(None);
-    }
+    let dcs_ready = async {
+        converge(cfg, &plans, owner, |_, s| layout::is_dcs(s.name), &[]).await?;
+        output::step(dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?);
+        let prepared = dcs::prepare(cfg, &dcs_engines).await?;
+        if !prepared.is_empty() {
+            output::step(&prepared);
+        }
+        anyhow::Ok(())
+    };
+    let volumes_read = async {
+        match members {
+            Members::None => Ok(None),
+            _ => newcomers::new_members(cfg, &plans).await.map(Some),
+        }
+    };
+    let ((), new) = tokio::try_join!(dcs_ready, volumes_read)?;
+    let Some(new) = new else { return Ok(None) };
 
-    let new = newcomers::new_members(cfg, &plans).await?;
+    phases.start("stale scope and archive checks");
     let archive_check = async {
         match new.volumes.first() {
             Some(first) => newcomers::check_archive_prefix(cfg, &new, first.0.engine).await,
             None => Ok(()),
         }
     };
-    tokio::try_join!(newcomers::check_stale_scope(cfg, &new, &dcs_engines), archive_check)?;
+    // Both at once; a stale scope is the problem named first when both are found.
+    let (scope, archive) = tokio::join!(newcomers::check_stale_scope(cfg, &new, &dcs_engines), archive_check);
+    scope?;
+    archive?;
     phases.start("Patroni, access and monitoring containers");
 
     // A new cluster: one member bootstraps before the others start, so they find its leader
