@@ -89,13 +89,13 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
         .stderr
         .lines()
         .position(|l| l.contains("bootstrapped the new cluster and leads it"));
-    let others_created = up
+    let others_started = up
         .stderr
         .lines()
-        .position(|line| line.contains("creating `patroni`") && !line.starts_with(&format!("{first}:")));
+        .position(|line| line.contains("starting `patroni`") && !line.starts_with(&format!("{first}:")));
     assert!(
-        bootstrapped.is_some() && bootstrapped < others_created,
-        "the other members are created after the first leads:\n{}",
+        bootstrapped.is_some() && bootstrapped < others_started,
+        "the other members start after the first leads:\n{}",
         up.stderr
     );
 

@@ -5,6 +5,7 @@
 use super::up::{Action, HostPlan};
 use crate::config::Config;
 use crate::dcs;
+use crate::docker::spec::ContainerSpec;
 use crate::docker::{self, Engine};
 use crate::layout::{self, DATA_MOUNT, PATRONI};
 use crate::{member, output};
@@ -89,33 +90,62 @@ impl NewMembers<'_> {
 }
 
 /// For a new cluster, starts the first member alone and waits until it has bootstrapped and
-/// holds the leader lock, then creates the other members' replication slots on it; returns its
-/// host. Started together, the others would find no leader and sleep a `loop_wait` before
-/// looking again, and would then retry streaming every `wal_retrieve_retry_interval` (5 s)
-/// until the leader's next loop created their slots.
-pub(crate) async fn start_bootstrap_member(
+/// holds the leader lock (the others' containers are created meanwhile, not started), then
+/// creates the others' replication slots on it and starts them; returns the first member's
+/// host and every host it started. Started together, the others would find no leader and
+/// sleep a `loop_wait` before looking again, and would then retry streaming every
+/// `wal_retrieve_retry_interval` (5 s) until the leader's next loop created their slots.
+pub(crate) async fn start_new_cluster(
     cfg: &Config,
     new: &NewMembers<'_>,
     owner: (u64, u64),
     timeout: Duration,
-) -> Result<Option<String>> {
+) -> Result<Option<(String, Vec<String>)>> {
     if !new.bootstraps_from_scratch(cfg) {
         return Ok(None);
     }
-    let Some((plan, ..)) = new.volumes.first() else { return Ok(None) };
-    let (spec, action) = plan
-        .items
-        .iter()
-        .find(|(s, _)| s.name == PATRONI)
-        .expect("a new member has a Patroni spec");
-    super::up::apply(cfg, plan, spec, *action, owner).await?;
-    super::up::wait_member_leading(plan.engine, timeout).await?;
+    let Some(((plan, ..), others)) = new.volumes.split_first() else {
+        return Ok(None);
+    };
+    let bootstrap = async {
+        super::up::apply(cfg, plan, patroni_spec(plan), Action::Create, owner).await?;
+        super::up::wait_member_leading(plan.engine, timeout).await
+    };
+    let created = join_all(others.iter().map(|(p, ..)| async move {
+        output::step(format!(
+            "{}: creating `{PATRONI}` (started once the first member leads)",
+            p.host.name
+        ));
+        super::up::create(cfg, p, patroni_spec(p), owner).await
+    }));
+    let (bootstrapped, created) = tokio::join!(bootstrap, created);
+    bootstrapped?;
+    created.into_iter().collect::<Result<Vec<()>>>()?;
     create_slots(new, plan.engine).await;
     output::step(format!(
         "{}: bootstrapped the new cluster and leads it; starting the other members",
         plan.host.name
     ));
-    Ok(Some(plan.host.name.clone()))
+    let starts = others.iter().map(|(p, ..)| async move {
+        output::step(format!("{}: starting `{PATRONI}`", p.host.name));
+        p.engine
+            .docker
+            .start_container(PATRONI, None)
+            .await
+            .with_context(|| format!("{}: starting {PATRONI}", p.host.name))
+    });
+    join_all(starts).await.into_iter().collect::<Result<Vec<()>>>()?;
+    let mut started = vec![plan.host.name.clone()];
+    started.extend(others.iter().map(|(p, ..)| p.host.name.clone()));
+    Ok(Some((plan.host.name.clone(), started)))
+}
+
+fn patroni_spec<'a>(plan: &'a HostPlan<'_>) -> &'a ContainerSpec {
+    plan.items
+        .iter()
+        .find(|(s, _)| s.name == PATRONI)
+        .map(|(s, _)| s)
+        .expect("a new member has a Patroni spec")
 }
 
 /// The new members' replication slots on the leader, made before they start (see

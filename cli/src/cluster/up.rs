@@ -180,7 +180,10 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
 
     // A new cluster: one member bootstraps before the others start, so they find its leader
     // key at their first loop instead of waiting a `loop_wait` for it.
-    let first = newcomers::start_bootstrap_member(cfg, &new, owner, opts.timeout).await?;
+    let (first, bootstrapped) = match newcomers::start_new_cluster(cfg, &new, owner, opts.timeout).await? {
+        Some((first, started)) => (Some(first), started),
+        None => (None, Vec::new()),
+    };
     // A new cluster's leader is known before its replicas join: its backup repository,
     // extensions and database objects are set up while they do. Not in strict synchronous
     // mode: there the leader's writes wait for a synchronous standby.
@@ -202,7 +205,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
             newcomers::create_slots(&new, leader).await;
         }
         let leader = leader.map(|e| e.host.clone());
-        let others = |p: &HostPlan, s: &ContainerSpec| s.name == PATRONI && first.as_deref() != Some(p.host.name.as_str());
+        let others = |p: &HostPlan, s: &ContainerSpec| s.name == PATRONI && !bootstrapped.contains(&p.host.name);
         converge(cfg, &plans, owner, others, &leader.into_iter().collect::<Vec<_>>()).await?;
         // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.
         converge(cfg, &plans, owner, |_, s| is_access_or_monitoring(s.name), &[]).await?;
@@ -482,6 +485,16 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
         }
         _ => output::step(format!("{host}: creating `{}`", s.name)),
     }
+    create(cfg, plan, s, owner).await?;
+    docker
+        .start_container(s.name, None)
+        .await
+        .with_context(|| format!("{host}: starting {}", s.name))
+}
+
+/// Creates the container `s` (and its volume) on the plan's host with its files, not started.
+pub(crate) async fn create(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, owner: (u64, u64)) -> Result<()> {
+    let docker = &plan.engine.docker;
     let scope = &cfg.hosts.cluster.name;
     let labels = HashMap::from([
         (LABEL_CLUSTER.to_string(), scope.clone()),
@@ -515,9 +528,5 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
     };
     docker::create_container(docker, s.name, body).await?;
     let files: Vec<FileSpec> = s.files.iter().map(|f| f.upload(owner)).collect();
-    docker::upload(docker, s.name, &files).await?;
-    docker
-        .start_container(s.name, None)
-        .await
-        .with_context(|| format!("{host}: starting {}", s.name))
+    docker::upload(docker, s.name, &files).await
 }
