@@ -78,7 +78,10 @@ fn failover_consul_vs_etcd() -> Result<()> {
 /// switchover` runs; returns the longest time between two accepted writes, from the last
 /// write before the switchover to the first one after it at least.
 fn switchover_write_gap(lab: &Lab) -> Result<f64> {
-    let hosts: Vec<String> = lab.hosts().into_iter().map(|(h, _)| h).collect();
+    let hosts: Vec<String> = hosts_with(&lab.hosts_toml(), |roles| roles.contains(&"patroni"))?
+        .into_iter()
+        .map(|(h, _)| h)
+        .collect();
     let mut writer_at = lab.leader()?;
     let insert = "INSERT INTO bench DEFAULT VALUES";
     lab.sql(&writer_at, insert)?;
