@@ -249,7 +249,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         let recovered = recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch)).await;
         let recovered = match recovered {
             Ok(r) => r,
-            Err(e) => return Err((e, volumes::remove(restore_engine, new_volume).await.is_ok())),
+            Err(e) => return Err((e, Some(volumes::remove(restore_engine, new_volume).await.is_ok()))),
         };
         let started = async {
             mark_complete(cfg, restore_engine, new_volume).await?;
@@ -263,10 +263,10 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
             ));
             start_leader(cfg, engines, &plan.restore_host, opts.timeout, &mut phases).await
         };
-        // The recovered volume stays (complete or not, its marker says which) on a later error.
+        // After the recovery, the recovered volume stays (complete or not, its marker says).
         match started.await {
             Ok(()) => Ok(recovered),
-            Err(e) => Err((e, true)),
+            Err(e) => Err((e, None)),
         }
     };
     let copies = async {
@@ -278,7 +278,10 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     let (recovered, prefetched) = tokio::join!(leader_path, copies);
     let recovered = match recovered {
         Ok(r) => r,
-        Err((e, removed)) => {
+        // The leader did not start on its recovered data: the error as it is; the copies stay
+        // (a retried restore discards them, an `up` builds its replicas over them).
+        Err((e, None)) => return Err(e),
+        Err((e, Some(removed))) => {
             let copies = prefetched.iter().flat_map(|p| &p.hosts);
             for (engine, volume) in replicas.iter().filter(|(e, _)| copies.clone().any(|h| *h == e.host)) {
                 if let Err(e) = volumes::remove(engine, volume).await {
