@@ -21,7 +21,8 @@ fi
 {
   echo "| figure | median | spread | runs | baseline | goal |"
   echo "|---|---|---|---|---|---|"
-  awk -F '\t' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }' "$table"
+  # A `|` inside a cell (docker save | docker load) would end it.
+  sed 's/|/\\|/g' "$table" | awk -F '\t' '{ printf "| %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6 }'
 } >target/e2e/bench.md
 echo
 echo "== benchmark table (target/e2e/bench.md) =="

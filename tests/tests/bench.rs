@@ -36,8 +36,8 @@ fn failover_consul_vs_etcd() -> Result<()> {
         }
         figure(&format!("switchover, longest write gap ({dcs})"), "s", &gaps, Baseline::None, "");
         let mut times = Vec::new();
+        wait_all_streaming(&lab, Duration::from_secs(240))?;
         for _ in 0..runs() {
-            wait_all_streaming(&lab, Duration::from_secs(240))?;
             let leader = lab.leader()?;
             let stopped = Instant::now();
             docker_local(&["stop", "-t", "0", &lab.container(&leader)])?;
@@ -61,12 +61,13 @@ fn failover_consul_vs_etcd() -> Result<()> {
                 took.as_secs_f64()
             ));
             docker_local(&["start", &lab.container(&leader)])?;
+            wait_all_streaming(&lab, Duration::from_secs(240))?;
         }
         figure(
             &format!("failover, leader host stopped -> first write ({dcs})"),
             "s",
             &times,
-            Baseline::Filed("ttl 20 s, loop_wait 5 s: the lab's Patroni timing"),
+            Baseline::Text("Patroni ttl 20 s, loop_wait 5 s in the lab"),
             "",
         );
         lab.pgctl_ok(&["remove", "--i-am-aware", "--volumes", "--yes"])?;
