@@ -91,16 +91,11 @@ impl NewMembers<'_> {
 
 /// For a new cluster, starts the first member alone and waits until it has bootstrapped and
 /// holds the leader lock (the others' containers are created meanwhile, not started), then
-/// creates the others' replication slots on it and starts them; returns the first member's
-/// host and every host it started. Started together, the others would find no leader and
+/// creates the others' replication slots on it and starts them (every new member then runs);
+/// returns the first member's host. Started together, the others would find no leader and
 /// sleep a `loop_wait` before looking again, and would then retry streaming every
 /// `wal_retrieve_retry_interval` (5 s) until the leader's next loop created their slots.
-pub(crate) async fn start_new_cluster(
-    cfg: &Config,
-    new: &NewMembers<'_>,
-    owner: (u64, u64),
-    timeout: Duration,
-) -> Result<Option<(String, Vec<String>)>> {
+pub(crate) async fn start_new_cluster(cfg: &Config, new: &NewMembers<'_>, owner: (u64, u64), timeout: Duration) -> Result<Option<String>> {
     if !new.bootstraps_from_scratch(cfg) {
         return Ok(None);
     }
@@ -135,9 +130,7 @@ pub(crate) async fn start_new_cluster(
             .with_context(|| format!("{}: starting {PATRONI}", p.host.name))
     });
     join_all(starts).await.into_iter().collect::<Result<Vec<()>>>()?;
-    let mut started = vec![plan.host.name.clone()];
-    started.extend(others.iter().map(|(p, ..)| p.host.name.clone()));
-    Ok(Some((plan.host.name.clone(), started)))
+    Ok(Some(plan.host.name.clone()))
 }
 
 fn patroni_spec<'a>(plan: &'a HostPlan<'_>) -> &'a ContainerSpec {

@@ -180,10 +180,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
 
     // A new cluster: one member bootstraps before the others start, so they find its leader
     // key at their first loop instead of waiting a `loop_wait` for it.
-    let (first, bootstrapped) = match newcomers::start_new_cluster(cfg, &new, owner, opts.timeout).await? {
-        Some((first, started)) => (Some(first), started),
-        None => (None, Vec::new()),
-    };
+    let first = newcomers::start_new_cluster(cfg, &new, owner, opts.timeout).await?;
     // A new cluster's leader is known before its replicas join: its backup repository,
     // extensions and database objects are set up while they do. Not in strict synchronous
     // mode: there the leader's writes wait for a synchronous standby.
@@ -205,7 +202,8 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
             newcomers::create_slots(&new, leader).await;
         }
         let leader = leader.map(|e| e.host.clone());
-        let others = |p: &HostPlan, s: &ContainerSpec| s.name == PATRONI && !bootstrapped.contains(&p.host.name);
+        // A new cluster's members are all started already.
+        let others = |_: &HostPlan, s: &ContainerSpec| s.name == PATRONI && first.is_none();
         converge(cfg, &plans, owner, others, &leader.into_iter().collect::<Vec<_>>()).await?;
         // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.
         converge(cfg, &plans, owner, |_, s| is_access_or_monitoring(s.name), &[]).await?;
