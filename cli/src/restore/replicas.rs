@@ -2,7 +2,7 @@
 //! restores from S3 into its new volume *while* the leader recovers (the copies arrive at the
 //! same time instead of one basebackup after another once the leader runs); Patroni's replica
 //! method then moves the copy into place and the replica replays the archive up to the new
-//! timeline, unless `node add`'s rule finds a basebackup from the leader cheaper. A clone's, a
+//! timeline (when the newest backup on the leader's history is the one fetched). A clone's, a
 //! migration's or a rollback's replicas copy the leader.
 
 use crate::cluster::volumes;
