@@ -165,10 +165,15 @@ impl ClusterStatus {
         self.members.iter().any(|m| m.role == "sync_standby")
     }
 
-    /// In synchronous mode, a replica streams but the leader has not picked its synchronous
-    /// standby yet (it does at its next HA loop).
+    /// In synchronous mode, a replica the leader could pick streams but the leader has not
+    /// picked its synchronous standby yet (it does at its next HA loop). The leader picks only
+    /// members whose Patroni reported `running` to the DCS: PostgreSQL streams up to a second
+    /// before that, and a loop woken then picks no one.
     pub fn awaits_sync_standby(&self) -> bool {
-        self.synchronous_mode && !self.standby && !self.has_sync_standby() && self.members.iter().any(|m| m.streaming == Some(true))
+        self.synchronous_mode
+            && !self.standby
+            && !self.has_sync_standby()
+            && self.members.iter().any(|m| m.role != "leader" && m.state == "running" && m.streaming == Some(true))
     }
 }
 
@@ -553,7 +558,11 @@ mod tests {
         };
         // Nobody streams yet: nothing for the leader to pick.
         assert!(!s.awaits_sync_standby());
+        // PostgreSQL streams before its Patroni reports `running`: the leader would pick no one.
         s.members[1].streaming = Some(true);
+        s.members[1].state = "creating replica".into();
+        assert!(!s.awaits_sync_standby());
+        s.members[1].state = "running".into();
         assert!(s.awaits_sync_standby());
         assert!(s.healthy(2, 1 << 20).unwrap_err().starts_with(NO_SYNC_STANDBY));
         s.members[1].role = "sync_standby".into();

@@ -10,6 +10,11 @@ use crate::{member, output};
 use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
 
+/// Pause between two reads while waiting: a read is one exec per host (0.1-0.3 s on a busy
+/// engine), so this keeps the delay between a change and `up` seeing it near one read; the
+/// waits it ends (a leader, a standby) are what `up` and restores spend most of their time on.
+pub(crate) const POLL: Duration = Duration::from_millis(150);
+
 /// Waits until this host's Patroni answers and reports PostgreSQL running.
 pub(crate) async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
     wait_member(engine, timeout, false).await
@@ -30,7 +35,7 @@ async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Resul
                 return Ok(());
             }
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(POLL).await;
     }
     bail!(
         "{}: Patroni did not report PostgreSQL running{} within {}s:\n{}",
@@ -127,8 +132,7 @@ pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) ->
             },
             Err(e) => last = format!("{e:#}"),
         }
-        // A status read is one round of execs (one per host): polling twice a second is light.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(POLL).await;
     }
     let mut logs = String::new();
     for e in engines {

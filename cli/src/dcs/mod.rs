@@ -91,8 +91,8 @@ pub async fn wait_healthy(cfg: &Config, engines: &[&Engine], timeout: Duration) 
                 Err(err) => last = format!("{}: {err:#}", e.host),
             }
         }
-        // A fresh DCS elects its leader within a second or two: poll at that grain.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // A fresh DCS elects its leader within a second or two.
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     bail!("the DCS did not become healthy within {}s; last: {last}", timeout.as_secs())
 }
