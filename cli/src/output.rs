@@ -182,6 +182,15 @@ impl Phases {
         self.current = Some((name.to_string(), std::time::Instant::now()));
     }
 
+    /// Ends the current phase at `at` (a moment recorded while it ran) and goes on with `name`
+    /// from there; not announced (it began already).
+    pub fn split_at(&mut self, at: std::time::Instant, name: &str) {
+        if let Some((current, started)) = self.current.take() {
+            self.done.push((current, at.saturating_duration_since(started).as_secs_f64()));
+        }
+        self.current = Some((name.to_string(), at));
+    }
+
     /// Sub-phases measured elsewhere (inside the recovery container), shown indented.
     pub fn sub(&mut self, parts: &[(String, f64)]) {
         self.close();

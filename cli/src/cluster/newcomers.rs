@@ -89,19 +89,38 @@ impl NewMembers<'_> {
     }
 }
 
-/// For a new cluster, starts the first member alone and waits until it has bootstrapped and
-/// holds the leader lock (the others' containers are created meanwhile, not started), then
-/// creates the others' replication slots on it and starts them (every new member then runs);
-/// returns the first member's host. Started together, the others would find no leader and
-/// sleep a `loop_wait` before looking again, and would then retry streaming every
-/// `wal_retrieve_retry_interval` (5 s) until the leader's next loop created their slots.
-pub(crate) async fn start_new_cluster(cfg: &Config, new: &NewMembers<'_>, owner: (u64, u64), timeout: Duration) -> Result<Option<String>> {
-    if !new.bootstraps_from_scratch(cfg) {
-        return Ok(None);
-    }
-    let Some(((plan, ..), others)) = new.volumes.split_first() else {
+/// For a new cluster, or with `first` (the new member that holds the data of a restore or a
+/// migration), starts that member alone (a new cluster's: the first in hosts.toml) and waits
+/// until it holds the leader lock (the others' containers are created meanwhile, not
+/// started), then creates the others' replication slots on it and starts them (every new
+/// member then runs); returns the first member's host. Started together, the others would find
+/// no leader and sleep a `loop_wait` before looking again (or, on empty volumes, race it to
+/// bootstrap), and would then retry streaming every `wal_retrieve_retry_interval` (5 s) until
+/// the leader's next loop created their slots.
+pub(crate) async fn start_leader_first(
+    cfg: &Config,
+    new: &NewMembers<'_>,
+    first: Option<(&str, &std::sync::OnceLock<std::time::Instant>)>,
+    owner: (u64, u64),
+    timeout: Duration,
+) -> Result<Option<String>> {
+    let led_at = first.map(|(_, at)| at);
+    let first = match first {
+        Some((host, _)) => new.volumes.iter().position(|(p, ..)| p.host.name == host),
+        None if new.bootstraps_from_scratch(cfg) => Some(0),
+        None => None,
+    };
+    let Some(first) = first else {
         return Ok(None);
     };
+    let plan = new.volumes[first].0;
+    let others: Vec<_> = new
+        .volumes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != first)
+        .map(|(_, v)| v)
+        .collect();
     let bootstrap = async {
         super::up::apply(cfg, plan, patroni_spec(plan), Action::Create, owner).await?;
         super::up::wait_member_leading(plan.engine, timeout).await
@@ -115,11 +134,19 @@ pub(crate) async fn start_new_cluster(cfg: &Config, new: &NewMembers<'_>, owner:
     }));
     let (bootstrapped, created) = tokio::join!(bootstrap, created);
     bootstrapped?;
+    if let Some(at) = led_at {
+        let _ = at.set(std::time::Instant::now());
+    }
     created.into_iter().collect::<Result<Vec<()>>>()?;
     create_slots(new, plan.engine).await;
     output::step(format!(
-        "{}: bootstrapped the new cluster and leads it; starting the other members",
-        plan.host.name
+        "{}: {} and leads it; starting the other members",
+        plan.host.name,
+        if new.bootstraps_from_scratch(cfg) {
+            "bootstrapped the new cluster"
+        } else {
+            "started on its data"
+        }
     ));
     let starts = others.iter().map(|(p, ..)| async move {
         output::step(format!("{}: starting `{PATRONI}`", p.host.name));

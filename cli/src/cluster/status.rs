@@ -173,7 +173,10 @@ impl ClusterStatus {
         self.synchronous_mode
             && !self.standby
             && !self.has_sync_standby()
-            && self.members.iter().any(|m| m.role != "leader" && m.state == "running" && m.streaming == Some(true))
+            && self
+                .members
+                .iter()
+                .any(|m| m.role != "leader" && m.state == "running" && m.streaming == Some(true))
     }
 }
 

@@ -34,12 +34,31 @@ async fn stop_all(engines: &[Engine], scope: &str, names: &[&str]) -> Result<Vec
 /// Stops Patroni on the replicas, then on the leader: a leader stopped first would be failed
 /// over to a replica, which then writes a new timeline into the archive as it goes down.
 pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
-    let leader = crate::member::leader(cfg, engines).await.ok().map(|e| e.host.clone());
-    let (last, replicas): (Vec<&Engine>, Vec<&Engine>) = engines.iter().partition(|e| Some(&e.host) == leader.as_ref());
+    let leader = crate::member::leader(cfg, engines).await.ok();
+    let (last, replicas): (Vec<&Engine>, Vec<&Engine>) = engines.iter().partition(|e| leader.is_some_and(|l| l.host == e.host));
     let mut done = Vec::new();
     // The replicas together (none depends on another), then the leader, so none takes over.
-    for group in [replicas, last] {
-        let stopped = join_all(group.iter().map(|e| stop(e, &cfg.hosts.cluster.name, PATRONI))).await;
+    for (group, wake) in [(replicas, leader), (last, None)] {
+        let stopping = join_all(group.iter().map(|e| stop(e, &cfg.hosts.cluster.name, PATRONI)));
+        // A synchronous standby going down first waits until the leader releases it, which the
+        // leader does at its next HA loop (up to `loop_wait` away; the standby looks every 2 s,
+        // for up to 2 x loop_wait): the leader is woken while replicas stop (a wake takes two
+        // execs, by when the standby has marked itself as going).
+        let waking = async {
+            match wake {
+                Some(leader) => loop {
+                    if let Err(e) = crate::member::wake_ha_loop(leader).await {
+                        tracing::debug!("waking the leader while replicas stop: {e:#}");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let stopped = tokio::select! {
+            stopped = stopping => stopped,
+            never = waking => never,
+        };
         for (e, s) in group.iter().zip(stopped) {
             if s? {
                 done.push(format!("{}: stopped {PATRONI}", e.host));

@@ -25,6 +25,9 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Replication lag (bytes) under which a replica counts as caught up.
     pub max_lag: u64,
+    /// The caller has just checked the backup repository and emptied the DCS scope itself (a
+    /// restore in place): the S3 pre-flight and the stale-scope and archive checks are skipped.
+    pub checked: bool,
 }
 
 impl UpOptions {
@@ -33,27 +36,38 @@ impl UpOptions {
             limit: vec![],
             timeout,
             max_lag: layout::MAX_LAG_BYTES,
+            checked: false,
         }
     }
 }
 
 /// Which Patroni members a converge starts. A restore starts the DCS alone, then the restored
-/// leader alone, then the rest; `up` starts every member at once.
+/// leader first and the rest once it leads; `up` starts every member at once.
 #[derive(Debug, Clone)]
 pub enum Members {
     All,
     /// The DCS only (no Patroni anywhere).
     None,
-    /// Patroni on these hosts only (the DCS everywhere).
-    Only(Vec<String>),
+    /// Patroni everywhere: this host's new member alone first (it holds the data: a restore's
+    /// or a migration's), the other new members once it leads. Started together, members with
+    /// empty volumes and no leader in the DCS would race it to bootstrap a new, empty cluster.
+    /// `led_at` is set when it leads (a restore's downtime ends there).
+    LeaderFirst {
+        host: String,
+        led_at: std::sync::Arc<std::sync::OnceLock<Instant>>,
+    },
 }
 
 impl Members {
-    fn includes(&self, host: &str) -> bool {
+    fn with_patroni(&self) -> bool {
+        !matches!(self, Members::None)
+    }
+
+    /// The member started alone first, and where to record when it leads.
+    fn first(&self) -> Option<(&str, &std::sync::OnceLock<Instant>)> {
         match self {
-            Members::All => true,
-            Members::None => false,
-            Members::Only(hosts) => hosts.iter().any(|h| h == host),
+            Members::LeaderFirst { host, led_at } => Some((host, led_at)),
+            _ => None,
         }
     }
 }
@@ -122,7 +136,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let mut plans = Vec::new();
     let mut problems = Vec::new();
     let checks = targets.iter().map(|h| {
-        let with_patroni = members.includes(&h.name);
+        let with_patroni = members.with_patroni();
         plan_host(cfg, h, by_host[h.name.as_str()], &image, with_patroni)
     });
     for result in join_all(checks).await {
@@ -139,7 +153,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     }
 
     // The backup repository, from this machine with both keys, before anything changes.
-    if cfg.hosts.backup.is_some() && !matches!(members, Members::None) {
+    if cfg.hosts.backup.is_some() && members.with_patroni() && !opts.checked {
         output::step(crate::s3::preflight(cfg).await.context("pre-flight; nothing was changed")?);
     }
     phases.start("DCS converged and healthy, new members' volumes read");
@@ -165,22 +179,24 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let ((), new) = tokio::try_join!(dcs_ready, volumes_read)?;
     let Some(new) = new else { return Ok(None) };
 
-    phases.start("stale scope and archive checks");
-    let archive_check = async {
-        match new.volumes.first() {
-            Some(first) => newcomers::check_archive_prefix(cfg, &new, first.0.engine).await,
-            None => Ok(()),
-        }
-    };
-    // Both at once; a stale scope is the problem named first when both are found.
-    let (scope, archive) = tokio::join!(newcomers::check_stale_scope(cfg, &new, &dcs_engines), archive_check);
-    scope?;
-    archive?;
+    if !opts.checked {
+        phases.start("stale scope and archive checks");
+        let archive_check = async {
+            match new.volumes.first() {
+                Some(first) => newcomers::check_archive_prefix(cfg, &new, first.0.engine).await,
+                None => Ok(()),
+            }
+        };
+        // Both at once; a stale scope is the problem named first when both are found.
+        let (scope, archive) = tokio::join!(newcomers::check_stale_scope(cfg, &new, &dcs_engines), archive_check);
+        scope?;
+        archive?;
+    }
     phases.start("Patroni, access and monitoring containers");
 
-    // A new cluster: one member bootstraps before the others start, so they find its leader
-    // key at their first loop instead of waiting a `loop_wait` for it.
-    let first = newcomers::start_new_cluster(cfg, &new, owner, opts.timeout).await?;
+    // A new cluster (or a restored one): one member leads before the others start, so they
+    // find its leader key at their first loop instead of waiting a `loop_wait` for it.
+    let first = newcomers::start_leader_first(cfg, &new, members.first(), owner, opts.timeout).await?;
     // A new cluster's leader is known before its replicas join: its backup repository,
     // extensions and database objects are set up while they do. Not in strict synchronous
     // mode: there the leader's writes wait for a synchronous standby.

@@ -50,28 +50,47 @@ async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Resul
 #[derive(Default)]
 struct Nudges {
     leader_woken: Option<Instant>,
+    slots_made: Option<Instant>,
     replicas_woken: Option<Instant>,
-    /// Seconds until replicas are woken again: doubles each time (a replica replaying a long
-    /// archive is not signalled every second), from 1 to 16.
+    /// Seconds until slots are made and replicas woken again: each doubles every time (a
+    /// replica replaying a long archive is not signalled every second), from 1 to 16.
+    slots_every: u64,
     replicas_every: u64,
 }
 
 impl Nudges {
     async fn apply(&mut self, s: &ClusterStatus, engines: &[Engine]) {
         let due = |at: Option<Instant>, every: u64| at.is_none_or(|w| w.elapsed() > Duration::from_secs(every));
+        let leader = s.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l));
         // A replica streams; the leader picks its synchronous standby at its next HA loop, up
         // to `loop_wait` away: wake it (again after 3 s at most).
         if s.awaits_sync_standby() && due(self.leader_woken, 3) {
-            if let Some(leader) = s.leader.as_ref().and_then(|l| engines.iter().find(|e| &e.host == l)) {
+            if let Some(leader) = leader {
                 if let Err(e) = member::wake_ha_loop(leader).await {
                     tracing::debug!("waking the leader's HA loop: {e:#}");
                 }
                 self.leader_woken = Some(Instant::now());
             }
         }
+        // Registered members that do not stream yet get their slot on the leader: Patroni drops the slots of members not registered yet at its first
+        // loop as leader (the ones `up` made before they started), and makes them only at its
+        // next loop, while a replica without its slot retries only every 5 s.
+        let not_streaming: Vec<&str> = s
+            .members
+            .iter()
+            .filter(|m| m.role != "leader" && m.streaming != Some(true))
+            .map(|m| m.name.as_str())
+            .collect();
+        let slots_due = due(self.slots_made, self.slots_every.max(1));
+        if let Some(leader) = leader.filter(|_| !not_streaming.is_empty() && slots_due) {
+            if let Err(e) = member::create_slots(leader, &not_streaming).await {
+                tracing::debug!("{e:#}");
+            }
+            self.slots_made = Some(Instant::now());
+            self.slots_every = (self.slots_every * 2).clamp(1, 16);
+        }
         // A replica that runs but does not stream waits up to 5 s before trying again (its
-        // slot was missing, or its leader changed timeline): its slot is made if the leader
-        // has none yet (Patroni drops a slot made before its member registered), and it is woken.
+        // slot was missing, or its leader changed timeline): it is woken.
         if due(self.replicas_woken, self.replicas_every.max(1)) {
             let waiting: Vec<&Engine> = s
                 .members
@@ -79,17 +98,6 @@ impl Nudges {
                 .filter(|m| m.role != "leader" && m.state == "running" && m.streaming != Some(true))
                 .filter_map(|m| engines.iter().find(|e| e.host == m.host))
                 .collect();
-            if let Some(leader) = s
-                .leader
-                .as_ref()
-                .and_then(|l| engines.iter().find(|e| &e.host == l))
-                .filter(|_| !waiting.is_empty())
-            {
-                let names: Vec<&str> = waiting.iter().map(|e| e.host.as_str()).collect();
-                if let Err(e) = member::create_slots(leader, &names).await {
-                    tracing::debug!("{e:#}");
-                }
-            }
             for replica in &waiting {
                 if let Err(e) = member::wake_recovery(replica).await {
                     tracing::debug!("waking {}'s recovery: {e:#}", replica.host);

@@ -22,13 +22,21 @@ pub async fn prepare_volume(cfg: &Config, engine: &Engine, volume: &str, choice:
 
 /// A restore's replica whose volume holds a prefetched copy of the backup: Patroni's replica
 /// method moves it into place (replica-from-backup.sh has made the empty data directory).
-/// `history` (file name, contents) is written into the copy's pg_wal first.
+/// `history` (file name, contents) is written into the copy's pg_wal first; one short-lived
+/// container does both (the request as `write_request` leaves it).
 pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str, history: &[(String, String)]) -> Result<()> {
-    let write = format!(
-        "cd {copy}/pg_wal && while [ $# -gt 1 ]; do printf '%s' \"$2\" >\"$1\" && shift 2 || exit 1; done",
+    let take = format!(
+        "rmdir {pgdata} && mv {copy} {pgdata}",
+        pgdata = layout::PGDATA,
         copy = layout::PREFETCHED_COPY
     );
-    let mut cmd = vec!["sh", "-c", write.as_str(), "sh"];
+    let script = format!(
+        "set -e; take=$1; shift; cd {copy}/pg_wal; while [ $# -gt 1 ]; do printf '%s' \"$2\" >\"$1\"; shift 2; done; rm -f {result} {request}; printf '%s\\n' sh -c \"$take\" >{request}",
+        copy = layout::PREFETCHED_COPY,
+        result = layout::REPLICA_RESULT,
+        request = layout::REPLICA_REQUEST
+    );
+    let mut cmd = vec!["sh", "-c", script.as_str(), "sh", take.as_str()];
     for (name, contents) in history {
         cmd.extend([name.as_str(), contents.as_str()]);
     }
@@ -39,13 +47,11 @@ pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str, history
     };
     docker::run_once(&engine.docker, &cfg.hosts.cluster.image, &cmd, host_config, Some("postgres"), &[])
         .await?
-        .ok(&format!("{}: writing the leader's timeline history into {volume}", engine.host))?;
-    let take = format!(
-        "rmdir {pgdata} && mv {copy} {pgdata}",
-        pgdata = layout::PGDATA,
-        copy = layout::PREFETCHED_COPY
-    );
-    write_request(cfg, engine, volume, &["sh".into(), "-c".into(), take]).await
+        .ok(&format!(
+            "{}: preparing the copy in {volume} (timeline history, replica request)",
+            engine.host
+        ))?;
+    Ok(())
 }
 
 /// The source in words, for progress lines.

@@ -1,29 +1,30 @@
 //! The replicas of a restored cluster. In place, each replica host fetches the backup its leader
 //! restores from S3 into its new volume *while* the leader recovers (the copies arrive at the
 //! same time instead of one basebackup after another once the leader runs); Patroni's replica
-//! method then moves the copy into place and the replica replays the archive up to the new
-//! timeline (when the newest backup on the leader's history is the one fetched). A clone's, a
-//! migration's or a rollback's replicas copy the leader.
+//! method then moves the copy into place and the replica replays the archive up to the restored
+//! timeline and streams the rest. A clone's, a migration's or a rollback's replicas copy the
+//! leader.
 
 use crate::cluster::volumes;
 use crate::config::Config;
 use crate::docker::Engine;
 use crate::nodes::replica;
-use crate::nodes::source::{Choice, ReplicaFrom, Source};
 use crate::output;
 use crate::recovery;
 use anyhow::{Context, Result};
 use futures_util::future::join_all;
 
-/// Replica volumes that hold a fetched copy of `backup` (beside their data directory).
+/// Replica volumes that hold a fetched copy of the backup the leader restores (beside their
+/// data directory).
 pub struct Prefetched {
-    pub backup: String,
     pub hosts: Vec<String>,
+    /// (host, volume) of the restored data the copies follow.
+    pub restored: (String, String),
 }
 
 /// Creates each replica's new volume and fetches `backup` into it, all at once; a host whose
 /// fetch fails gets its volume removed again (it is rebuilt the usual way later).
-pub async fn prefetch(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str) -> Prefetched {
+pub async fn prefetch(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str, restored: (&str, &str)) -> Prefetched {
     let fetches = replicas.iter().map(|(engine, volume)| async move {
         volumes::create(cfg, engine, volume, None).await?;
         recovery::prefetch(cfg, engine, volume, backup).await
@@ -47,72 +48,73 @@ pub async fn prefetch(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str) 
         }
     }
     Prefetched {
-        backup: backup.to_string(),
         hosts,
+        restored: (restored.0.to_string(), restored.1.to_string()),
     }
 }
 
-/// Prepares every replica's volume for Patroni, the leader running. After a restore in place
-/// (`prefetched`), a copy of the newest backup on the leader's history is moved into place by
-/// the replica method; a volume without one (or with another backup's) is made empty and that
-/// backup (or the leader, when there is none) requested. Otherwise (a migration, a rollback)
-/// the volumes are made empty and the replicas copy the leader.
-pub async fn prepare(cfg: &Config, leader: &Engine, replicas: &[(&Engine, &str)], prefetched: Option<&Prefetched>) -> Result<()> {
-    if replicas.is_empty() {
-        return Ok(());
-    }
-    let Some(prefetched) = prefetched else {
-        for (engine, volume) in replicas {
-            volumes::create(cfg, engine, volume, None).await?;
+/// Prepares every replica's new volume before the cluster starts (its leader first, these once
+/// it leads). After a restore in place (`prefetched`), each copy gets the restored data's
+/// timeline history files in its pg_wal and a request that Patroni's replica method move it
+/// into place; the copy is of the backup the leader restored from, so it replays the WAL the
+/// leader replayed. A host without a copy (its fetch failed), and every replica of a clone, a
+/// migration or a rollback, gets an empty volume and copies the leader once it runs.
+pub async fn prepare(cfg: &Config, engines: &[Engine], replicas: &[(&Engine, &str)], prefetched: Option<&Prefetched>) -> Result<()> {
+    let copies: &[String] = prefetched.map(|p| p.hosts.as_slice()).unwrap_or_default();
+    let history = match prefetched.filter(|p| !p.hosts.is_empty()) {
+        Some(p) => {
+            let restored = engines
+                .iter()
+                .find(|e| e.host == p.restored.0)
+                .context("the restored leader's engine")?;
+            history_files(cfg, restored, &p.restored.1).await?
         }
-        return Ok(());
+        None => Vec::new(),
     };
-    let choice = source(cfg, leader).await;
-    let copy_usable = matches!(&choice.source, Source::Backup { name } if *name == prefetched.backup);
-    // The leader's timeline history files go into each copy's pg_wal, so its recovery finds
-    // the leader's timeline even before the leader has archived them: otherwise it could
-    // follow the abandoned timeline past the restore's target.
-    let history = if copy_usable {
-        leader_history_files(leader).await?
-    } else {
-        Vec::new()
-    };
-    output::step(format!("replicas from {}: {}", replica::describe(&choice.source), choice.reason));
+    if !copies.is_empty() {
+        output::step(format!(
+            "replicas {} take their copies; they replay the archive, then stream from the leader",
+            copies.join(", ")
+        ));
+    }
     let each = replicas.iter().map(|(engine, volume)| {
-        let (choice, history) = (&choice, &history);
-        let has_copy = prefetched.hosts.contains(&engine.host);
+        let history = &history;
         async move {
-            if has_copy && copy_usable {
-                return replica::use_prefetched(cfg, engine, volume, history).await;
+            if copies.contains(&engine.host) {
+                replica::use_prefetched(cfg, engine, volume, history).await
+            } else {
+                volumes::create(cfg, engine, volume, None).await
             }
-            if has_copy {
-                // A copy of another backup than the one picked: not used.
-                volumes::remove(engine, volume).await?;
-            }
-            replica::prepare_volume(cfg, engine, volume, choice).await
         }
     });
     join_all(each).await.into_iter().collect()
 }
 
-/// The newest backup on the leader's timeline history; the leader when there is none or the
-/// backups cannot be listed. (No size rule: the copies are fetched already, and they replay
-/// the same WAL the leader has just replayed.)
-async fn source(cfg: &Config, leader: &Engine) -> Choice {
-    match replica::choose(cfg, leader, ReplicaFrom::Backup).await {
-        Ok(choice) => choice,
-        Err(e) => Choice {
-            source: Source::Leader,
-            reason: format!("no backup to build them from ({e:#})"),
-        },
-    }
-}
-
-/// (file name, contents) of every timeline history file in the leader's pg_wal.
-async fn leader_history_files(leader: &Engine) -> Result<Vec<(String, String)>> {
-    let sql = "SELECT coalesce(json_object_agg(name, pg_read_file('pg_wal/' || name)), '{}') FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}\\.history$'";
-    let text = crate::member::psql(leader, sql).await?;
+/// (file name, contents) of every timeline history file in the restored data's pg_wal (read
+/// before its member starts). A copy's recovery must know the restored timeline before it reads
+/// the archive, where the abandoned timeline goes on past the restore's target; the timeline
+/// Patroni's promotion of the leader then makes reaches the replicas by streaming.
+async fn history_files(cfg: &Config, engine: &Engine, volume: &str) -> Result<Vec<(String, String)>> {
+    let script = format!(
+        "import glob, json, os\nprint(json.dumps({{os.path.basename(f): open(f).read() for f in glob.glob('{}/pg_wal/*.history')}}))",
+        crate::layout::PGDATA
+    );
+    let host_config = bollard::models::HostConfig {
+        binds: Some(vec![format!("{volume}:{}:ro", crate::layout::DATA_MOUNT)]),
+        network_mode: Some("none".into()),
+        ..Default::default()
+    };
+    let out = crate::docker::run_once(
+        &engine.docker,
+        &cfg.hosts.cluster.image,
+        &["python3", "-c", &script],
+        host_config,
+        Some("postgres"),
+        &[],
+    )
+    .await?;
+    let text = out.ok(&format!("{}: reading the timeline history in {volume}", engine.host))?;
     let files: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(text.trim()).with_context(|| format!("{}: the timeline history files: {text}", leader.host))?;
+        serde_json::from_str(text.trim()).with_context(|| format!("{}: the timeline history files: {text}", engine.host))?;
     Ok(files.into_iter().collect())
 }
