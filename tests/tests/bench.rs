@@ -222,6 +222,28 @@ fn image_build_push_up_and_status() -> Result<()> {
         Ok(started.elapsed().as_secs_f64())
     };
     let (mut one, mut three, mut naive_one, mut naive) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // This lab's floor for any fan-out: its hosts are engines on one machine, so their loads
+    // share its cores and disk. Loads from one saved file (no export in the time): 1 host,
+    // then every host at once.
+    let saved = lab.hosts_toml().parent().unwrap().join("image.tar");
+    docker_local(&["save", "-o", &saved.display().to_string(), &image])?;
+    let (mut load_one, mut load_all) = (Vec::new(), Vec::new());
+    for run in 1..=runs() {
+        load_one.push(timed(&|| load_file(&lab, &hosts[0], &saved))?);
+        load_all.push(timed(&|| {
+            std::thread::scope(|scope| {
+                let loads: Vec<_> = hosts.iter().map(|h| scope.spawn(|| load_file(&lab, h, &saved))).collect();
+                loads.into_iter().try_for_each(|l| l.join().expect("load thread"))
+            })
+        })?);
+        report(&format!(
+            "MEASURED: floor run {run}: docker load of the saved image, 1 host {:.1}s, {} hosts at once {:.1}s",
+            load_one[run - 1],
+            hosts.len(),
+            load_all[run - 1]
+        ));
+    }
+    std::fs::remove_file(&saved)?;
     for run in 1..=runs() {
         one.push(timed(&|| lab.pgctl_ok(&["image", "push", "--limit", &hosts[0]]).map(drop))?);
         three.push(timed(&|| lab.pgctl_ok(&["image", "push"]).map(drop))?);
@@ -266,6 +288,14 @@ fn image_build_push_up_and_status() -> Result<()> {
         &ratios,
         Baseline::Measured("naive to 3 / push to 1", naive_ratios),
         "<= 1.3 x",
+    );
+    let floor: Vec<f64> = load_all.iter().zip(&load_one).map(|(a, o)| a / o).collect();
+    figure(
+        &format!("lab floor: docker load of a saved file, {n} hosts at once / 1 host"),
+        "x",
+        &floor,
+        Baseline::Text("the hosts share this machine's cores and disk"),
+        "",
     );
     // Every host ends with the image (the last delivery was the naive one; push checks nothing
     // is left to send).
@@ -389,6 +419,24 @@ fn save_load(lab: &Lab, host: &str, image: &str) -> Result<()> {
         .args(["-o", "pipefail", "-c", &script])
         .output()?;
     anyhow::ensure!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(())
+}
+
+/// `docker -H HOST load -i FILE`: a load alone, without an export.
+fn load_file(lab: &Lab, host: &str, file: &std::path::Path) -> Result<()> {
+    let certs = lab.hosts_toml().parent().unwrap().join("certs").join(host);
+    let out = std::process::Command::new("docker")
+        .args(["--tlsverify", "-H", &format!("tcp://{}:2376", lab.address(host))])
+        .arg("--tlscacert")
+        .arg(certs.join("ca.pem"))
+        .arg("--tlscert")
+        .arg(certs.join("cert.pem"))
+        .arg("--tlskey")
+        .arg(certs.join("key.pem"))
+        .args(["load", "-q", "-i"])
+        .arg(file)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "docker load on {host}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
 }
 

@@ -1,5 +1,6 @@
 //! End-to-end through the pgctl binary: lab up -> image build --source debian -> image push ->
-//! same image ID on every host -> second push transfers nothing -> a client certificate from
+//! same image ID on every host -> second push transfers nothing -> an image one layer above it
+//! sends that layer only (all layers to a host without the base) -> a client certificate from
 //! another CA is refused clearly -> an unreachable host is named -> lab down leaves nothing.
 //! Also: a malformed hosts.toml or secrets.toml is bad configuration (exit 2).
 
@@ -130,8 +131,60 @@ fn scenario(work: &Path, lab_dir: &Path) -> Result<()> {
         assert_eq!(o["bytes"], 0, "{o}");
     }
 
+    layers_a_host_has_are_not_sent(work, lab_dir, &local_id)?;
     rogue_client_certificate_is_refused(work, lab_dir)?;
     unreachable_host_is_named(work, lab_dir)?;
+    Ok(())
+}
+
+/// An image built above the cluster's (one more layer): a host with the cluster's image is
+/// sent that layer only, a host without it every layer, from the same export; each ends with
+/// the exact image and runs it. The cluster's image then goes back to that host at no cost
+/// (its layers are all there).
+fn layers_a_host_has_are_not_sent(work: &Path, lab_dir: &Path, base_id: &str) -> Result<()> {
+    const NEXT: &str = "pgctl/postgres:ground-next";
+    let hosts_toml = lab_dir.join("hosts.toml");
+    let hosts_arg = hosts_toml.to_str().unwrap();
+    let hosts = hosts_of(&hosts_toml)?;
+    let context = work.join("next-image");
+    std::fs::create_dir_all(&context)?;
+    std::fs::write(
+        context.join("Dockerfile"),
+        format!("FROM {IMAGE}\nRUN echo next > /pgctl-next\n"),
+    )?;
+    docker_local(&["build", "-q", "-t", NEXT, context.to_str().unwrap()])?;
+    let next_id = docker_local(&["image", "inspect", NEXT, "--format", "{{.Id}}"])?;
+    let size: u64 = docker_local(&["image", "inspect", IMAGE, "--format", "{{.Size}}"])?.parse()?;
+    let (bare, bare_address) = hosts.last().unwrap().clone();
+    docker_on(lab_dir, &bare, &bare_address, &["image", "rm", IMAGE])?;
+
+    let pushed = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--image", NEXT, "--output", "json"])?.json()?;
+    for o in pushed.as_array().unwrap() {
+        assert_eq!(o["result"], "transferred", "{o}");
+        let sent = o["bytes"].as_u64().unwrap();
+        if o["host"] == bare.as_str() {
+            assert!(sent > size / 2, "{bare} lacks every layer: all are sent ({sent} of {size} bytes): {o}");
+        } else {
+            assert!(sent < 5 << 20, "only the new layer is sent to a host with the base ({sent} bytes): {o}");
+        }
+    }
+    for (name, address) in &hosts {
+        let id = docker_on(lab_dir, name, address, &["image", "inspect", NEXT, "--format", "{{.Id}}"])?;
+        assert_eq!(id, next_id, "{name} has the exact image");
+    }
+    let ran = docker_on(lab_dir, &bare, &bare_address, &["run", "--rm", NEXT, "cat", "/pgctl-next"])?;
+    assert_eq!(ran, "next");
+
+    let back = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--output", "json"])?.json()?;
+    let back = back.as_array().unwrap().iter().find(|o| o["host"] == bare.as_str()).unwrap().clone();
+    assert_eq!(back["result"], "transferred", "{back}");
+    assert!(back["bytes"].as_u64().unwrap() < 5 << 20, "its layers were there: {back}");
+    let id = docker_on(lab_dir, &bare, &bare_address, &["image", "inspect", IMAGE, "--format", "{{.Id}}"])?;
+    assert_eq!(id, base_id);
+    for (name, address) in &hosts {
+        docker_on(lab_dir, name, address, &["image", "rm", NEXT])?;
+    }
+    docker_local(&["image", "rm", NEXT])?;
     Ok(())
 }
 

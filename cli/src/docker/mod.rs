@@ -2,6 +2,7 @@
 //! upload files, exec with exit codes, and move images between engines.
 
 pub mod connect;
+pub mod save_stream;
 pub mod spec;
 pub mod transfer;
 

@@ -1,11 +1,14 @@
 //! `pgctl image push`: deliver the cluster's image to every host, concurrently.
 //! Stream mode: hosts that already have the exact image ID are skipped; the others receive it
-//! engine-to-engine, all from one export (fan-out), and the ID is verified afterwards.
+//! engine-to-engine, all from one export (fan-out), without the layers each already has (an
+//! image rebuilt above its PostgreSQL layer sends the layers above it only), and the ID is
+//! verified afterwards. A push that failed on a host is run again for that host alone: the
+//! others have the image.
 //! Registry mode: hosts pull it with the registry credentials from secrets. One host failing
 //! does not stop the others.
 
 use crate::config::{Config, HostConfig, ImageDelivery};
-use crate::docker::{self, connect, transfer, Engine};
+use crate::docker::{self, connect, save_stream, transfer, Engine};
 use anyhow::{bail, Context, Result};
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptions;
@@ -13,6 +16,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
+use std::collections::HashSet;
 use std::time::Instant;
 
 /// What happened on one host.
@@ -111,11 +115,21 @@ async fn stream_to_all(
     let local_id = docker::image_id(&local.docker, image)
         .await?
         .with_context(|| format!("image {image} is not in the local engine: build it with `pgctl image build --tag {image}`"))?;
+    let diff_ids = local
+        .docker
+        .inspect_image(image)
+        .await
+        .with_context(|| format!("inspecting image {image}"))?
+        .root_fs
+        .and_then(|r| r.layers)
+        .unwrap_or_default();
+    // Each host: whether it has the image, and which layers it has (those are not sent).
     let present = join_all(connected.iter().map(|engine| async {
         match engine {
-            Ok(engine) => docker::image_id(&engine.docker, image)
-                .await
-                .map(|id| id.as_deref() == Some(local_id.as_str())),
+            Ok(engine) => {
+                let (id, layers) = tokio::join!(docker::image_id(&engine.docker, image), layers_on(engine));
+                id.map(|id| (id.as_deref() == Some(local_id.as_str()), layers))
+            }
             Err(e) => Err(anyhow::anyhow!("{e:#}")),
         }
     }))
@@ -124,26 +138,28 @@ async fn stream_to_all(
     let mut wanted = Vec::new();
     for (i, p) in present.into_iter().enumerate() {
         match p {
-            Ok(true) => results.push(Some((Ok("present"), started.elapsed().as_secs_f64()))),
-            Ok(false) => {
+            Ok((true, _)) => results.push(Some((Ok("present"), started.elapsed().as_secs_f64()))),
+            Ok((false, layers)) => {
                 results.push(None);
-                wanted.push(i);
+                wanted.push((i, layers));
             }
             Err(e) => results.push(Some((Err(e), started.elapsed().as_secs_f64()))),
         }
     }
     let destinations = wanted
-        .iter()
-        .map(|&i| {
-            bars[i].set_message("streaming");
-            let bar = bars[i].clone();
+        .iter_mut()
+        .map(|(i, layers)| {
+            bars[*i].set_message("streaming");
+            let bar = bars[*i].clone();
             transfer::Destination {
-                docker: connected[i].as_ref().expect("connected").docker.clone(),
+                docker: connected[*i].as_ref().expect("connected").docker.clone(),
+                has: std::mem::take(layers),
                 on_bytes: Box::new(move |n| bar.inc(n)),
             }
         })
         .collect();
-    let loaded = transfer::stream_image_to_all(&local.docker, image, destinations).await;
+    let wanted: Vec<usize> = wanted.into_iter().map(|(i, _)| i).collect();
+    let loaded = transfer::stream_image_to_all(&local.docker, image, &diff_ids, destinations).await;
     let checked = join_all(wanted.iter().zip(loaded).map(|(&i, loaded)| {
         let engine = connected[i].as_ref().expect("connected");
         let local_id = &local_id;
@@ -161,6 +177,23 @@ async fn stream_to_all(
         results[i] = Some((result, started.elapsed().as_secs_f64()));
     }
     Ok(results.into_iter().map(|r| r.expect("every host has a result")).collect())
+}
+
+/// The chain IDs of every layer of every image on the host. Empty when they cannot be read:
+/// the host is then sent every layer, which is always right.
+async fn layers_on(engine: &Engine) -> HashSet<String> {
+    let Ok(images) = engine.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await else {
+        return HashSet::new();
+    };
+    futures_util::stream::iter(images)
+        .map(|summary| async move { engine.docker.inspect_image(&summary.id).await.ok() })
+        .buffer_unordered(8)
+        .filter_map(|info| async move { info?.root_fs?.layers })
+        .fold(HashSet::new(), |mut chains, diff_ids| async move {
+            chains.extend(save_stream::chain_ids(&diff_ids));
+            chains
+        })
+        .await
 }
 
 async fn pull(config: &Config, host: &Engine, image: &str, bar: &ProgressBar) -> Result<&'static str> {
