@@ -78,7 +78,7 @@ impl Nudges {
         let not_streaming: Vec<&str> = s
             .members
             .iter()
-            .filter(|m| m.role != "leader" && m.streaming != Some(true))
+            .filter(|m| !member::is_leader_role(&m.role) && m.streaming != Some(true))
             .map(|m| m.name.as_str())
             .collect();
         let slots_due = due(self.slots_made, self.slots_every.max(1));
