@@ -106,7 +106,13 @@ pub(crate) async fn start_leader_first(
 ) -> Result<Option<String>> {
     let led_at = first.map(|(_, at)| at);
     let first = match first {
-        Some((host, _)) => new.volumes.iter().position(|(p, ..)| p.host.name == host),
+        // Only a member this converge creates can be started before the others.
+        Some((host, _)) => Some(
+            new.volumes
+                .iter()
+                .position(|(p, ..)| p.host.name == host)
+                .with_context(|| format!("{host}: its Patroni container exists, so it cannot be started alone first"))?,
+        ),
         None if new.bootstraps_from_scratch(cfg) => Some(0),
         None => None,
     };

@@ -14,7 +14,11 @@ pub async fn down(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
     let scope = &cfg.hosts.cluster.name;
     let mut done = stop_all(engines, scope, &[&PROXIES[..], &MONITORING[..]].concat()).await?;
     done.extend(stop_patroni(cfg, engines).await?);
-    done.extend(stop_all(engines, scope, &[ETCD, CONSUL]).await?);
+    // The DCS one member at a time: an etcd leader going down hands its leadership to a live
+    // member first, and waits up to 7 s for one that is going down at the same moment.
+    for e in engines {
+        done.extend(stop_all(std::slice::from_ref(e), scope, &[ETCD, CONSUL]).await?);
+    }
     Ok(done)
 }
 
