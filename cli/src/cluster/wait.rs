@@ -72,9 +72,11 @@ impl Nudges {
                 self.leader_woken = Some(Instant::now());
             }
         }
-        // Registered members that do not stream yet get their slot on the leader: Patroni drops the slots of members not registered yet at its first
-        // loop as leader (the ones `up` made before they started), and makes them only at its
-        // next loop, while a replica without its slot retries only every 5 s.
+        // Registered members that do not stream yet get their slot on the leader: Patroni
+        // drops the slots of members not registered yet at its first loop as leader (the ones
+        // `up` made before they started) and makes them only at its next loop, while a replica
+        // without its slot retries only every 5 s. (A slot made this way reserves no WAL until
+        // its replica uses it.)
         let not_streaming: Vec<&str> = s
             .members
             .iter()
