@@ -424,20 +424,14 @@ fn save_load(lab: &Lab, host: &str, image: &str) -> Result<()> {
 
 /// `docker -H HOST load -i FILE`: a load alone, without an export.
 fn load_file(lab: &Lab, host: &str, file: &std::path::Path) -> Result<()> {
-    let certs = lab.hosts_toml().parent().unwrap().join("certs").join(host);
-    let out = std::process::Command::new("docker")
-        .args(["--tlsverify", "-H", &format!("tcp://{}:2376", lab.address(host))])
-        .arg("--tlscacert")
-        .arg(certs.join("ca.pem"))
-        .arg("--tlscert")
-        .arg(certs.join("cert.pem"))
-        .arg("--tlskey")
-        .arg(certs.join("key.pem"))
-        .args(["load", "-q", "-i"])
-        .arg(file)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "docker load on {host}: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(())
+    let lab_dir = lab.hosts_toml().parent().unwrap().to_path_buf();
+    docker_on(
+        &lab_dir,
+        host,
+        &lab.address(host),
+        &["load", "-q", "-i", &file.display().to_string()],
+    )
+    .map(drop)
 }
 
 /// What the survivors' Patroni and DCS say, for a failed run.

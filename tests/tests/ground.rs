@@ -148,10 +148,7 @@ fn layers_a_host_has_are_not_sent(work: &Path, lab_dir: &Path, base_id: &str) ->
     let hosts = hosts_of(&hosts_toml)?;
     let context = work.join("next-image");
     std::fs::create_dir_all(&context)?;
-    std::fs::write(
-        context.join("Dockerfile"),
-        format!("FROM {IMAGE}\nRUN echo next > /pgctl-next\n"),
-    )?;
+    std::fs::write(context.join("Dockerfile"), format!("FROM {IMAGE}\nRUN echo next > /pgctl-next\n"))?;
     docker_local(&["build", "-q", "-t", NEXT, context.to_str().unwrap()])?;
     let next_id = docker_local(&["image", "inspect", NEXT, "--format", "{{.Id}}"])?;
     let size: u64 = docker_local(&["image", "inspect", IMAGE, "--format", "{{.Size}}"])?.parse()?;
@@ -163,9 +160,15 @@ fn layers_a_host_has_are_not_sent(work: &Path, lab_dir: &Path, base_id: &str) ->
         assert_eq!(o["result"], "transferred", "{o}");
         let sent = o["bytes"].as_u64().unwrap();
         if o["host"] == bare.as_str() {
-            assert!(sent > size / 2, "{bare} lacks every layer: all are sent ({sent} of {size} bytes): {o}");
+            assert!(
+                sent > size / 2,
+                "{bare} lacks every layer: all are sent ({sent} of {size} bytes): {o}"
+            );
         } else {
-            assert!(sent < 5 << 20, "only the new layer is sent to a host with the base ({sent} bytes): {o}");
+            assert!(
+                sent < 5 << 20,
+                "only the new layer is sent to a host with the base ({sent} bytes): {o}"
+            );
         }
     }
     for (name, address) in &hosts {
@@ -176,7 +179,13 @@ fn layers_a_host_has_are_not_sent(work: &Path, lab_dir: &Path, base_id: &str) ->
     assert_eq!(ran, "next");
 
     let back = pgctl_ok(work, &["image", "push", "--hosts", hosts_arg, "--output", "json"])?.json()?;
-    let back = back.as_array().unwrap().iter().find(|o| o["host"] == bare.as_str()).unwrap().clone();
+    let back = back
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["host"] == bare.as_str())
+        .unwrap()
+        .clone();
     assert_eq!(back["result"], "transferred", "{back}");
     assert!(back["bytes"].as_u64().unwrap() < 5 << 20, "its layers were there: {back}");
     let id = docker_on(lab_dir, &bare, &bare_address, &["image", "inspect", IMAGE, "--format", "{{.Id}}"])?;

@@ -78,7 +78,11 @@ impl Splitter {
         let mut unique = diff_ids.to_vec();
         unique.sort();
         unique.dedup();
-        let chains = if unique.len() == diff_ids.len() { chain_ids(diff_ids) } else { Vec::new() };
+        let chains = if unique.len() == diff_ids.len() {
+            chain_ids(diff_ids)
+        } else {
+            Vec::new()
+        };
         Splitter {
             chains,
             placed: HashMap::new(),
@@ -252,7 +256,11 @@ fn entry_size(header: &[u8]) -> u64 {
 fn header_path(header: &[u8]) -> String {
     let cstr = |b: &[u8]| String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or_default()).to_string();
     let name = cstr(&header[0..100]);
-    let prefix = if &header[257..262] == b"ustar" { cstr(&header[345..500]) } else { String::new() };
+    let prefix = if &header[257..262] == b"ustar" {
+        cstr(&header[345..500])
+    } else {
+        String::new()
+    };
     if prefix.is_empty() {
         name
     } else {
@@ -320,8 +328,15 @@ mod tests {
         assert_eq!(layer_of(DIR, JSON.as_bytes(), &chains), Some(5));
         // Another layer's chain, or a changed json: not placed.
         assert_eq!(layer_of(DIR, JSON.as_bytes(), &chains[..5]), None);
-        assert_eq!(layer_of(DIR, JSON.replace("linux", "windows").as_bytes(), &chains), Some(5), "os is not hashed below the top");
-        assert_eq!(layer_of(DIR, JSON.replace("\"Tty\":false", "\"Tty\":true").as_bytes(), &chains), None);
+        assert_eq!(
+            layer_of(DIR, JSON.replace("linux", "windows").as_bytes(), &chains),
+            Some(5),
+            "os is not hashed below the top"
+        );
+        assert_eq!(
+            layer_of(DIR, JSON.replace("\"Tty\":false", "\"Tty\":true").as_bytes(), &chains),
+            None
+        );
     }
 
     #[test]
@@ -338,7 +353,10 @@ mod tests {
             f.insert("layer_id".into(), raw(chain).unwrap());
             let id = hex::encode(Sha256::digest(serde_json::to_string(&f).unwrap()));
             let parent = parent.map(|p| format!(r#","parent":"{p}""#)).unwrap_or_default();
-            (id.clone(), format!(r#"{{"id":"{id}"{parent},"created":"1970-01-01T00:00:00Z","os":"linux"}}"#))
+            (
+                id.clone(),
+                format!(r#"{{"id":"{id}"{parent},"created":"1970-01-01T00:00:00Z","os":"linux"}}"#),
+            )
         };
         let (id0, json0) = json_of(None, &chains[0]);
         let (id1, json1) = json_of(Some(&id0), &chains[1]);

@@ -182,7 +182,11 @@ async fn stream_to_all(
 /// The chain IDs of every layer of every image on the host. Empty when they cannot be read:
 /// the host is then sent every layer, which is always right.
 async fn layers_on(engine: &Engine) -> HashSet<String> {
-    let Ok(images) = engine.docker.list_images(None::<bollard::query_parameters::ListImagesOptions>).await else {
+    let Ok(images) = engine
+        .docker
+        .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+        .await
+    else {
         return HashSet::new();
     };
     futures_util::stream::iter(images)

@@ -56,13 +56,16 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
         )));
     }
     let facts = facts.into_iter().collect::<Result<Vec<_>>>()?;
+    if opts.keep_old {
+        check_free_space(&facts, backup.size_bytes)?;
+    }
     let leader = leader.ok().and_then(|s| s.leader);
     let scope = &cfg.hosts.cluster.name;
     let mut host_volumes = Vec::new();
     let mut discard_incomplete = Vec::new();
     let mut restore_host = leader.clone();
     let mut previous_leader = leader;
-    for (e, mut f) in members.iter().zip(facts.iter().cloned()) {
+    for (e, mut f) in members.iter().zip(facts) {
         match f.leftover {
             Leftover::Restore => {
                 // A retry: the partial copy goes; its host and the leader it recorded stay.
@@ -88,9 +91,6 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
     let restore_host = restore_host
         .or_else(|| members.first().map(|e| e.host.clone()))
         .context("no host with the patroni role")?;
-    if opts.keep_old {
-        check_free_space(&facts, backup.size_bytes)?;
-    }
     Ok(Plan {
         clone_of,
         target: opts.target.describe(),
@@ -104,7 +104,6 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
 }
 
 /// What the pre-flight reads on one member.
-#[derive(Clone)]
 struct MemberFacts {
     host: String,
     /// The scope's data volumes, oldest first.
@@ -116,7 +115,7 @@ struct MemberFacts {
 }
 
 /// What an interrupted restore may have left in a host's newest data volume.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 enum Leftover {
     None,
     /// The restore host's partial copy (its marker is still there).
