@@ -218,7 +218,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
             newcomers::create_slots(&new, leader).await;
         }
         let leader = leader.map(|e| e.host.clone());
-        // A new cluster's members are all started already.
+        // Every member is new when one was started first (a new or restored cluster): all run.
         let others = |_: &HostPlan, s: &ContainerSpec| s.name == PATRONI && first.is_none();
         converge(cfg, &plans, owner, others, &leader.into_iter().collect::<Vec<_>>()).await?;
         // How applications reach the members (HAProxy, PgBouncer, the virtual IP) and monitoring.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// Pause between two reads while waiting: a read is one exec per host (0.1-0.3 s on a busy
 /// engine), so this keeps the delay between a change and `up` seeing it near one read; the
 /// waits it ends (a leader, a standby) are what `up` and restores spend most of their time on.
-pub(crate) const POLL: Duration = Duration::from_millis(150);
+const POLL: Duration = Duration::from_millis(150);
 
 /// Waits until this host's Patroni answers and reports PostgreSQL running.
 pub(crate) async fn wait_member_running(engine: &Engine, timeout: Duration) -> Result<()> {
