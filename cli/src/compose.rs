@@ -159,6 +159,7 @@ mod tests {
         let facts = ImageFacts {
             id: "sha256:abc".into(),
             timescaledb: false,
+            patroni_bin_dir: None,
         };
         let pg1 = cfg.host("pg1").unwrap();
         let specs = spec::containers(&cfg, pg1, &facts, "main-pgdata").unwrap();

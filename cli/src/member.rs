@@ -140,6 +140,19 @@ pub async fn wake_ha_loop(engine: &Engine) -> Result<()> {
     Ok(())
 }
 
+/// Watches from inside `leader`'s container and wakes its HA loop as soon as a replica can be
+/// its synchronous standby, until one is recorded or `limit` passes (see
+/// compose-templates/scripts/wake-for-standby.py); returns what ended the watch.
+pub async fn wake_for_standby(leader: &Engine, limit: std::time::Duration) -> Result<String> {
+    let script = crate::render::script("wake-for-standby.py");
+    let secs = limit.as_secs().max(1).to_string();
+    let out = exec_env(&leader.docker, PATRONI, &["python3", "-c", script, &secs], Some("postgres"), &[]).await?;
+    Ok(out
+        .ok(&format!("watching for a synchronous standby on {}", leader.host))?
+        .trim()
+        .to_string())
+}
+
 /// Patroni's role names for the member that holds the leader lock (3.x says "leader", older
 /// releases "master", a standby cluster "standby_leader").
 pub fn is_leader_role(role: &str) -> bool {

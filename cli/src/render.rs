@@ -57,7 +57,12 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("recover.sh", include_str!("../../compose-templates/scripts/recover.sh")),
     ("upgrade.sh", include_str!("../../compose-templates/scripts/upgrade.sh")),
     ("patroni-api.py", include_str!("../../compose-templates/scripts/patroni-api.py")),
+    ("patroni-wait.py", include_str!("../../compose-templates/scripts/patroni-wait.py")),
     ("port-check.py", include_str!("../../compose-templates/scripts/port-check.py")),
+    (
+        "wake-for-standby.py",
+        include_str!("../../compose-templates/scripts/wake-for-standby.py"),
+    ),
     ("consul-acl.py", include_str!("../../compose-templates/scripts/consul-acl.py")),
     (
         "backup-exporter.py",

@@ -10,6 +10,8 @@ set -eu
 PG_MAJOR="$1"
 COMPONENTS="$2"
 BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# Patroni's bin_dir (links to BIN, and pg_isready-wait.sh): the throwaway cluster runs from it.
+PATRONI_BIN=/usr/lib/pgctl/postgresql/$PG_MAJOR/bin
 has() { case " $COMPONENTS " in *" $1 "*) return 0;; esac; return 1; }
 fail() { echo "pgctl image check: $*" >&2; exit 1; }
 
@@ -98,10 +100,11 @@ done
 
 TMP=$(mktemp -d /tmp/pgctl-check.XXXXXX)
 chown postgres:postgres "$TMP"
-run initdb as_postgres "$BIN/initdb" -D "$TMP/data" -U postgres -A trust --no-sync
+[ -x "$PATRONI_BIN/pg_isready" ] || fail "$PATRONI_BIN/pg_isready is missing"
+run initdb as_postgres "$PATRONI_BIN/initdb" -D "$TMP/data" -U postgres -A trust --no-sync
 # Started with the libraries that must be preloaded: one that does not load stops the start.
 status=0
-as_postgres "$BIN/pg_ctl" -D "$TMP/data" -l "$TMP/server.log" -w -t 60 \
+as_postgres "$PATRONI_BIN/pg_ctl" -D "$TMP/data" -l "$TMP/server.log" -w -t 60 \
   -o "-c listen_addresses= -c unix_socket_directories=$TMP -c shared_preload_libraries=$preload $settings" \
   start >/dev/null 2>&1 || status=$?
 if [ "$status" -ne 0 ]; then
@@ -111,6 +114,7 @@ if [ "$status" -ne 0 ]; then
   fi
   fail "the throwaway PostgreSQL does not start (pg_ctl exited with status $status): $log"
 fi
+run "pg_isready in Patroni's bin_dir" as_postgres "$PATRONI_BIN/pg_isready" -h "$TMP" -q
 versions=""
 for e in $extensions; do
   sql "extension $e: CREATE EXTENSION $e failed" "CREATE EXTENSION $e"
@@ -154,6 +158,7 @@ cat <<JSON
   "postgres-exporter": "$postgres_exporter",
   "postgres-uid": "$(id -u postgres)",
   "postgres-gid": "$(id -g postgres)",
+  "patroni-bin-dir": "$PATRONI_BIN",
   "components": "$COMPONENTS"
 }
 JSON

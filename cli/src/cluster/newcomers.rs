@@ -92,8 +92,9 @@ impl NewMembers<'_> {
 /// For a new cluster, or with `first` (the new member that holds the data of a restore or a
 /// migration), starts that member alone (a new cluster's: the first in hosts.toml) and waits
 /// until it holds the leader lock (the others' containers are created meanwhile, not
-/// started), then creates the others' replication slots on it and starts them (every new
-/// member then runs); returns the first member's host. Started together, the others would find
+/// started), then starts them and meanwhile creates their replication slots on it (a member
+/// streams a second or more after its start: its Patroni starts, then copies the data); every
+/// new member then runs. Returns the first member's host. Started together, the others would find
 /// no leader and sleep a `loop_wait` before looking again (or, on empty volumes, race it to
 /// bootstrap), and would then retry streaming every `wal_retrieve_retry_interval` (5 s) until
 /// the leader's next loop created their slots.
@@ -144,7 +145,6 @@ pub(crate) async fn start_leader_first(
         let _ = at.set(std::time::Instant::now());
     }
     created.into_iter().collect::<Result<Vec<()>>>()?;
-    create_slots(new, plan.engine).await;
     output::step(format!(
         "{}: {} and leads it; starting the other members",
         plan.host.name,
@@ -162,7 +162,8 @@ pub(crate) async fn start_leader_first(
             .await
             .with_context(|| format!("{}: starting {PATRONI}", p.host.name))
     });
-    join_all(starts).await.into_iter().collect::<Result<Vec<()>>>()?;
+    let ((), started) = tokio::join!(create_slots(new, plan.engine), join_all(starts));
+    started.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(Some(plan.host.name.clone()))
 }
 
@@ -190,14 +191,12 @@ pub(crate) async fn create_slots(new: &NewMembers<'_>, leader: &Engine) {
 
 /// The Compose README's problem 8.1: the DCS remembers an initialized scope but the data is
 /// gone (or is another cluster's) — Patroni would wait forever "for leader to bootstrap".
-pub(crate) async fn check_stale_scope(cfg: &Config, new: &NewMembers<'_>, dcs_engines: &[&Engine]) -> Result<()> {
+/// `initialized` is the system identifier the DCS scope records (`dcs::initialize_key`).
+pub(crate) fn check_stale_scope(cfg: &Config, new: &NewMembers<'_>, initialized: Option<&str>) -> Result<()> {
     let scope = &cfg.hosts.cluster.name;
-    let Some(engine) = dcs_engines.first() else { return Ok(()) };
-    let Some(initialized) = dcs::initialize_key(cfg, engine, scope).await? else {
-        return Ok(());
-    };
+    let Some(initialized) = initialized else { return Ok(()) };
     for (p, volume, id) in &new.volumes {
-        if let Some(id) = id.as_ref().filter(|id| **id != initialized) {
+        if let Some(id) = id.as_deref().filter(|id| *id != initialized) {
             return Err(crate::error::refused(format!(
                 "{}: data volume {volume} holds system identifier {id}, but the DCS scope `{scope}` was initialized by system {initialized}: another cluster's data or a stale scope. Nothing was started. If the DCS entry is stale, clear it with:\n  {}",
                 p.host.name,
@@ -214,27 +213,35 @@ pub(crate) async fn check_stale_scope(cfg: &Config, new: &NewMembers<'_>, dcs_en
     Ok(())
 }
 
-/// A cluster incarnation never archives into a prefix holding another system's WAL (two
-/// clusters in one prefix corrupt each other's timelines). Also the S3 pre-flight: wrong keys,
-/// bucket, endpoint or CA fail here, before Patroni starts.
-pub(crate) async fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, engine: &Engine) -> Result<()> {
-    let Some(b) = cfg.hosts.backup.as_ref() else { return Ok(()) };
-    let repo = crate::backup::list::repository_system_id(cfg, engine, crate::backup::Access::ReadWrite)
+/// The system identifier whose WAL the backup repository holds (`None`: none, or no backup
+/// configured), read from `engine`. Also the S3 pre-flight from the hosts: wrong keys, bucket,
+/// endpoint or CA fail here, before Patroni starts. Read while the DCS starts (it needs only S3
+/// and the image); `check_archive_prefix` judges it once the new members' volumes are known.
+pub(crate) async fn archive_system_id(cfg: &Config, engine: &Engine) -> Result<Option<String>> {
+    let Some(b) = cfg.hosts.backup.as_ref() else { return Ok(None) };
+    crate::backup::list::repository_system_id(cfg, engine, crate::backup::Access::ReadWrite)
         .await
         .with_context(|| {
             format!(
                 "pre-flight: the backup repository {}/{} is not usable; nothing was started",
                 b.s3_endpoint, b.s3_bucket
             )
-        })?;
-    let Some(repo) = repo else { return Ok(()) };
+        })
+}
+
+/// A cluster incarnation never archives into a prefix holding another system's WAL (two
+/// clusters in one prefix corrupt each other's timelines): `repo` is what the prefix holds.
+pub(crate) fn check_archive_prefix(cfg: &Config, new: &NewMembers<'_>, repo: Option<&str>) -> Result<()> {
+    let (Some(b), Some(repo)) = (cfg.hosts.backup.as_ref(), repo) else {
+        return Ok(());
+    };
     let refuse = |why: String| {
         crate::error::refused(format!(
             "S3 prefix `{}` already holds the WAL archive of database system {repo}, and {why}. Archiving into it would mix two systems' timelines. Patroni was not started. Use a prefix of this cluster's own (backup.s3_prefix), or remove the old archive if it is no longer needed. If this is the same cluster and its data volumes were lost, bring it back from this archive with `pgctl restore`.",
             b.s3_prefix
         ))
     };
-    if let Some((p, _, Some(id))) = new.volumes.iter().find(|(_, _, id)| id.as_ref().is_some_and(|id| *id != repo)) {
+    if let Some((p, _, Some(id))) = new.volumes.iter().find(|(_, _, id)| id.as_deref().is_some_and(|id| id != repo)) {
         return Err(refuse(format!("the data volume on {} belongs to system {id}", p.host.name)));
     }
     if new.whole_cluster && new.volumes.iter().all(|(_, _, id)| id.is_none()) {

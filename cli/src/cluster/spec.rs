@@ -17,6 +17,9 @@ pub struct ImageFacts {
     pub id: String,
     /// The image has TimescaleDB: it must be preloaded.
     pub timescaledb: bool,
+    /// The image's bin_dir for Patroni (images/postgres/pg_isready-wait.sh); images built
+    /// before it have none.
+    pub patroni_bin_dir: Option<String>,
 }
 
 impl ImageFacts {
@@ -24,6 +27,7 @@ impl ImageFacts {
         ImageFacts {
             id: id.to_string(),
             timescaledb: manifest.get("timescaledb").is_some_and(|v| !v.is_empty()),
+            patroni_bin_dir: manifest.get("patroni-bin-dir").filter(|v| !v.is_empty()).cloned(),
         }
     }
 }
@@ -96,11 +100,20 @@ fn secrets_ctx(cfg: &Config) -> BTreeMap<&'static str, String> {
 pub fn patroni_yml(cfg: &Config, host: &HostConfig, image: &ImageFacts) -> Result<String> {
     let c = &cfg.hosts.cluster;
     let standby_archive = crate::backup::elsewhere::standby_archive(cfg)?;
+    // Debian's directory of this major's programs, or the image's own for Patroni (it is this
+    // major's when it ends so).
+    let debian_bin_dir = format!("/usr/lib/postgresql/{}/bin", c.postgres_major);
+    let bin_dir = image
+        .patroni_bin_dir
+        .as_deref()
+        .filter(|d| d.ends_with(&format!("/{}/bin", c.postgres_major)))
+        .unwrap_or(&debian_bin_dir);
     render(
         "patroni.yml.j2",
         minijinja::context! {
             cluster => minijinja::context! { name => c.name, postgres_major => c.postgres_major },
             member => Member { name: &host.name, address: &host.address },
+            bin_dir => bin_dir,
             dcs => dcs::store(cfg).container(),
             etcd_hosts => dcs::addresses_with(cfg, Role::Etcd),
             timing => c.patroni,
@@ -240,6 +253,7 @@ pub(crate) mod tests {
         ImageFacts {
             id: id.into(),
             timescaledb: false,
+            patroni_bin_dir: None,
         }
     }
 
@@ -500,5 +514,22 @@ roles = ["CLIENT"]
         let v: serde_json::Value = serde_saphyr::from_str(&yml).unwrap();
         assert!(v["postgresql"]["parameters"]["shared_preload_libraries"].is_null(), "{yml}");
         assert!(!yml.contains("timescaledb"), "{yml}");
+    }
+
+    #[test]
+    fn patroni_runs_the_images_own_bin_dir_when_it_is_this_majors() {
+        let cfg = config("etcd");
+        let pg1 = cfg.host("pg1").unwrap();
+        let major = cfg.hosts.cluster.postgres_major;
+        let bin_dir = |dir: &str| {
+            let image = ImageFacts::from_manifest("sha256:abc", &[("patroni-bin-dir".to_string(), dir.to_string())].into());
+            let v: serde_json::Value = serde_saphyr::from_str(&patroni_yml(&cfg, pg1, &image).unwrap()).unwrap();
+            v["postgresql"]["bin_dir"].as_str().unwrap().to_string()
+        };
+        let own = format!("/usr/lib/pgctl/postgresql/{major}/bin");
+        assert_eq!(bin_dir(&own), own);
+        let debian = format!("/usr/lib/postgresql/{major}/bin");
+        assert_eq!(bin_dir(""), debian, "an image built before it has none");
+        assert_eq!(bin_dir("/usr/lib/pgctl/postgresql/13/bin"), debian, "another major's is not used");
     }
 }

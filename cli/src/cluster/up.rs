@@ -94,6 +94,13 @@ pub(crate) struct HostPlan<'a> {
     pub dropped: Vec<String>,
 }
 
+impl HostPlan<'_> {
+    /// This converge creates the container `name` on the host.
+    pub(crate) fn creates(&self, name: &str) -> bool {
+        self.items.iter().any(|(s, a)| s.name == name && *a == Action::Create)
+    }
+}
+
 /// `pgctl up`: converges every member and waits for a healthy cluster.
 pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
     converge_members(cfg, opts, &Members::All)
@@ -139,7 +146,15 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         let with_patroni = members.with_patroni();
         plan_host(cfg, h, by_host[h.name.as_str()], &image, with_patroni)
     });
-    for result in join_all(checks).await {
+    // The backup repository, from this machine with both keys, meanwhile.
+    let s3_check = async {
+        match cfg.hosts.backup.is_some() && members.with_patroni() && !opts.checked {
+            true => crate::s3::preflight(cfg).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let (results, s3) = tokio::join!(join_all(checks), s3_check);
+    for result in results {
         match result {
             Ok(plan) => plans.push(plan),
             Err(e) => problems.push(format!("{e:#}")),
@@ -152,23 +167,27 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         )));
     }
 
-    // The backup repository, from this machine with both keys, before anything changes.
-    if cfg.hosts.backup.is_some() && members.with_patroni() && !opts.checked {
-        output::step(crate::s3::preflight(cfg).await.context("pre-flight; nothing was changed")?);
+    if let Some(line) = s3.context("pre-flight; nothing was changed")? {
+        output::step(line);
     }
-    phases.start("DCS converged and healthy, new members' volumes read");
+    phases.start("DCS converged and healthy; new members' volumes, the DCS scope and the archive checked");
 
     // The DCS first, on every host that has a member of it; what the new members' data volumes
-    // hold is read meanwhile.
+    // hold, and which system's WAL the archive holds, are read meanwhile.
     let dcs_engines: Vec<&Engine> = engines.iter().filter(|e| dcs::is_voter(cfg, &e.host)).collect();
     let dcs_ready = async {
         converge(cfg, &plans, owner, |_, s| layout::is_dcs(s.name), &[]).await?;
         output::step(dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?);
+        tracing::debug!("DCS healthy at {:.1}s", started.elapsed().as_secs_f64());
         let prepared = dcs::prepare(cfg, &dcs_engines).await?;
         if !prepared.is_empty() {
             output::step(&prepared);
         }
-        anyhow::Ok(())
+        // What the scope records, for the stale-scope check once the volumes are read.
+        match dcs_engines.first().filter(|_| !opts.checked && members.with_patroni()) {
+            Some(engine) => dcs::initialize_key(cfg, engine, &cfg.hosts.cluster.name).await,
+            None => Ok(None),
+        }
     };
     let volumes_read = async {
         match members {
@@ -176,21 +195,27 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
             _ => newcomers::new_members(cfg, &plans).await.map(Some),
         }
     };
-    let ((), new) = tokio::try_join!(dcs_ready, volumes_read)?;
-    let Some(new) = new else { return Ok(None) };
+    let gets_new_member = plans.iter().find(|p| p.creates(PATRONI)).map(|p| p.engine);
+    let archive_read = async {
+        match gets_new_member.filter(|_| !opts.checked && members.with_patroni()) {
+            Some(engine) => {
+                let read = newcomers::archive_system_id(cfg, engine).await;
+                tracing::debug!("archive read in {:.1}s", started.elapsed().as_secs_f64());
+                read
+            }
+            None => Ok(None),
+        }
+    };
+    // All three end before any error is reported: none is dropped halfway through a change.
+    let (initialized, new, archive) = tokio::join!(dcs_ready, volumes_read, archive_read);
+    let initialized = initialized?;
+    let Some(new) = new? else { return Ok(None) };
+    let archive = archive?;
 
     if !opts.checked {
-        phases.start("stale scope and archive checks");
-        let archive_check = async {
-            match new.volumes.first() {
-                Some(first) => newcomers::check_archive_prefix(cfg, &new, first.0.engine).await,
-                None => Ok(()),
-            }
-        };
-        // Both at once; a stale scope is the problem named first when both are found.
-        let (scope, archive) = tokio::join!(newcomers::check_stale_scope(cfg, &new, &dcs_engines), archive_check);
-        scope?;
-        archive?;
+        // A stale scope is the problem named first when both are found.
+        newcomers::check_stale_scope(cfg, &new, initialized.as_deref())?;
+        newcomers::check_archive_prefix(cfg, &new, archive.as_deref())?;
     }
     phases.start("Patroni, access and monitoring containers");
 
@@ -226,7 +251,8 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         reload_live_files(&plans, owner).await?;
         remove_dropped(&plans).await?;
         phases.start("leader elected, replicas streaming");
-        wait_healthy(cfg, &engines, opts).await
+        let first = first.as_ref().and_then(|h| engines.iter().find(|e| &e.host == h));
+        super::wait::wait_healthy_after_first(cfg, &engines, opts, first).await
     };
     // Either failing ends `up` at once (a re-run converges what is left).
     let (set_up_early, status) = tokio::try_join!(leader_setup, rest)?;
@@ -453,9 +479,21 @@ async fn converge(
             }
         }
     }
-    let results = join_all(fresh.iter().map(|(plan, s, action)| apply(cfg, plan, s, *action, owner))).await;
-    for r in results {
-        r?;
+    // New etcd members are created together and started one after another: etcd 3.4 asks each
+    // peer of a new cluster whether it was already bootstrapped, and a peer that listens but
+    // does not serve yet (it is asking too) keeps it waiting a second: 2 s when all start at once.
+    let (new_etcd, fresh): (Vec<_>, Vec<_>) = fresh
+        .into_iter()
+        .partition(|(_, s, action)| s.name == layout::ETCD && *action == Action::Create);
+    let created = join_all(new_etcd.iter().map(|(plan, s, _)| async move {
+        output::step(format!("{}: creating `{}`", plan.host.name, s.name));
+        create(cfg, plan, s, owner).await
+    }));
+    let applied = join_all(fresh.iter().map(|(plan, s, action)| apply(cfg, plan, s, *action, owner)));
+    let (created, applied) = tokio::join!(created, applied);
+    created.into_iter().chain(applied).collect::<Result<Vec<()>>>()?;
+    for (plan, s, _) in &new_etcd {
+        start(plan, s).await?;
     }
     rolling.sort_by_key(|(plan, ..)| leader_last.contains(&plan.host.name));
     for (plan, s, action) in rolling {
@@ -482,10 +520,7 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
         if !live.is_empty() {
             docker::upload(docker, s.name, &live).await?;
         }
-        return docker
-            .start_container(s.name, None)
-            .await
-            .with_context(|| format!("{host}: starting {}", s.name));
+        return start(plan, s).await;
     }
     match action {
         Action::Recreate | Action::RecreateStopped => {
@@ -500,10 +535,15 @@ pub(crate) async fn apply(cfg: &Config, plan: &HostPlan<'_>, s: &ContainerSpec, 
         _ => output::step(format!("{host}: creating `{}`", s.name)),
     }
     create(cfg, plan, s, owner).await?;
-    docker
+    start(plan, s).await
+}
+
+async fn start(plan: &HostPlan<'_>, s: &ContainerSpec) -> Result<()> {
+    plan.engine
+        .docker
         .start_container(s.name, None)
         .await
-        .with_context(|| format!("{host}: starting {}", s.name))
+        .with_context(|| format!("{}: starting {}", plan.host.name, s.name))
 }
 
 /// Creates the container `s` (and its volume) on the plan's host with its files, not started.

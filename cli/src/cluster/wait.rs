@@ -28,14 +28,26 @@ pub(crate) async fn wait_member_leading(engine: &Engine, timeout: Duration) -> R
 
 async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Result<()> {
     let started = Instant::now();
+    let script = crate::render::script("patroni-wait.py");
+    let want = if leading { "leader" } else { "running" };
     while started.elapsed() < timeout {
-        if let Ok(v) = member::patroni_get(engine, "/patroni").await {
-            let role = v["role"].as_str().unwrap_or_default();
-            if v["state"] == "running" && (!leading || member::is_leader_role(role)) {
-                return Ok(());
+        // Watched from inside the container (compose-templates/scripts/patroni-wait.py), in
+        // stretches of at most a minute; an exec that fails (the container is starting) is
+        // tried again.
+        let left = timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(60));
+        let secs = format!("{:.1}", left.as_secs_f64());
+        match docker::exec_env(&engine.docker, PATRONI, &["python3", "-c", script, &secs, want], None, &[]).await {
+            Ok(out) if out.stdout.trim() == "ready" => return Ok(()),
+            Ok(out) if out.stdout.trim() == "limit" => {}
+            Ok(out) => {
+                tracing::debug!("{}: waiting for Patroni: {}", engine.host, out.stderr.trim());
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => {
+                tracing::debug!("{}: waiting for Patroni: {e:#}", engine.host);
+                tokio::time::sleep(POLL).await;
             }
         }
-        tokio::time::sleep(POLL).await;
     }
     bail!(
         "{}: Patroni did not report PostgreSQL running{} within {}s:\n{}",
@@ -109,6 +121,37 @@ impl Nudges {
                 self.replicas_woken = Some(Instant::now());
                 self.replicas_every = (self.replicas_every * 2).clamp(1, 16);
             }
+        }
+    }
+}
+
+/// `wait_healthy` for a cluster whose first member was just started alone and leads (a new or
+/// restored one) when it must pick a synchronous standby: the leader is also watched from
+/// inside (`member::wake_for_standby`), so it picks one as soon as a replica runs, and the
+/// cluster is read again the moment it has recorded one.
+pub async fn wait_healthy_after_first(cfg: &Config, engines: &[Engine], opts: &UpOptions, first: Option<&Engine>) -> Result<ClusterStatus> {
+    let synchronous = cfg.hosts.cluster.patroni.synchronous_mode && cfg.hosts.standby.is_none();
+    let Some(leader) = first.filter(|_| synchronous) else {
+        return wait_healthy(cfg, engines, opts).await;
+    };
+    let started = Instant::now();
+    let healthy = wait_healthy(cfg, engines, opts);
+    tokio::pin!(healthy);
+    let watched = tokio::select! {
+        status = &mut healthy => return status,
+        watched = member::wake_for_standby(leader, opts.timeout) => watched,
+    };
+    match watched {
+        Ok(seen) if seen == "recorded" => {
+            let left = UpOptions {
+                max_lag: opts.max_lag,
+                ..UpOptions::new(opts.timeout.saturating_sub(started.elapsed()))
+            };
+            wait_healthy(cfg, engines, &left).await
+        }
+        other => {
+            tracing::debug!("watching {} for a synchronous standby: {other:?}", leader.host);
+            healthy.await
         }
     }
 }

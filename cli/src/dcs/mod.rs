@@ -88,7 +88,10 @@ pub async fn wait_healthy(cfg: &Config, engines: &[&Engine], timeout: Duration) 
         for e in engines {
             match health(cfg, e).await {
                 Ok(s) => return Ok(s),
-                Err(err) => last = format!("{}: {err:#}", e.host),
+                Err(err) => {
+                    last = format!("{}: {err:#}", e.host);
+                    tracing::debug!("DCS not healthy yet after {:.1}s: {last}", started.elapsed().as_secs_f64());
+                }
             }
         }
         // A fresh DCS elects its leader within a second or two.

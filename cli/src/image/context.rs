@@ -12,6 +12,7 @@ const HEALTHCHECK: &[u8] = include_bytes!("../../../images/postgres/healthcheck.
 const CHECK_AND_MANIFEST: &[u8] = include_bytes!("../../../images/postgres/check-and-manifest.sh");
 const APT_SOURCES: &[u8] = include_bytes!("../../../images/postgres/apt-sources.sh");
 const SCHEDULED_BACKUP: &[u8] = include_bytes!("../../../images/postgres/scheduled-backup.sh");
+const PG_ISREADY_WAIT: &[u8] = include_bytes!("../../../images/postgres/pg_isready-wait.sh");
 
 /// A file for a build context, owned by root.
 pub fn file(path: &str, contents: impl Into<Vec<u8>>, mode: u32) -> FileSpec {
@@ -64,6 +65,7 @@ pub fn postgres_context(plan: &BuildPlan) -> Result<Vec<u8>> {
         file("pgctl/check-and-manifest.sh", CHECK_AND_MANIFEST, 0o755),
         file("pgctl/apt-sources.sh", APT_SOURCES, 0o755),
         file("pgctl/scheduled-backup.sh", SCHEDULED_BACKUP, 0o755),
+        file("pgctl/pg_isready-wait.sh", PG_ISREADY_WAIT, 0o755),
     ];
     if let Some(ca) = &plan.request.ca_cert {
         let pem = std::fs::read(ca).with_context(|| format!("reading --ca-cert {}", ca.display()))?;
