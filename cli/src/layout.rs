@@ -120,8 +120,10 @@ pub const INCOMPLETE_MARKER: &str = "/var/lib/postgresql/data/pgctl-restore-inco
 /// Patroni's replica method that builds a replica from a backup in S3 (uploaded, 0600).
 pub const REPLICA_SCRIPT: &str = "/etc/pgctl/replica-from-backup.sh";
 /// A restore's replica: the backup fetched beside the data directory while the leader recovers
-/// (recover.sh prefetch), moved into place by Patroni's replica method.
+/// and starts (recover.sh prefetch), moved into place by Patroni's replica method.
 pub const PREFETCHED_COPY: &str = "/var/lib/postgresql/data/pgctl-prefetch";
+/// A replica's copy still being fetched (recover.sh prefetch removes it once the copy is whole).
+pub const PREFETCH_MARKER: &str = "/var/lib/postgresql/data/pgctl-prefetch-incomplete";
 /// Left on a new member's data volume by `node add`: the fetch command the script runs once.
 pub const REPLICA_REQUEST: &str = "/var/lib/postgresql/data/pgctl-replica-request";
 /// Written by the script: how the replica was made (JSON).

@@ -61,6 +61,7 @@ pub async fn verify(cfg: &Config, engines: &[Engine], backup: Option<&str>, on: 
         backup: &chosen.name,
         target: &target,
         timeline: "latest",
+        fetched: None,
     };
     let result = recover::run(cfg, cfg, engine, &volume, Mode::Verify, Some(fetch)).await;
     let removed = volumes::remove(engine, &volume).await;

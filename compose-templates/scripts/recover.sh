@@ -48,17 +48,21 @@ prefetch)
     say "the volume already holds a data directory: refusing to overwrite it"
     exit 3
   fi
+  # Marks the copy as being fetched until it is complete and out of Patroni's sight: a run
+  # whose pgctl died leaves a volume that `up` refuses and a retried restore discards.
+  touch "$DATA/pgctl-prefetch-incomplete"
   install -d -o postgres -g postgres -m 0700 "$PGDATA"
   say "phase fetch"
   # A failed fetch leaves no partial data directory that anything could start.
   if ! as_pg "$@" >&2; then
-    rm -rf "$PGDATA"
+    rm -rf "$PGDATA" "$DATA/pgctl-prefetch-incomplete"
     say "the fetch failed"
     exit 4
   fi
   # Out of Patroni's sight until its replica method takes it: a data directory there would make
   # Patroni start it as it is instead of creating a replica.
   mv "$PGDATA" "$DATA/pgctl-prefetch"
+  rm "$DATA/pgctl-prefetch-incomplete"
   echo '{}'
   exit 0
   ;;

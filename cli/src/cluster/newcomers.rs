@@ -2,7 +2,7 @@
 //! DCS scope and the S3 archive prefix fit them (a stale scope or another system's WAL would
 //! make Patroni wait forever or mix two clusters' timelines).
 
-use super::up::{Action, HostPlan};
+use super::up::{Action, First, HostPlan};
 use crate::config::Config;
 use crate::dcs;
 use crate::docker::spec::ContainerSpec;
@@ -23,8 +23,9 @@ pub async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Res
         Err(e) => return Err(e).with_context(|| format!("{}: inspecting volume {volume}", engine.host)),
     }
     let script = format!(
-        "test -e {marker} && {{ echo incomplete; exit 0; }}; test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
+        "test -e {marker} -o -e {copy} && {{ echo incomplete; exit 0; }}; test -f {pgdata}/PG_VERSION || exit 0; pg_controldata {pgdata} | sed -n 's/^Database system identifier: *//p'",
         marker = layout::INCOMPLETE_MARKER,
+        copy = layout::PREFETCH_MARKER,
         pgdata = layout::PGDATA
     );
     let host_config = DockerHostConfig {
@@ -35,7 +36,7 @@ pub async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Res
     let id = out.ok(&format!("reading volume {volume} on {}", engine.host))?.trim().to_string();
     if id == "incomplete" {
         return Err(crate::error::refused(format!(
-            "{}: data volume {volume} holds a restore that was interrupted; nothing was started. Run the same `pgctl restore` again to retry it (the partial copy is discarded), or `pgctl restore --rollback` to go back to the previous data",
+            "{}: data volume {volume} holds a restore (or a replica's copy for one) that was interrupted; nothing was started. Run the same `pgctl restore` again to retry it (the partial copy is discarded), or `pgctl restore --rollback` to go back to the previous data",
             engine.host
         )));
     }
@@ -51,7 +52,8 @@ pub(crate) struct NewMembers<'a> {
     whole_cluster: bool,
 }
 
-pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> Result<NewMembers<'a>> {
+/// With `first` waiting for the others' volumes (`First::others_ready`), only its own is read.
+pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], first: Option<&First>) -> Result<NewMembers<'a>> {
     let mut created = Vec::new();
     let mut all_new = true;
     for p in plans {
@@ -62,11 +64,13 @@ pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>]) -> 
         }
     }
     // Every host's volume is read at once (a short-lived container each).
-    let ids = join_all(
-        created
-            .iter()
-            .map(|(p, volume)| volume_system_id(p.engine, &cfg.hosts.cluster.image, volume)),
-    )
+    let unread = |host: &str| first.is_some_and(|f| f.others_ready.is_some() && f.host != host);
+    let ids = join_all(created.iter().map(|(p, volume)| async move {
+        match unread(&p.host.name) {
+            true => Ok(None),
+            false => volume_system_id(p.engine, &cfg.hosts.cluster.image, volume).await,
+        }
+    }))
     .await;
     let mut volumes = Vec::new();
     for ((p, volume), id) in created.into_iter().zip(ids) {
@@ -101,14 +105,15 @@ impl NewMembers<'_> {
 pub(crate) async fn start_leader_first(
     cfg: &Config,
     new: &NewMembers<'_>,
-    first: Option<(&str, &std::sync::OnceLock<std::time::Instant>)>,
+    first: Option<&First>,
     owner: (u64, u64),
     timeout: Duration,
 ) -> Result<Option<String>> {
-    let led_at = first.map(|(_, at)| at);
-    let first = match first {
+    let led_at = first.map(|f| &f.led_at);
+    let others_ready = first.and_then(|f| f.others_ready.clone());
+    let first = match first.map(|f| f.host.as_str()) {
         // Only a member this converge creates can be started before the others.
-        Some((host, _)) => Some(
+        Some(host) => Some(
             new.volumes
                 .iter()
                 .position(|(p, ..)| p.host.name == host)
@@ -132,19 +137,29 @@ pub(crate) async fn start_leader_first(
         super::up::apply(cfg, plan, patroni_spec(plan), Action::Create, owner).await?;
         super::up::wait_member_leading(plan.engine, timeout).await
     };
-    let created = join_all(others.iter().map(|(p, ..)| async move {
-        output::step(format!(
-            "{}: creating `{PATRONI}` (started once the first member leads)",
-            p.host.name
-        ));
-        super::up::create(cfg, p, patroni_spec(p), owner).await
-    }));
+    let created = async {
+        if let Some(mut ready) = others_ready {
+            match ready.wait_for(Option::is_some).await.as_deref() {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(why))) => anyhow::bail!("the other members' volumes are not ready: {why}"),
+                _ => anyhow::bail!("the other members' volumes were never made ready"),
+            }
+        }
+        let created = join_all(others.iter().map(|(p, ..)| async move {
+            output::step(format!(
+                "{}: creating `{PATRONI}` (started once the first member leads)",
+                p.host.name
+            ));
+            super::up::create(cfg, p, patroni_spec(p), owner).await
+        }));
+        created.await.into_iter().collect::<Result<Vec<()>>>()
+    };
     let (bootstrapped, created) = tokio::join!(bootstrap, created);
     bootstrapped?;
     if let Some(at) = led_at {
         let _ = at.set(std::time::Instant::now());
     }
-    created.into_iter().collect::<Result<Vec<()>>>()?;
+    created?;
     output::step(format!(
         "{}: {} and leads it; starting the other members",
         plan.host.name,

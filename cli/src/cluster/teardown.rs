@@ -72,6 +72,46 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
     Ok(done)
 }
 
+/// Stops Patroni on every member at once before its containers are removed (a restore,
+/// `remove`): the replicas are tagged first so that none takes over from the leader stopping
+/// with them, and none waits to be released as the synchronous standby (see
+/// compose-templates/scripts/tag-going.py). When a running replica cannot be tagged, the
+/// replicas stop first, then the leader (`stop_patroni`).
+pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
+    let Ok(leader) = crate::member::leader(cfg, engines).await else {
+        return stop_patroni(cfg, engines).await;
+    };
+    let replicas: Vec<&Engine> = engines.iter().filter(|e| e.host != leader.host).collect();
+    let tagged = join_all(replicas.iter().map(|e| tag_going(e))).await;
+    if let Some(why) = tagged.iter().find_map(|t| t.as_ref().err()) {
+        tracing::debug!("stopping the replicas first: {why:#}");
+        return stop_patroni(cfg, engines).await;
+    }
+    let scope = &cfg.hosts.cluster.name;
+    let stopped = join_all(engines.iter().map(|e| stop(e, scope, PATRONI))).await;
+    let mut done = Vec::new();
+    for (e, s) in engines.iter().zip(stopped) {
+        if s? {
+            done.push(format!("{}: stopped {PATRONI}", e.host));
+        }
+    }
+    Ok(done)
+}
+
+/// Tags a replica's running Patroni nofailover and nosync (its container is about to go); a
+/// member whose Patroni does not run needs none.
+async fn tag_going(e: &Engine) -> Result<()> {
+    let script = crate::render::script("tag-going.py");
+    match docker::exec_env(&e.docker, PATRONI, &["python3", "-c", script], None, &[]).await {
+        Ok(out) if out.stdout.trim() == "tagged" => Ok(()),
+        Ok(out) => anyhow::bail!("{}: {} {}", e.host, out.stdout.trim(), out.stderr.trim()),
+        Err(err) => match e.docker.inspect_container(PATRONI, None).await {
+            Ok(info) if info.state.as_ref().and_then(|s| s.running).unwrap_or(false) => Err(err),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// Stops container `name` when it runs and belongs to cluster `scope` (a container of that
 /// name from another cluster or tool on the same host is left alone).
 async fn stop(e: &Engine, scope: &str, name: &str) -> Result<bool> {
@@ -105,7 +145,7 @@ pub async fn remove(cfg: &Config, engines: &[Engine], volumes: bool) -> Result<V
     // Proxies first, stopped gracefully so they finish what they carry; Patroni must not
     // rewrite the scope while it is being deleted.
     done.extend(stop_all(engines, scope, &[&PROXIES[..], &MONITORING[..]].concat()).await?);
-    done.extend(stop_patroni(cfg, engines).await?);
+    done.extend(stop_patroni_to_remove(cfg, engines).await?);
     if let Some(e) = dcs_engine {
         match crate::dcs::remove_scope(cfg, e, scope).await {
             Ok(()) => done.push(format!("DCS: removed scope `{scope}`")),

@@ -51,22 +51,33 @@ pub enum Members {
     /// Patroni everywhere: this host's new member alone first (it holds the data: a restore's
     /// or a migration's), the other new members once it leads. Started together, members with
     /// empty volumes and no leader in the DCS would race it to bootstrap a new, empty cluster.
-    /// `led_at` is set when it leads (a restore's downtime ends there).
-    LeaderFirst {
-        host: String,
-        led_at: std::sync::Arc<std::sync::OnceLock<Instant>>,
-    },
+    LeaderFirst(First),
 }
+
+/// The member a `Members::LeaderFirst` converge starts alone first.
+#[derive(Debug, Clone)]
+pub struct First {
+    pub host: String,
+    /// Set when it leads (a restore's downtime ends there).
+    pub led_at: std::sync::Arc<std::sync::OnceLock<Instant>>,
+    /// Opens once the other members' data volumes are ready to be mounted (a restore's
+    /// replicas take their copies of the backup while the leader starts): their containers are
+    /// created and started after it, and what their volumes hold is not read (`None`: ready).
+    pub others_ready: Option<OthersReady>,
+}
+
+/// `Some(Ok)` once the other members' volumes are ready; `Some(Err)` says why they are not.
+pub type OthersReady = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
 impl Members {
     fn with_patroni(&self) -> bool {
         !matches!(self, Members::None)
     }
 
-    /// The member started alone first, and where to record when it leads.
-    fn first(&self) -> Option<(&str, &std::sync::OnceLock<Instant>)> {
+    /// The member started alone first.
+    fn first(&self) -> Option<&First> {
         match self {
-            Members::LeaderFirst { host, led_at } => Some((host, led_at)),
+            Members::LeaderFirst(first) => Some(first),
             _ => None,
         }
     }
@@ -192,7 +203,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let volumes_read = async {
         match members {
             Members::None => Ok(None),
-            _ => newcomers::new_members(cfg, &plans).await.map(Some),
+            _ => newcomers::new_members(cfg, &plans, members.first()).await.map(Some),
         }
     };
     let gets_new_member = plans.iter().find(|p| p.creates(PATRONI)).map(|p| p.engine);

@@ -56,12 +56,22 @@ pub struct Fetch<'a> {
     pub target: &'a Target,
     /// `latest` or a timeline number.
     pub timeline: &'a str,
+    /// Told once the backup is fetched (the recovery moved on to replaying WAL); dropped
+    /// unsent when the fetch fails.
+    pub fetched: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Runs one recovery on `engine` with `volume` mounted as the data volume: for cluster `cfg`
 /// (image, PostgreSQL version), from the backups of `source` (the same cluster, or the one a
 /// clone is made from).
-pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, mode: Mode, fetch: Option<Fetch<'_>>) -> Result<Recovered> {
+pub async fn run(
+    cfg: &Config,
+    source: &Config,
+    engine: &Engine,
+    volume: &str,
+    mode: Mode,
+    mut fetch: Option<Fetch<'_>>,
+) -> Result<Recovered> {
     let mut args = vec![];
     let mut env = vec![];
     match (mode, &fetch) {
@@ -73,7 +83,8 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
         }
         _ => bail!("internal: {} needs a backup to fetch", mode.arg()),
     }
-    let (stdout, phases) = run_script(cfg, source, engine, volume, mode, args, env).await?;
+    let fetched = fetch.as_mut().and_then(|f| f.fetched.take());
+    let (stdout, phases) = run_script(cfg, source, engine, volume, Script { mode, args, env, fetched }).await?;
     let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
     let mut recovered: Recovered =
         serde_json::from_str(last).with_context(|| format!("{}: unexpected output of the recovery: {stdout}", engine.host))?;
@@ -86,21 +97,29 @@ pub async fn run(cfg: &Config, source: &Config, engine: &Engine, volume: &str, m
 /// when Patroni creates the replica). Returns the fetch's wall time.
 pub async fn prefetch(cfg: &Config, engine: &Engine, volume: &str, backup: &str) -> Result<f64> {
     let fetch = backup::engine(cfg).replica_fetch(cfg, backup);
-    let (_, phases) = run_script(cfg, cfg, engine, volume, Mode::Prefetch, fetch, vec![]).await?;
+    let script = Script {
+        mode: Mode::Prefetch,
+        args: fetch,
+        env: vec![],
+        fetched: None,
+    };
+    let (_, phases) = run_script(cfg, cfg, engine, volume, script).await?;
     Ok(phases.iter().map(|(_, secs)| secs).sum())
 }
 
-/// recover.sh in mode `mode` with `args`, in a throwaway container on `engine` with `volume`
-/// mounted and `source`'s repository configured (read-only key); its stdout and phases.
-async fn run_script(
-    cfg: &Config,
-    source: &Config,
-    engine: &Engine,
-    volume: &str,
+/// One run of recover.sh: its mode and arguments, its environment, and who is told when the
+/// fetch has ended.
+struct Script {
     mode: Mode,
     args: Vec<String>,
     env: Vec<String>,
-) -> Result<(String, Vec<(String, f64)>)> {
+    fetched: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// recover.sh as `script` says, in a throwaway container on `engine` with `volume` mounted and
+/// `source`'s repository configured (read-only key); its stdout and phases.
+async fn run_script(cfg: &Config, source: &Config, engine: &Engine, volume: &str, script: Script) -> Result<(String, Vec<(String, f64)>)> {
+    let Script { mode, args, env, fetched } = script;
     let image = &cfg.hosts.cluster.image;
     if docker::image_id(&engine.docker, image).await?.is_none() {
         bail!("{}: image {image} is missing: deliver it first (`pgctl image push`)", engine.host);
@@ -146,7 +165,7 @@ async fn run_script(
         files: &files,
         name: Some(container_name(cfg, mode)),
     };
-    let mut progress = Progress::new(&engine.host);
+    let mut progress = Progress::new(&engine.host, fetched);
     let out = throwaway.run_streamed(&engine.docker, |line| progress.line(line)).await?;
     let phases = progress.finish();
     if !out.success() {
@@ -169,14 +188,16 @@ fn fetch_command(cfg: &Config, f: &Fetch<'_>, mode: Mode) -> (Vec<String>, Optio
 /// fetch's per-file lines thinned to one every few seconds.
 struct Progress<'a> {
     host: &'a str,
+    fetched: Option<tokio::sync::oneshot::Sender<()>>,
     phases: Vec<(String, Instant)>,
     last_fetch_line: Option<Instant>,
 }
 
 impl<'a> Progress<'a> {
-    fn new(host: &'a str) -> Self {
+    fn new(host: &'a str, fetched: Option<tokio::sync::oneshot::Sender<()>>) -> Self {
         Progress {
             host,
+            fetched,
             phases: vec![],
             last_fetch_line: None,
         }
@@ -184,6 +205,11 @@ impl<'a> Progress<'a> {
 
     fn line(&mut self, line: &str) {
         if let Some(phase) = line.strip_prefix("pgctl: phase ") {
+            if self.phases.last().is_some_and(|(p, _)| p == "fetch") {
+                if let Some(fetched) = self.fetched.take() {
+                    let _ = fetched.send(());
+                }
+            }
             self.phases.push((phase.to_string(), Instant::now()));
             output::step(format!("{}: {}", self.host, phase_title(phase)));
         } else if let Some(text) = line.strip_prefix("pgctl: ") {

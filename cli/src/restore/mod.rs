@@ -21,7 +21,7 @@ use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI};
 pub use crate::output::Phases;
 use crate::recovery::{self as recover, Fetch, Mode, Recovered};
 use crate::{member, output};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -136,77 +136,125 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     phases.start("fetch the backup and replay WAL");
     let new_volume = &plan.volumes.iter().find(|v| v.host == plan.restore_host).expect("planned").new;
     volumes::create(cfg, restore_engine, new_volume, plan.previous_leader.as_deref()).await?;
-    let fetch = Fetch {
-        backup: &plan.backup.name,
-        target: &opts.target,
-        timeline: &opts.timeline,
-    };
     let replicas: Vec<(&Engine, &str)> = plan
         .volumes
         .iter()
         .filter(|v| v.host != plan.restore_host)
         .map(|v| (by_host(&v.host), v.new.as_str()))
         .collect();
-    // In place, the replicas fetch their copies of the same backup while the leader recovers
-    // (a clone's replicas could not replay the source's archive: they copy the leader). A
-    // failed recovery is reported once the copies have ended, and they are removed.
+    if plan.clone_of.is_some() {
+        // A clone's replicas could not replay the source's archive: they copy the leader.
+        let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
+        let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
+        return Ok(Report {
+            plan,
+            recovered,
+            phases: phases.finish(),
+            status,
+        });
+    }
+    // In place, the replicas fetch their copies of the same backup once the leader's own fetch
+    // has ended (they share disks, network and S3 with it, and its recovery is the downtime),
+    // while it replays WAL and starts; they are started with their copies once it leads.
+    replicas::create_volumes(cfg, &replicas).await?;
+    let (fetched, leader_fetched) = tokio::sync::oneshot::channel();
+    let (history_known, history) = tokio::sync::oneshot::channel();
+    let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
-        let recovered = recover::run(cfg, source, restore_engine, new_volume, Mode::Restore, Some(fetch)).await;
-        let recovered = match recovered {
-            Ok(r) => r,
-            Err(e) => return Err((e, Some(volumes::remove(restore_engine, new_volume).await.is_ok()))),
+        let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await?;
+        let restored_history = replicas::history_files(cfg, restore_engine, new_volume).await?;
+        let _ = history_known.send(restored_history);
+        let first = up::First {
+            host: plan.restore_host.clone(),
+            led_at: Default::default(),
+            others_ready: Some(others_ready),
         };
-        // After the recovery, the recovered volume stays (complete or not, its marker says).
-        mark_complete(cfg, restore_engine, new_volume).await.map_err(|e| (e, None))?;
-        phases.sub(&recovered.phases);
-        output::step(format!(
-            "{}: recovered to {} on timeline {} (last transaction replayed: {})",
-            plan.restore_host,
-            recovered.lsn,
-            recovered.timeline,
-            recovered.last_replayed.as_deref().unwrap_or("none")
-        ));
-        Ok(recovered)
+        // The leader not starting on its recovered data: the error as it is; the copies stay (a
+        // retried restore discards them, an `up` builds its replicas over them).
+        let status = start_restored(cfg, engines, first, opts.timeout, &mut phases).await?;
+        anyhow::Ok((recovered, status))
     };
+    // No copies when the leader's fetch fails; not taken when its recovery does.
     let copies = async {
-        match plan.clone_of {
-            None => Some(replicas::prefetch(cfg, &replicas, &plan.backup.name, (&plan.restore_host, new_volume)).await),
-            Some(_) => None,
+        if leader_fetched.await.is_ok() {
+            let hosts = replicas::fetch_copies(cfg, &replicas, &plan.backup.name).await;
+            if let Ok(history) = history.await {
+                let taken = replicas::take_copies(cfg, &replicas, &hosts, &history).await;
+                ready.send_replace(Some(taken.map_err(|e| format!("{e:#}"))));
+            }
         }
     };
-    let (recovered, prefetched) = tokio::join!(leader_path, copies);
-    let recovered = match recovered {
-        Ok(r) => r,
-        Err((e, None)) => return Err(e),
-        Err((e, Some(removed))) => {
-            let copies = prefetched.iter().flat_map(|p| &p.hosts);
-            for (engine, volume) in replicas.iter().filter(|(e, _)| copies.clone().any(|h| *h == e.host)) {
+    let (started, ()) = tokio::join!(leader_path, copies);
+    let (recovered, status) = match started {
+        Ok(started) => started,
+        Err(e) if e.is::<RecoveryFailed>() => {
+            // The recovery failed: the replicas' copies (and empty volumes) go with it.
+            for (engine, volume) in &replicas {
                 if let Err(e) = volumes::remove(engine, volume).await {
-                    output::warn(format!("{}: removing the replica's copy in {volume}: {e:#}", engine.host));
+                    output::warn(format!("{}: removing the replica's volume {volume}: {e:#}", engine.host));
                 }
             }
-            bail!("{e:#}\n{}", after_failure(cfg, &plan, opts, removed));
+            return Err(e);
         }
+        Err(e) => return Err(e),
     };
-    // The leader not starting on its recovered data: the error as it is; the copies stay (a
-    // retried restore discards them, an `up` builds its replicas over them).
-    let status = start_restored(
-        cfg,
-        engines,
-        &plan.restore_host,
-        &replicas,
-        prefetched.as_ref(),
-        opts.timeout,
-        &mut phases,
-    )
-    .await?;
-    let phases = phases.finish();
     Ok(Report {
         plan,
         recovered,
-        phases,
+        phases: phases.finish(),
         status,
     })
+}
+
+/// A recovery that failed, with what is intact and the ways forward (its volume removed).
+#[derive(Debug)]
+struct RecoveryFailed(String);
+
+impl std::fmt::Display for RecoveryFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RecoveryFailed {}
+
+/// Fetches the backup into the restore host's new volume and recovers it to the target;
+/// `fetched` is told when the fetch has ended. A failed recovery removes the volume and is a
+/// `RecoveryFailed`.
+async fn recover_leader(
+    cfg: &Config,
+    source: &Config,
+    plan: &Plan,
+    engine: &Engine,
+    opts: &RestoreOptions,
+    fetched: Option<tokio::sync::oneshot::Sender<()>>,
+    phases: &mut Phases,
+) -> Result<Recovered> {
+    let volume = &plan.volumes.iter().find(|v| v.host == plan.restore_host).expect("planned").new;
+    let fetch = Fetch {
+        backup: &plan.backup.name,
+        target: &opts.target,
+        timeline: &opts.timeline,
+        fetched,
+    };
+    let recovered = match recover::run(cfg, source, engine, volume, Mode::Restore, Some(fetch)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let removed = volumes::remove(engine, volume).await.is_ok();
+            return Err(RecoveryFailed(format!("{e:#}\n{}", after_failure(cfg, plan, opts, removed))).into());
+        }
+    };
+    // After the recovery, the recovered volume stays (complete or not, its marker says).
+    mark_complete(cfg, engine, volume).await?;
+    phases.sub(&recovered.phases);
+    output::step(format!(
+        "{}: recovered to {} on timeline {} (last transaction replayed: {})",
+        plan.restore_host,
+        recovered.lsn,
+        recovered.timeline,
+        recovered.last_replayed.as_deref().unwrap_or("none")
+    ));
+    Ok(recovered)
 }
 
 /// Starts the cluster on data that exists on `leader_host` only: a clean DCS scope, that
@@ -219,45 +267,41 @@ pub async fn start_cluster(
     timeout: Duration,
     phases: &mut Phases,
 ) -> Result<ClusterStatus> {
-    start_restored(cfg, engines, leader_host, replicas, None, timeout, phases).await
+    replicas::create_volumes(cfg, replicas).await?;
+    let first = up::First {
+        host: leader_host.to_string(),
+        led_at: Default::default(),
+        others_ready: None,
+    };
+    start_restored(cfg, engines, first, timeout, phases).await
 }
 
-/// `start_cluster`, the replicas' new volumes prepared while the DCS scope is cleared. After a
-/// restore in place (`prefetched`: its plan checked the repository, its data is the archive's
-/// own) they hold their copies (see `replicas::prepare`), and `up` skips the checks made.
+/// Clears the DCS scope and starts `first` alone, the others once it leads (and, after a
+/// restore in place, once their copies are ready: `up` skips the checks its plan made).
 async fn start_restored(
     cfg: &Config,
     engines: &[Engine],
-    leader_host: &str,
-    replicas: &[(&Engine, &str)],
-    prefetched: Option<&replicas::Prefetched>,
+    first: up::First,
     timeout: Duration,
     phases: &mut Phases,
 ) -> Result<ClusterStatus> {
     phases.start("clear the DCS scope");
     let opts = UpOptions {
-        checked: prefetched.is_some(),
+        checked: first.others_ready.is_some(),
         ..UpOptions::new(timeout)
     };
-    let clear = async {
-        let dcs_engine = engines
-            .iter()
-            .find(|e| crate::dcs::is_voter(cfg, &e.host))
-            .context("no DCS member reachable")?;
-        // The DCS of a stopped cluster still runs; a migration's new hosts may have none yet.
-        if crate::dcs::health(cfg, dcs_engine).await.is_err() {
-            up::converge_members(cfg, &opts, &Members::None).await?;
-        }
-        crate::dcs::remove_scope(cfg, dcs_engine, &cfg.hosts.cluster.name).await
-    };
-    tokio::try_join!(clear, replicas::prepare(cfg, engines, replicas, prefetched))?;
+    let dcs_engine = engines
+        .iter()
+        .find(|e| crate::dcs::is_voter(cfg, &e.host))
+        .context("no DCS member reachable")?;
+    // The DCS of a stopped cluster still runs; a migration's new hosts may have none yet.
+    if crate::dcs::health(cfg, dcs_engine).await.is_err() {
+        up::converge_members(cfg, &opts, &Members::None).await?;
+    }
+    crate::dcs::remove_scope(cfg, dcs_engine, &cfg.hosts.cluster.name).await?;
     phases.start("start the leader");
-    let led_at = std::sync::Arc::new(std::sync::OnceLock::new());
-    let members = Members::LeaderFirst {
-        host: leader_host.to_string(),
-        led_at: led_at.clone(),
-    };
-    let status = up::converge_members(cfg, &opts, &members)
+    let led_at = first.led_at.clone();
+    let status = up::converge_members(cfg, &opts, &Members::LeaderFirst(first))
         .await
         .context("the cluster after the restore")?;
     // The downtime ends when the leader leads: the replicas' part is a phase of its own.
@@ -315,10 +359,10 @@ pub(crate) async fn archive_current_wal(leader: &Engine) {
     ));
 }
 
-/// Stops Patroni on the replicas, then on the leader, and removes the containers (their restart
-/// policy would bring them back; `up` recreates them on the new volumes).
+/// Stops Patroni on every member and removes the containers (their restart policy would bring
+/// them back; `up` recreates them on the new volumes).
 pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
-    for line in crate::cluster::teardown::stop_patroni(cfg, engines).await? {
+    for line in crate::cluster::teardown::stop_patroni_to_remove(cfg, engines).await? {
         output::step(line);
     }
     let removed = futures_util::future::join_all(engines.iter().map(|e| docker::remove_container(&e.docker, PATRONI))).await;

@@ -9,7 +9,7 @@ use crate::cluster::{status, volumes};
 use crate::config::{Config, Role};
 use crate::docker::{self, Engine};
 use crate::error::{Classify, Kind};
-use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PGDATA, PREFETCHED_COPY};
+use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PGDATA, PREFETCH_MARKER};
 use crate::output;
 use crate::recovery::{self as recover, Mode};
 use anyhow::{bail, Context, Result};
@@ -74,8 +74,8 @@ pub async fn plan(source: &Config, cfg: &Config, engines: &[Engine], opts: &Rest
                 previous_leader = newest.labels.get(crate::layout::LABEL_PREVIOUS_LEADER).cloned().or(previous_leader);
                 discard_incomplete.push(format!("{}:{}", e.host, newest.name));
             }
-            // A replica's unused copy is not this host's data: the volume before it is.
-            Leftover::ReplicaCopy => {
+            // An unused volume is not this host's data: the volume before it is.
+            Leftover::Unused => {
                 let newest = f.volumes.pop().expect("a leftover is in a volume");
                 discard_incomplete.push(format!("{}:{}", e.host, newest.name));
             }
@@ -120,8 +120,9 @@ enum Leftover {
     None,
     /// The restore host's partial copy (its marker is still there).
     Restore,
-    /// A replica's prefetched copy that no member took into use (no data directory yet).
-    ReplicaCopy,
+    /// Nothing a member ran on: a replica's copy being fetched (its marker is still there) or
+    /// fetched but not taken into use, or a volume without a data directory.
+    Unused,
 }
 
 /// One member: the image present, a dead restore's containers removed, its volumes listed,
@@ -160,7 +161,7 @@ async fn read_volume_and_space(cfg: &Config, engine: &Engine, volume: Option<&st
         ..Default::default()
     };
     let script = format!(
-        "if test -e {INCOMPLETE_MARKER}; then echo restore; elif test -e {PREFETCHED_COPY} && ! test -e {PGDATA}/PG_VERSION; then echo copy; else echo none; fi; df -B1 --output=avail / | tail -n 1"
+        "if test -e {INCOMPLETE_MARKER}; then echo restore; elif test -e {PREFETCH_MARKER} || ! test -e {PGDATA}/PG_VERSION; then echo unused; else echo none; fi; df -B1 --output=avail / | tail -n 1"
     );
     let out = docker::run_once(
         &engine.docker,
@@ -179,7 +180,7 @@ async fn read_volume_and_space(cfg: &Config, engine: &Engine, volume: Option<&st
     let mut lines = text.lines().map(str::trim);
     let leftover = match (volume, lines.next()) {
         (Some(_), Some("restore")) => Leftover::Restore,
-        (Some(_), Some("copy")) => Leftover::ReplicaCopy,
+        (Some(_), Some("unused")) => Leftover::Unused,
         _ => Leftover::None,
     };
     Ok((leftover, lines.next().and_then(|l| l.parse().ok())))
