@@ -3,7 +3,7 @@
 # patroni.yml and reloads Patroni, so that all members can stop at once. Without the tags a
 # replica could take over from a leader stopping at the same moment, and a synchronous standby
 # going down waits for the leader to release it (Patroni looks every 2 s). Prints `tagged` once
-# Patroni reports both tags (within 3 s), `not tagged` otherwise. The file dies with the
+# the member publishes both tags (within 5 s), `not tagged` otherwise. The file dies with the
 # container: a member that is only stopped (`down`) never gets here.
 import base64, json, re, sys, time, urllib.request, yaml
 
@@ -23,21 +23,34 @@ with open(PATH, 'w') as f:
 
 auth = config['restapi']['authentication']
 token = base64.b64encode(('%s:%s' % (auth['username'], auth['password'])).encode()).decode()
-req = urllib.request.Request('http://127.0.0.1:8008/reload', method='POST', headers={'Authorization': 'Basic ' + token})
+
+
+def call(method, path, body=None):
+    req = urllib.request.Request('http://127.0.0.1:8008' + path, method=method,
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={'Authorization': 'Basic ' + token, 'Content-Type': 'application/json'})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.read().decode()
+
+
+# Patroni reloads at its next loop, which on a replica runs when the leader next writes to the
+# DCS: pgctl wakes the leader's loop meanwhile.
 try:
-    urllib.request.urlopen(req, timeout=5).read()
+    call('POST', '/reload')
 except Exception as e:
     print('not tagged: reload failed: %s' % e)
     sys.exit(0)
-deadline = time.monotonic() + 3
+# The tags as the member publishes them in the DCS (once reloaded): /cluster reads the DCS only,
+# where /patroni would wait on PostgreSQL.
+deadline = time.monotonic() + 5
 while time.monotonic() < deadline:
     try:
-        with urllib.request.urlopen('http://127.0.0.1:8008/patroni', timeout=2) as r:
-            tags = json.loads(r.read().decode()).get('tags', {})
-    except Exception as e:
-        tags = json.loads(e.read().decode()).get('tags', {}) if hasattr(e, 'read') else {}
+        members = json.loads(call('GET', '/cluster')).get('members', [])
+    except Exception:
+        members = []
+    tags = next((m.get('tags', {}) for m in members if m.get('name') == config['name']), {})
     if tags.get('nofailover') is True and tags.get('nosync') is True:
         print('tagged')
         sys.exit(0)
     time.sleep(0.1)
-print('not tagged: Patroni did not report the tags within 3 s')
+print('not tagged: Patroni did not publish the tags within 5 s')

@@ -52,8 +52,8 @@ pub(crate) struct NewMembers<'a> {
     whole_cluster: bool,
 }
 
-/// With `first` waiting for the others' volumes (`First::others_ready`), only its own is read.
-pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], first: Option<&First>) -> Result<NewMembers<'a>> {
+/// Without `read`, what the volumes hold is not read (a restore in place made them).
+pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], read: bool) -> Result<NewMembers<'a>> {
     let mut created = Vec::new();
     let mut all_new = true;
     for p in plans {
@@ -64,11 +64,10 @@ pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], fir
         }
     }
     // Every host's volume is read at once (a short-lived container each).
-    let unread = |host: &str| first.is_some_and(|f| f.others_ready.is_some() && f.host != host);
     let ids = join_all(created.iter().map(|(p, volume)| async move {
-        match unread(&p.host.name) {
-            true => Ok(None),
-            false => volume_system_id(p.engine, &cfg.hosts.cluster.image, volume).await,
+        match read {
+            true => volume_system_id(p.engine, &cfg.hosts.cluster.image, volume).await,
+            false => Ok(None),
         }
     }))
     .await;

@@ -50,18 +50,13 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
         // execs, by when the standby has marked itself as going).
         let waking = async {
             match wake {
-                Some(leader) => loop {
-                    if let Err(e) = crate::member::wake_ha_loop(leader).await {
-                        tracing::debug!("waking the leader while replicas stop: {e:#}");
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                },
+                Some(leader) => keep_waking(leader).await,
                 None => std::future::pending().await,
             }
         };
         let stopped = tokio::select! {
             stopped = stopping => stopped,
-            never = waking => never,
+            never = waking => match never {},
         };
         for (e, s) in group.iter().zip(stopped) {
             if s? {
@@ -81,14 +76,22 @@ pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<
     let Ok(leader) = crate::member::leader(cfg, engines).await else {
         return stop_patroni(cfg, engines).await;
     };
+    let started = std::time::Instant::now();
     let replicas: Vec<&Engine> = engines.iter().filter(|e| e.host != leader.host).collect();
-    let tagged = join_all(replicas.iter().map(|e| tag_going(e))).await;
+    // A replica reloads its configuration at its next loop, which runs when the leader next
+    // writes to the DCS: the leader's loop is woken meanwhile.
+    let tagged = tokio::select! {
+        tagged = join_all(replicas.iter().map(|e| tag_going(e))) => tagged,
+        never = keep_waking(leader) => match never {},
+    };
+    tracing::debug!("replicas tagged in {:.1}s", started.elapsed().as_secs_f64());
     if let Some(why) = tagged.iter().find_map(|t| t.as_ref().err()) {
         tracing::debug!("stopping the replicas first: {why:#}");
         return stop_patroni(cfg, engines).await;
     }
     let scope = &cfg.hosts.cluster.name;
     let stopped = join_all(engines.iter().map(|e| stop(e, scope, PATRONI))).await;
+    tracing::debug!("every member stopped after {:.1}s", started.elapsed().as_secs_f64());
     let mut done = Vec::new();
     for (e, s) in engines.iter().zip(stopped) {
         if s? {
@@ -96,6 +99,16 @@ pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<
         }
     }
     Ok(done)
+}
+
+/// Wakes the leader's HA loop every 0.5 s, until dropped.
+async fn keep_waking(leader: &Engine) -> std::convert::Infallible {
+    loop {
+        if let Err(e) = crate::member::wake_ha_loop(leader).await {
+            tracing::debug!("waking the leader's HA loop: {e:#}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Tags a replica's running Patroni nofailover and nosync (its container is about to go); a

@@ -25,8 +25,10 @@ pub struct UpOptions {
     pub timeout: Duration,
     /// Replication lag (bytes) under which a replica counts as caught up.
     pub max_lag: u64,
-    /// The caller has just checked the backup repository and emptied the DCS scope itself (a
-    /// restore in place): the S3 pre-flight and the stale-scope and archive checks are skipped.
+    /// The caller has just checked the backup repository, emptied the DCS scope, stopped the
+    /// members whose ports new containers take and made their volumes itself (a restore in
+    /// place): the S3 pre-flight, the port check, the volume reads and the stale-scope and
+    /// archive checks are skipped.
     pub checked: bool,
 }
 
@@ -62,7 +64,7 @@ pub struct First {
     pub led_at: std::sync::Arc<std::sync::OnceLock<Instant>>,
     /// Opens once the other members' data volumes are ready to be mounted (a restore's
     /// replicas take their copies of the backup while the leader starts): their containers are
-    /// created and started after it, and what their volumes hold is not read (`None`: ready).
+    /// created and started after it (`None`: ready).
     pub others_ready: Option<OthersReady>,
 }
 
@@ -155,7 +157,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let mut problems = Vec::new();
     let checks = targets.iter().map(|h| {
         let with_patroni = members.with_patroni();
-        plan_host(cfg, h, by_host[h.name.as_str()], &image, with_patroni)
+        plan_host(cfg, h, by_host[h.name.as_str()], &image, with_patroni, !opts.checked)
     });
     // The backup repository, from this machine with both keys, meanwhile.
     let s3_check = async {
@@ -203,7 +205,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let volumes_read = async {
         match members {
             Members::None => Ok(None),
-            _ => newcomers::new_members(cfg, &plans, members.first()).await.map(Some),
+            _ => newcomers::new_members(cfg, &plans, !opts.checked).await.map(Some),
         }
     };
     let gets_new_member = plans.iter().find(|p| p.creates(PATRONI)).map(|p| p.engine);
@@ -340,6 +342,7 @@ pub(crate) async fn plan_host<'a>(
     engine: &'a Engine,
     image: &spec::ImageFacts,
     with_patroni: bool,
+    check_ports: bool,
 ) -> Result<HostPlan<'a>> {
     let scope = &cfg.hosts.cluster.name;
     let data_volume = super::volumes::current(engine, scope).await?;
@@ -388,7 +391,7 @@ pub(crate) async fn plan_host<'a>(
         };
         items.push((s, action));
     }
-    if !need_ports.is_empty() {
+    if check_ports && !need_ports.is_empty() {
         let busy = busy_ports(engine, &cfg.hosts.cluster.image, &need_ports).await?;
         if !busy.is_empty() {
             bail!(

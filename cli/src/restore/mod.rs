@@ -76,7 +76,7 @@ impl Plan {
             None => format!("restore cluster `{}`", cfg.hosts.cluster.name),
         };
         let others = match self.clone_of {
-            None => "the other members fetch the same backup meanwhile and follow it",
+            None => "the other members fetch the same backup once it has it, and follow it",
             Some(_) => "the other members are rebuilt from it",
         };
         let mut out = format!(
@@ -99,7 +99,7 @@ impl Plan {
             };
             out.push_str(&format!("  {}: {keep}; restores into {}\n", v.host, v.new));
         }
-        out.push_str("  the cluster is stopped meanwhile (Patroni on replicas, then the leader); its DCS scope is cleared\n");
+        out.push_str("  the cluster is stopped first (Patroni on every member at once, the replicas tagged so that none takes over); its DCS scope is cleared\n");
         if keep_old {
             out.push_str("  undo afterwards with: pgctl restore --rollback\n");
         }

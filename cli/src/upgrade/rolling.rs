@@ -205,7 +205,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &Options) -> Result<Pl
     let mut steps = Vec::new();
     for host in &cfg.hosts.hosts {
         let engine = engine_of(engines, &host.name)?;
-        let plan = up::plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni))
+        let plan = up::plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni), true)
             .await
             .map_err(|e| refuse(format!("{e:#}")))?;
         let mut containers = Vec::new();
@@ -425,12 +425,12 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: &Plan, opts: &Optio
         }
         let host_started = Instant::now();
         output::step(format!("{}: {} onto {}", host.name, step.containers.join(" and "), opts.image));
-        let host_plan = up::plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni)).await?;
+        let host_plan = up::plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni), true).await?;
         if let Err(e) = recreate_host(&new_cfg, engines, &host_plan, owner, opts, expected).await {
             output::warn(format!("{}: {e:#}; putting it back on {}", host.name, cfg.hosts.cluster.image));
             let back = async {
                 let old_facts = image_facts(cfg, engines, &cfg.hosts.cluster.image).await?.0;
-                let old_plan = up::plan_host(cfg, host, engine, &old_facts, host.has_role(Role::Patroni)).await?;
+                let old_plan = up::plan_host(cfg, host, engine, &old_facts, host.has_role(Role::Patroni), true).await?;
                 recreate_host(cfg, engines, &old_plan, owner, opts, expected).await
             };
             let restored = back.await;
