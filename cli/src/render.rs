@@ -59,7 +59,6 @@ const SCRIPTS: &[(&str, &str)] = &[
     ("patroni-api.py", include_str!("../../compose-templates/scripts/patroni-api.py")),
     ("patroni-wait.py", include_str!("../../compose-templates/scripts/patroni-wait.py")),
     ("port-check.py", include_str!("../../compose-templates/scripts/port-check.py")),
-    ("tag-going.py", include_str!("../../compose-templates/scripts/tag-going.py")),
     (
         "wake-for-standby.py",
         include_str!("../../compose-templates/scripts/wake-for-standby.py"),
