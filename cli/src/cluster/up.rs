@@ -213,7 +213,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         match gets_new_member.filter(|_| !opts.checked && members.with_patroni()) {
             Some(engine) => {
                 let read = newcomers::archive_system_id(cfg, engine).await;
-                tracing::debug!("archive read in {:.1}s", started.elapsed().as_secs_f64());
+                tracing::debug!("archive read at {:.1}s", started.elapsed().as_secs_f64());
                 read
             }
             None => Ok(None),
