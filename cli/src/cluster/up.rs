@@ -264,7 +264,9 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         reload_live_files(&plans, owner).await?;
         remove_dropped(&plans).await?;
         phases.start("leader elected, replicas streaming");
-        let first = first.as_ref().and_then(|h| engines.iter().find(|e| &e.host == h));
+        // (A member alone has no standby to wait for.)
+        let first = first.as_ref().filter(|_| new.volumes.len() > 1);
+        let first = first.and_then(|h| engines.iter().find(|e| &e.host == h));
         super::wait::wait_healthy_after_first(cfg, &engines, opts, first).await
     };
     // Either failing ends `up` at once (a re-run converges what is left).

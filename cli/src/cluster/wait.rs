@@ -139,7 +139,9 @@ pub async fn wait_healthy_after_first(cfg: &Config, engines: &[Engine], opts: &U
     tokio::pin!(healthy);
     let watched = tokio::select! {
         status = &mut healthy => return status,
-        watched = member::wake_for_standby(leader, opts.timeout) => watched,
+        // Two minutes at most (the script stops looking then too): a standby that comes later
+        // is picked through the wakes of the regular reads.
+        watched = member::wake_for_standby(leader, opts.timeout.min(Duration::from_secs(120))) => watched,
     };
     match watched {
         Ok(seen) if seen == "recorded" => {
