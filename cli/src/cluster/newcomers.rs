@@ -94,8 +94,9 @@ impl NewMembers<'_> {
 
 /// For a new cluster, or with `first` (the new member that holds the data of a restore or a
 /// migration), starts that member alone (a new cluster's: the first in hosts.toml) and waits
-/// until it holds the leader lock (the others' containers are created meanwhile, not
-/// started), then starts them and meanwhile creates their replication slots on it (a member
+/// until it holds the leader lock (the others' containers are created meanwhile, not started;
+/// with `others_ready`, once their volumes are), then starts them and meanwhile creates their
+/// replication slots on it (a member
 /// streams a second or more after its start: its Patroni starts, then copies the data); every
 /// new member then runs. Returns the first member's host. Started together, the others would find
 /// no leader and sleep a `loop_wait` before looking again (or, on empty volumes, race it to
@@ -110,6 +111,12 @@ pub(crate) async fn start_leader_first(
 ) -> Result<Option<String>> {
     let led_at = first.map(|f| &f.led_at);
     let others_ready = first.and_then(|f| f.others_ready.clone());
+    // A named first member holds data; otherwise it bootstraps a new cluster.
+    let started_how = if first.is_some() {
+        "started on its data"
+    } else {
+        "bootstrapped the new cluster"
+    };
     let first = match first.map(|f| f.host.as_str()) {
         // Only a member this converge creates can be started before the others.
         Some(host) => Some(
@@ -134,7 +141,12 @@ pub(crate) async fn start_leader_first(
         .collect();
     let bootstrap = async {
         super::up::apply(cfg, plan, patroni_spec(plan), Action::Create, owner).await?;
-        super::up::wait_member_leading(plan.engine, timeout).await
+        super::up::wait_member_leading(plan.engine, timeout).await?;
+        if let Some(at) = led_at {
+            let _ = at.set(std::time::Instant::now());
+        }
+        output::step(format!("{}: {started_how} and leads it", plan.host.name));
+        anyhow::Ok(())
     };
     let created = async {
         if let Some(mut ready) = others_ready {
@@ -153,21 +165,9 @@ pub(crate) async fn start_leader_first(
         }));
         created.await.into_iter().collect::<Result<Vec<()>>>()
     };
-    let (bootstrapped, created) = tokio::join!(bootstrap, created);
-    bootstrapped?;
-    if let Some(at) = led_at {
-        let _ = at.set(std::time::Instant::now());
-    }
-    created?;
-    output::step(format!(
-        "{}: {} and leads it; starting the other members",
-        plan.host.name,
-        if new.bootstraps_from_scratch(cfg) {
-            "bootstrapped the new cluster"
-        } else {
-            "started on its data"
-        }
-    ));
+    // The first error ends both (a leader that never leads is not reported only once the
+    // others' volumes are ready).
+    tokio::try_join!(bootstrap, created)?;
     let starts = others.iter().map(|(p, ..)| async move {
         output::step(format!("{}: starting `{PATRONI}`", p.host.name));
         p.engine
