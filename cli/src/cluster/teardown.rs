@@ -72,22 +72,33 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
     Ok(done)
 }
 
-/// Stops Patroni on every member at once before its containers are removed (a restore,
-/// `remove`). The replicas are signalled first, the leader right after: a Patroni that has its
-/// SIGTERM leaves its HA loop at once and, going down, never races for the leader key, which
-/// the leader deletes only once its PostgreSQL has stopped. (Stopped one after another, the
-/// replicas first, a synchronous standby would also wait 2 s to be released per step.)
+/// Stops Patroni on every member at once before its containers are removed or its data
+/// replaced (a restore, an upgrade of the major, `remove`). The replicas are signalled first,
+/// and the leader is stopped once each has left its HA loop (its REST API, the first thing a
+/// Patroni shuts on SIGTERM, no longer answers: tens of milliseconds), so none can take the
+/// leader key the leader releases as it goes down. A replica not seen leaving within a few
+/// seconds is stopped whole before the leader, as `stop_patroni` does. (Stopped one after
+/// another, a synchronous standby also waits up to 2 s for the leader to release it.)
 pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
     let Ok(leader) = crate::member::leader(cfg, engines).await else {
         return stop_patroni(cfg, engines).await;
     };
     let scope = &cfg.hosts.cluster.name;
-    let replicas = engines.iter().filter(|e| e.host != leader.host);
-    for signalled in join_all(replicas.map(|e| signal(e, scope, PATRONI))).await {
-        signalled?;
+    let replicas: Vec<&Engine> = engines.iter().filter(|e| e.host != leader.host).collect();
+    let leaving = join_all(replicas.iter().map(|e| async move {
+        // A signal that fails (the container stopped meanwhile) is judged by the wait.
+        if let Err(e) = signal(e, scope, PATRONI).await {
+            tracing::debug!("{e:#}");
+        }
+        super::wait::wait_member_stopped(e, std::time::Duration::from_secs(5)).await
+    }));
+    let mut done = Vec::new();
+    for (e, left) in replicas.iter().zip(leaving.await) {
+        if !left && stop(e, scope, PATRONI).await? {
+            done.push(format!("{}: stopped {PATRONI}", e.host));
+        }
     }
     let stopped = join_all(engines.iter().map(|e| stop(e, scope, PATRONI))).await;
-    let mut done = Vec::new();
     for (e, s) in engines.iter().zip(stopped) {
         if s? {
             done.push(format!("{}: stopped {PATRONI}", e.host));

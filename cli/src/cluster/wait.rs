@@ -26,17 +26,36 @@ pub(crate) async fn wait_member_leading(engine: &Engine, timeout: Duration) -> R
     wait_member(engine, timeout, true).await
 }
 
+/// Waits up to `limit` until this host's Patroni has left its HA loop (after a SIGTERM: its
+/// REST API, the first thing it shuts, no longer answers); false when it has not. A container
+/// that no longer runs has left it.
+pub(crate) async fn wait_member_stopped(engine: &Engine, limit: Duration) -> bool {
+    match watch_member(engine, limit, "stopped").await {
+        Ok(out) => out.stdout.trim() == "ready",
+        Err(_) => !engine
+            .docker
+            .inspect_container(PATRONI, None)
+            .await
+            .is_ok_and(|c| c.state.and_then(|s| s.running).unwrap_or(false)),
+    }
+}
+
+/// One watch from inside the container (compose-templates/scripts/patroni-wait.py): up to
+/// `limit` for `want`.
+async fn watch_member(engine: &Engine, limit: Duration, want: &str) -> Result<docker::ExecOutput> {
+    let script = crate::render::script("patroni-wait.py");
+    let secs = format!("{:.1}", limit.as_secs_f64());
+    docker::exec_env(&engine.docker, PATRONI, &["python3", "-c", script, &secs, want], None, &[]).await
+}
+
 async fn wait_member(engine: &Engine, timeout: Duration, leading: bool) -> Result<()> {
     let started = Instant::now();
-    let script = crate::render::script("patroni-wait.py");
     let want = if leading { "leader" } else { "running" };
     while started.elapsed() < timeout {
-        // Watched from inside the container (compose-templates/scripts/patroni-wait.py), in
-        // stretches of at most a minute; an exec that fails (the container is starting) is
+        // In stretches of at most a minute; an exec that fails (the container is starting) is
         // tried again.
         let left = timeout.saturating_sub(started.elapsed()).min(Duration::from_secs(60));
-        let secs = format!("{:.1}", left.as_secs_f64());
-        match docker::exec_env(&engine.docker, PATRONI, &["python3", "-c", script, &secs, want], None, &[]).await {
+        match watch_member(engine, left, want).await {
             Ok(out) if out.stdout.trim() == "ready" => return Ok(()),
             Ok(out) if out.stdout.trim() == "limit" => {}
             Ok(out) => {
