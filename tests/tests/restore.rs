@@ -106,7 +106,19 @@ fn point_in_time_restore() -> Result<()> {
     assert!(refused.stderr.contains("interrupted"), "{}", refused.stderr);
 
     // The marker test: exactly the markers committed before the target, on every member.
-    let restored = lab.pgctl_ok(&["restore", "--target-time", &target, "--yes"])?;
+    // Meanwhile one replica's copy is cut short (its fetch container killed as it runs): its
+    // volume is emptied, that replica copies the leader instead, and the restore goes on.
+    let cut = lab
+        .hosts()
+        .into_iter()
+        .map(|(h, _)| h)
+        .find(|h| *h != host)
+        .context("a replica host")?;
+    let cutter = cut_fetch_short(&lab, &cut);
+    let restored = lab.pgctl(&["restore", "--target-time", &target, "--yes"]);
+    let cut_short = cutter.finish();
+    anyhow::ensure!(restored.ok, "the retried restore failed:\n{}", restored.stderr);
+    assert!(cut_short, "{cut}: the copy's fetch was never seen running\n{}", restored.stderr);
     assert!(
         restored.stderr.contains("discards the partial volume of an interrupted restore"),
         "{}",
@@ -116,8 +128,16 @@ fn point_in_time_restore() -> Result<()> {
     assert_eq!(markers_everywhere(&lab)?, vec!["1,2,3"; 3], "markers before {target} only");
     let leader = lab.leader()?;
     // The replicas were made from the copies they fetched while the leader recovered (Patroni's
-    // replica method moved them into place), not by a basebackup from the new leader.
-    for (replica, _) in lab.hosts().into_iter().filter(|(h, _)| *h != leader) {
+    // replica method moved them into place), not by a basebackup from the new leader; the one
+    // whose copy was cut short by a basebackup (no request, so no result of the method).
+    assert!(
+        restored.stderr.contains(&format!("{cut}: fetching its replica's copy failed")),
+        "{}",
+        restored.stderr
+    );
+    let cut_made = lab.docker(&cut, &["exec", "patroni", "ls", "/var/lib/postgresql/data"])?;
+    assert!(!cut_made.contains("pgctl-replica-result"), "{cut}: {cut_made}");
+    for (replica, _) in lab.hosts().into_iter().filter(|(h, _)| *h != leader && *h != cut) {
         let made = lab.docker(
             &replica,
             &["exec", "patroni", "cat", "/var/lib/postgresql/data/pgctl-replica-result"],
@@ -380,6 +400,35 @@ fn migrate_an_encrypted_pgbackrest_source(lab: &Lab) -> Result<()> {
 
 /// Starts `pgctl restore` to `target`, kills it and its recovery container once PostgreSQL
 /// replays WAL; returns the host the restore ran on.
+/// Kills `host`'s fetch of a restore's replica copy as soon as it runs (looking every 50 ms),
+/// from another thread, until `finish` says whether it did.
+fn cut_fetch_short(lab: &Lab, host: &str) -> Cutter {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (dir, address, host, stopped) = (lab.dir.clone(), lab.address(host), host.to_string(), stop.clone());
+    let thread = std::thread::spawn(move || {
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            if docker_on(&dir, &host, &address, &["kill", "pgctl-prefetch-lab"]).is_ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    Cutter { stop, thread }
+}
+
+struct Cutter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl Cutter {
+    fn finish(self) -> bool {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap_or(false)
+    }
+}
+
 fn interrupt_restore(lab: &Lab, target: &str) -> Result<String> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(pgctl_bin())

@@ -66,6 +66,22 @@ pub async fn create(cfg: &Config, engine: &Engine, name: &str, previous_leader: 
     docker::ensure_volume(&engine.docker, name, labels).await
 }
 
+/// Deletes everything a volume holds, in place: the volume stays, so a member planned to mount
+/// it (the newest generation) never falls back to an older one meanwhile.
+pub async fn empty(cfg: &Config, engine: &Engine, name: &str) -> Result<()> {
+    output::step(format!("{}: emptying volume {name}", engine.host));
+    let host_config = bollard::models::HostConfig {
+        binds: Some(vec![format!("{name}:{}", crate::layout::DATA_MOUNT)]),
+        network_mode: Some("none".into()),
+        ..Default::default()
+    };
+    let cmd = ["find", crate::layout::DATA_MOUNT, "-mindepth", "1", "-delete"];
+    docker::run_once(&engine.docker, &cfg.hosts.cluster.image, &cmd, host_config, Some("root"), &[])
+        .await?
+        .ok(&format!("{}: emptying volume {name}", engine.host))?;
+    Ok(())
+}
+
 /// Removes a volume; one that is not there is already removed.
 pub async fn remove(engine: &Engine, name: &str) -> Result<()> {
     output::step(format!("{}: removing volume {name}", engine.host));

@@ -169,22 +169,37 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
             led_at: Default::default(),
             others_ready: Some(others_ready),
         };
-        // The leader not starting on its recovered data: the error as it is; the copies stay (a
-        // retried restore discards them, an `up` builds its replicas over them).
+        // The leader not starting on its recovered data: the error as it is; the copies'
+        // fetches are stopped and what they left stays (a retried restore discards it, `up`
+        // refuses a copy whose fetch was cut short).
         let status = start_restored(cfg, engines, first, opts.timeout, &mut phases).await?;
         anyhow::Ok((recovered, status))
     };
     // No copies when the leader's fetch fails; not taken when its recovery does.
     let copies = async {
         if leader_fetched.await.is_ok() {
-            let hosts = replicas::fetch_copies(cfg, &replicas, &plan.backup.name).await;
-            if let Ok(history) = history.await {
-                let taken = replicas::take_copies(cfg, &replicas, &hosts, &history).await;
-                ready.send_replace(Some(taken.map_err(|e| format!("{e:#}"))));
-            }
+            let taken = async {
+                let hosts = replicas::fetch_copies(cfg, &replicas, &plan.backup.name).await?;
+                match history.await {
+                    Ok(history) => replicas::take_copies(cfg, &replicas, &hosts, &history).await,
+                    Err(_) => Ok(()),
+                }
+            };
+            ready.send_replace(Some(taken.await.map_err(|e| format!("{e:#}"))));
         }
     };
-    let (started, ()) = tokio::join!(leader_path, copies);
+    // The leader's part ends first when it fails: the error is reported then, not once every
+    // copy has been fetched (it ends last otherwise: it waits for the copies to start them).
+    let started = {
+        tokio::pin!(leader_path, copies);
+        tokio::select! {
+            started = &mut leader_path => started,
+            () = &mut copies => leader_path.await,
+        }
+    };
+    if started.is_err() {
+        replicas::stop_fetches(cfg, &replicas).await;
+    }
     let (recovered, status) = match started {
         Ok(started) => started,
         Err(e) if e.is::<RecoveryFailed>() => {

@@ -22,9 +22,9 @@ pub async fn create_volumes(cfg: &Config, replicas: &[(&Engine, &str)]) -> Resul
 }
 
 /// Fetches `backup` into each replica's new volume (see `create_volumes`), all at once; returns
-/// the hosts whose copy arrived. A host whose fetch fails gets its volume emptied (removed and
-/// created again): its replica copies the leader once it runs.
-pub async fn fetch_copies(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str) -> Vec<String> {
+/// the hosts whose copy arrived. A host whose fetch fails gets its volume emptied: its replica
+/// copies the leader once it runs.
+pub async fn fetch_copies(cfg: &Config, replicas: &[(&Engine, &str)], backup: &str) -> Result<Vec<String>> {
     let fetches = replicas
         .iter()
         .map(|(engine, volume)| recovery::prefetch(cfg, engine, volume, backup));
@@ -35,28 +35,17 @@ pub async fn fetch_copies(cfg: &Config, replicas: &[(&Engine, &str)], backup: &s
                 output::step(format!("{}: fetched its replica's copy of {backup} in {secs:.1} s", engine.host));
                 hosts.push(engine.host.clone());
             }
-            Err(e) => {
-                output::warn(format!(
-                    "{}: fetching its replica's copy failed ({e:#}); it is rebuilt once the leader runs",
-                    engine.host
-                ));
-                let emptied = async {
-                    volumes::remove(engine, volume).await?;
-                    volumes::create(cfg, engine, volume, None).await
-                };
-                if let Err(e) = emptied.await {
-                    output::warn(format!("{}: emptying volume {volume}: {e:#}", engine.host));
-                }
-            }
+            Err(e) => give_up_copy(cfg, engine, volume, &format!("fetching its replica's copy failed ({e:#})")).await?,
         }
     }
-    hosts
+    Ok(hosts)
 }
 
 /// After a restore in place: each copy (on `hosts`) gets the restored data's timeline `history`
 /// files in its pg_wal and a request that Patroni's replica method move it into place; the copy
 /// is of the backup the leader restored from, so it replays the WAL the leader replayed. The
-/// other replicas' volumes stay empty: they copy the leader once it runs.
+/// other replicas' volumes stay empty, as does one whose copy cannot be prepared: they copy
+/// the leader once it runs.
 pub async fn take_copies(cfg: &Config, replicas: &[(&Engine, &str)], hosts: &[String], history: &[(String, String)]) -> Result<()> {
     if hosts.is_empty() {
         return Ok(());
@@ -65,17 +54,51 @@ pub async fn take_copies(cfg: &Config, replicas: &[(&Engine, &str)], hosts: &[St
         "replicas {} take their copies; they replay the archive, then stream from the leader",
         hosts.join(", ")
     ));
-    let each = replicas
-        .iter()
-        .filter(|(engine, _)| hosts.contains(&engine.host))
-        .map(|(engine, volume)| replica::use_prefetched(cfg, engine, volume, history));
-    join_all(each).await.into_iter().collect()
+    let copies: Vec<_> = replicas.iter().filter(|(engine, _)| hosts.contains(&engine.host)).collect();
+    let taken = join_all(
+        copies
+            .iter()
+            .map(|&&(engine, volume)| replica::use_prefetched(cfg, engine, volume, history)),
+    )
+    .await;
+    for ((engine, volume), taken) in copies.into_iter().zip(taken) {
+        if let Err(e) = taken {
+            give_up_copy(cfg, engine, volume, &format!("{e:#}")).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A copy that cannot be used: its volume is emptied (its replica then copies the leader).
+/// Only when that fails too is the replica not started.
+async fn give_up_copy(cfg: &Config, engine: &Engine, volume: &str, why: &str) -> Result<()> {
+    output::warn(format!("{}: {why}; its replica copies the leader once it runs", engine.host));
+    volumes::empty(cfg, engine, volume)
+        .await
+        .with_context(|| format!("{}: volume {volume} holds an unusable copy", engine.host))
+}
+
+/// Stops the copies being fetched (the leader's recovery failed: they would never be used).
+pub async fn stop_fetches(cfg: &Config, replicas: &[(&Engine, &str)]) {
+    let name = recovery::container_name(cfg, recovery::Mode::Prefetch);
+    let removed = join_all(
+        replicas
+            .iter()
+            .map(|(engine, _)| crate::docker::remove_container(&engine.docker, &name)),
+    )
+    .await;
+    for ((engine, _), removed) in replicas.iter().zip(removed) {
+        if let Err(e) = removed {
+            output::warn(format!("{}: stopping the copy's fetch: {e:#}", engine.host));
+        }
+    }
 }
 
 /// (file name, contents) of every timeline history file in the restored data's pg_wal (read
-/// before its member starts, so the copies never see the timeline its promotion makes). A copy's recovery must know the restored timeline before it reads
-/// the archive, where the abandoned timeline goes on past the restore's target; the timeline
-/// Patroni's promotion of the leader then makes reaches the replicas by streaming.
+/// before its member starts, so the copies never see the timeline its promotion makes). A
+/// copy's recovery must know the restored timeline before it reads the archive, where the
+/// abandoned timeline goes on past the restore's target; the timeline Patroni's promotion of
+/// the leader then makes reaches the replicas by streaming.
 pub async fn history_files(cfg: &Config, engine: &Engine, volume: &str) -> Result<Vec<(String, String)>> {
     let script = format!(
         "import glob, json, os\nprint(json.dumps({{os.path.basename(f): open(f).read() for f in glob.glob('{}/pg_wal/*.history')}}))",
