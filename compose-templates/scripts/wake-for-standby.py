@@ -1,14 +1,17 @@
-# Runs in the leader's Patroni container while a new (or restored) cluster's replicas start:
-# SECONDS. Patroni's leader picks its synchronous standby only in its HA loop, up to a
-# `loop_wait` after a replica's Patroni first reports running: this watches the cluster every
-# 0.1 s and wakes the leader's loop (an unchanged PATCH /config) as soon as one does, again every
-# 3 s until the standby is recorded. Prints `recorded` then, or `no leader` / `limit` when it
-# gives up. The basic-auth credentials are read from patroni.yml here, never passed in.
+# Runs in the leader's Patroni container while a new (or restored) cluster's replicas start,
+# for up to SECONDS. Patroni's leader picks its synchronous standby only in its HA loop, up to
+# a `loop_wait` after a replica's Patroni first reports running: this watches the cluster every
+# 0.1 s and wakes the leader's loop (an unchanged PATCH /config) as soon as one does, and again
+# whenever another one does (pgctl's own reads wake it later on, if need be). Prints `recorded`
+# once a synchronous standby is recorded, or `no leader` / `limit` when it gives up. The
+# basic-auth credentials are read from patroni.yml here, never passed in.
 import base64, json, sys, time, urllib.request, yaml
 
 with open('/etc/pgctl/patroni.yml') as f:
     auth = yaml.safe_load(f)['restapi']['authentication']
 token = base64.b64encode(('%s:%s' % (auth['username'], auth['password'])).encode()).decode()
+# As member::is_leader_role (a standby cluster has no synchronous standby to watch for).
+LEADER_ROLES = ('leader', 'master', 'primary')
 
 
 def call(method, path, body=None):
@@ -20,7 +23,7 @@ def call(method, path, body=None):
 
 
 deadline = time.monotonic() + float(sys.argv[1])
-woken = None
+woken_for = set()
 while time.monotonic() < deadline:
     try:
         members = call('GET', '/cluster').get('members', [])
@@ -28,17 +31,17 @@ while time.monotonic() < deadline:
         time.sleep(0.1)
         continue
     roles = [m.get('role') for m in members]
-    if 'sync_standby' in roles:
+    if 'sync_standby' in roles or 'quorum_standby' in roles:
         print('recorded')
         sys.exit(0)
-    if not any(r in ('leader', 'master', 'primary') for r in roles):
+    if not any(r in LEADER_ROLES for r in roles):
         print('no leader')
         sys.exit(0)
-    ready = any(m.get('role') == 'replica' and m.get('state') in ('running', 'streaming') for m in members)
-    if ready and (woken is None or time.monotonic() - woken > 3):
+    running = {m.get('name') for m in members if m.get('role') == 'replica' and m.get('state') in ('running', 'streaming')}
+    if running - woken_for:
         try:
             call('PATCH', '/config', {'ttl': call('GET', '/config')['ttl']})
-            woken = time.monotonic()
+            woken_for |= running
         except Exception:
             pass
     time.sleep(0.1)

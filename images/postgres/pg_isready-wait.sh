@@ -6,16 +6,16 @@
 # is starting, then answers as pg_isready does: while it rejects connections (starting, or
 # replaying toward consistency), or gives no answer while a postmaster runs (it does not listen
 # yet). An accepting server, or no answer with no postmaster, is reported at once.
-real=/usr/lib/postgresql/$(basename "$(dirname "$(dirname "$0")")")/bin/pg_isready
-n=0
-while [ "$n" -lt 20 ]; do
-  "$real" -q "$@"
+# (@PG_MAJOR@ is written in by the image build.)
+real=/usr/lib/postgresql/@PG_MAJOR@/bin/pg_isready
+end=$(($(date +%s%N) + 1000000000))
+while [ "$(date +%s%N)" -lt "$end" ]; do
+  "$real" -q -t 1 "$@"
   case $? in
     1) ;;
     2) pgrep -x postgres >/dev/null || break ;;
     *) break ;;
   esac
   sleep 0.05
-  n=$((n + 1))
 done
 exec "$real" "$@"
