@@ -96,12 +96,11 @@ impl NewMembers<'_> {
 /// migration), starts that member alone (a new cluster's: the first in hosts.toml) and waits
 /// until it holds the leader lock (the others' containers are created meanwhile, not started;
 /// with `others_ready`, once their volumes are), then starts them and meanwhile creates their
-/// replication slots on it (a member
-/// streams a second or more after its start: its Patroni starts, then copies the data); every
-/// new member then runs. Returns the first member's host. Started together, the others would find
-/// no leader and sleep a `loop_wait` before looking again (or, on empty volumes, race it to
-/// bootstrap), and would then retry streaming every `wal_retrieve_retry_interval` (5 s) until
-/// the leader's next loop created their slots.
+/// replication slots on it (a member streams a second or more after its start: its Patroni
+/// starts, then copies the data); every new member then runs. Returns the first member's host.
+/// Started together, the others would find no leader and sleep a `loop_wait` before looking
+/// again (or, on empty volumes, race it to bootstrap), and would then retry streaming every
+/// `wal_retrieve_retry_interval` (5 s) until the leader's next loop created their slots.
 pub(crate) async fn start_leader_first(
     cfg: &Config,
     new: &NewMembers<'_>,
