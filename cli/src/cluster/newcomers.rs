@@ -2,7 +2,7 @@
 //! DCS scope and the S3 archive prefix fit them (a stale scope or another system's WAL would
 //! make Patroni wait forever or mix two clusters' timelines).
 
-use super::up::{Action, First, HostPlan};
+use super::up::{Action, HostPlan};
 use crate::config::Config;
 use crate::dcs;
 use crate::docker::spec::ContainerSpec;
@@ -42,6 +42,21 @@ pub async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Res
     }
     Ok((!id.is_empty()).then_some(id))
 }
+
+/// The member a `Members::LeaderFirst` converge starts alone first.
+#[derive(Debug, Clone)]
+pub struct First {
+    pub host: String,
+    /// Set when it leads (a restore's downtime ends there).
+    pub led_at: std::sync::Arc<std::sync::OnceLock<std::time::Instant>>,
+    /// Opens once the other members' data volumes are ready to be mounted (a restore's
+    /// replicas take their copies of the backup while the leader starts): their containers are
+    /// created and started after it (`None`: ready).
+    pub others_ready: Option<OthersReady>,
+}
+
+/// `Some(Ok)` once the other members' volumes are ready; `Some(Err)` says why they are not.
+pub type OthersReady = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
 /// Patroni members `up` is about to create, with the system identifier their data volumes
 /// already hold (a volume left by `remove` without `--volumes` comes back with its data).

@@ -4,7 +4,7 @@
 //! each container carries a hash of what defines it.
 
 use super::newcomers;
-pub use super::newcomers::volume_system_id;
+pub use super::newcomers::{volume_system_id, First};
 use super::spec;
 use super::status::ClusterStatus;
 pub use super::wait::wait_healthy;
@@ -55,21 +55,6 @@ pub enum Members {
     /// empty volumes and no leader in the DCS would race it to bootstrap a new, empty cluster.
     LeaderFirst(First),
 }
-
-/// The member a `Members::LeaderFirst` converge starts alone first.
-#[derive(Debug, Clone)]
-pub struct First {
-    pub host: String,
-    /// Set when it leads (a restore's downtime ends there).
-    pub led_at: std::sync::Arc<std::sync::OnceLock<Instant>>,
-    /// Opens once the other members' data volumes are ready to be mounted (a restore's
-    /// replicas take their copies of the backup while the leader starts): their containers are
-    /// created and started after it (`None`: ready).
-    pub others_ready: Option<OthersReady>,
-}
-
-/// `Some(Ok)` once the other members' volumes are ready; `Some(Err)` says why they are not.
-pub type OthersReady = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
 
 impl Members {
     fn with_patroni(&self) -> bool {
