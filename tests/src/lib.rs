@@ -509,6 +509,15 @@ impl Lab {
         hosts_with(&self.hosts_toml(), |roles| roles.contains(&"patroni")).unwrap()
     }
 
+    /// A Patroni host other than `host` (a replica, when `host` leads).
+    pub fn host_other_than(&self, host: &str) -> Result<String> {
+        self.hosts()
+            .into_iter()
+            .map(|(h, _)| h)
+            .find(|h| h != host)
+            .with_context(|| format!("a Patroni host other than {host}"))
+    }
+
     /// (name, address) of every application host (no database); empty on an etcd lab.
     pub fn app_hosts(&self) -> Vec<(String, String)> {
         hosts_with(&self.hosts_toml(), |roles| !roles.contains(&"patroni")).unwrap_or_default()

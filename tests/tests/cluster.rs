@@ -201,7 +201,7 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
     let target = sync;
     lab.pgctl_ok(&["switchover", "--to", &target, "--yes"])?;
     assert_eq!(leader(&lab)?, target);
-    let replica = lab.hosts().into_iter().map(|(h, _)| h).find(|h| *h != target).unwrap();
+    let replica = lab.host_other_than(&target)?;
     lab.docker(
         &replica,
         &[

@@ -108,12 +108,7 @@ fn point_in_time_restore() -> Result<()> {
     // The marker test: exactly the markers committed before the target, on every member.
     // Meanwhile one replica's copy is cut short (its fetch container killed as it runs): its
     // volume is emptied, that replica copies the leader instead, and the restore goes on.
-    let cut = lab
-        .hosts()
-        .into_iter()
-        .map(|(h, _)| h)
-        .find(|h| *h != host)
-        .context("a replica host")?;
+    let cut = lab.host_other_than(&host)?;
     let cutter = cut_fetch_short(&lab, &cut);
     let restored = lab.pgctl(&["restore", "--target-time", &target, "--yes"]);
     let cut_short = cutter.finish();
@@ -256,12 +251,7 @@ fn point_in_time_restore() -> Result<()> {
     // volume, then added back from the newest pgBackRest backup; the leader serves no
     // basebackup meanwhile.
     lab.pgctl_ok(&["backup", "now", "--switch-wal"])?;
-    let replica = lab
-        .hosts()
-        .into_iter()
-        .map(|(h, _)| h)
-        .find(|h| *h != leader)
-        .context("a replica")?;
+    let replica = lab.host_other_than(&leader)?;
     lab.pgctl_ok(&["--yes", "node", "remove", &replica, "--volumes"])?;
     let status = lab.pgctl_ok(&["status", "--output", "json"])?.json()?;
     assert_eq!(status["members"].as_array().map(Vec::len), Some(2), "{replica} removed: {status}");

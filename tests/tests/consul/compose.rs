@@ -51,12 +51,7 @@ pub fn exported_host_rejoins(lab: &Lab) -> Result<()> {
     // A replica handed over to compose: pgctl's Patroni container goes (its volume stays), the
     // exported one starts from files copied to the host as they are (owner and mode kept).
     let leader = lab.leader()?;
-    let replica = lab
-        .hosts()
-        .into_iter()
-        .map(|(h, _)| h)
-        .find(|h| *h != leader)
-        .context("a replica")?;
+    let replica = lab.host_other_than(&leader)?;
     let dir = export_root.join(&replica);
     let d = dir.to_str().context("a UTF-8 path")?;
     let container = lab.container(&replica);

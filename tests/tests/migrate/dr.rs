@@ -176,7 +176,7 @@ pub fn disaster_recovery_standby(primary: &Lab) -> Result<()> {
     dr.sql(&dr_leader, "INSERT INTO dr_marks VALUES (100001, 'after the promotion')")?;
     let s = dr.pgctl_ok(&["status", "--output", "json"])?.json()?;
     assert_eq!(s["standby"], false, "{s}");
-    let replica = dr.hosts().into_iter().map(|(h, _)| h).find(|h| *h != dr_leader).unwrap();
+    let replica = dr.host_other_than(&dr_leader)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while dr
         .sql(&replica, "SELECT count(*) FROM dr_marks WHERE id = 100001")
