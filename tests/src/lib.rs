@@ -252,10 +252,20 @@ pub fn pgctl_ok(dir: &Path, args: &[&str]) -> Result<Run> {
     Ok(run)
 }
 
-/// The docker CLI pointed at a lab host's engine with the lab's client certificate.
+/// `docker ARGS` on a lab host's engine; its stdout.
 pub fn docker_on(lab_dir: &Path, host: &str, address: &str, args: &[&str]) -> Result<String> {
+    let out = docker_command(lab_dir, host, address).args(args).output()?;
+    if !out.status.success() {
+        bail!("docker {} on {host}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The docker CLI pointed at a lab host's engine with the lab's client certificate.
+fn docker_command(lab_dir: &Path, host: &str, address: &str) -> Command {
     let certs = lab_dir.join("certs").join(host);
-    let out = Command::new("docker")
+    let mut docker = Command::new("docker");
+    docker
         .arg("--tlsverify")
         .arg("-H")
         .arg(format!("tcp://{address}:2376"))
@@ -264,16 +274,10 @@ pub fn docker_on(lab_dir: &Path, host: &str, address: &str, args: &[&str]) -> Re
         .arg("--tlscert")
         .arg(certs.join("cert.pem"))
         .arg("--tlskey")
-        .arg(certs.join("key.pem"))
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!("docker {} on {host}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .arg(certs.join("key.pem"));
+    docker
 }
 
-/// The docker CLI against the local engine.
 /// `docker exec` arguments that run `sql` with psql as postgres in a host's Patroni container.
 fn psql_exec(sql: &str) -> [&str; 16] {
     [
@@ -296,6 +300,7 @@ fn psql_exec(sql: &str) -> [&str; 16] {
     ]
 }
 
+/// `docker ARGS` on the local engine; its stdout.
 pub fn docker_local(args: &[&str]) -> Result<String> {
     let out = Command::new("docker").args(args).output()?;
     if !out.status.success() {
@@ -930,9 +935,36 @@ pub fn lsn(text: &str) -> u64 {
     (u64::from_str_radix(hi, 16).unwrap_or(0) << 32) | u64::from_str_radix(lo, 16).unwrap_or(0)
 }
 
+impl Lab {
+    /// Every container's log on every host, to `<work>/logs/<host>-<container>.log`: what a
+    /// failed run leaves to read once its lab is gone.
+    fn save_logs(&self) {
+        let logs = self.work.join("logs");
+        let _ = std::fs::create_dir_all(&logs);
+        for (host, address) in hosts_with(&self.hosts_toml(), |_| true).unwrap_or_default() {
+            let names = docker_on(&self.dir, &host, &address, &["ps", "-a", "--format", "{{.Names}}"]).unwrap_or_default();
+            for name in names.lines() {
+                let out = docker_command(&self.dir, &host, &address)
+                    .args(["logs", "--timestamps", name])
+                    .output();
+                if let Ok(out) = out {
+                    let _ = std::fs::write(logs.join(format!("{host}-{name}.log")), [out.stdout, out.stderr].concat());
+                }
+            }
+        }
+    }
+}
+
+/// The lab goes when its test ends, its logs kept; with PGCTL_KEEP_LABS=1 the lab stays too
+/// (for a look at a failure; `pgctl lab down --name NAME --dir DIR` removes it).
 impl Drop for Lab {
     fn drop(&mut self) {
+        self.save_logs();
         let d = self.dir.to_str().unwrap().to_string();
+        if std::env::var_os("PGCTL_KEEP_LABS").is_some_and(|v| v == "1") {
+            eprintln!("PGCTL_KEEP_LABS=1: lab {} kept (pgctl lab down --name {} --dir {d})", self.name, self.name);
+            return;
+        }
         let _ = pgctl(&self.work, &["lab", "down", "--name", &self.name, "--dir", &d]);
     }
 }
