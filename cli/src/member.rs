@@ -129,13 +129,13 @@ pub async fn wake_recovery(replica: &Engine) -> Result<()> {
 }
 
 /// Wakes this member's Patroni HA loop now instead of at its next `loop_wait`: a PATCH of
-/// the dynamic configuration that changes nothing (Patroni writes nothing to the DCS when the
-/// patch is a no-op, but wakes its loop after any PATCH). The leader then picks its
-/// synchronous standby, or creates replicas' slots, at once.
+/// the dynamic configuration that changes nothing (it removes a key that is not there:
+/// Patroni writes nothing to the DCS when the patch is a no-op, but wakes its loop after any
+/// PATCH). The leader then picks or releases its synchronous standby, or creates replicas'
+/// slots, at once.
 pub async fn wake_ha_loop(engine: &Engine) -> Result<()> {
-    let config = patroni_get(engine, "/config").await?;
-    let ttl = config.get("ttl").cloned().context("Patroni's /config has no ttl")?;
-    let (code, body) = patroni_api(engine, "PATCH", "/config", &serde_json::json!({ "ttl": ttl })).await?;
+    let nothing = serde_json::json!({ "pgctl_wakeup": null });
+    let (code, body) = patroni_api(engine, "PATCH", "/config", &nothing).await?;
     anyhow::ensure!(code == 200, "{}: PATCH /config answered {code}: {body}", engine.host);
     Ok(())
 }

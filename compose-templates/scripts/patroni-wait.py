@@ -1,6 +1,7 @@
 # Runs in a Patroni container: waits until its Patroni reports PostgreSQL running (`running`),
 # holds the leader lock with PostgreSQL running (`leader`), or has left its HA loop (`stopped`:
-# its REST API no longer answers, the first thing a Patroni shuts on SIGTERM), looking every
+# its REST API refuses connections, soon after SIGTERM; a synchronous standby's only once its
+# leader has released it), looking every
 # 0.1 s (0.02 s for `stopped`) for up to SECONDS. Prints `ready`, or `limit` when the time runs
 # out. One exec instead of one per look: a look from outside costs an exec (0.1-0.3 s on a busy
 # engine), and a start was seen that late.

@@ -118,12 +118,14 @@ while :; do
     fi
     lsn=$(echo "$state" | cut -d'|' -f2)
     ts=$(echo "$state" | cut -d'|' -f3)
-    [ $((i % 3)) = 0 ] && say "replaying WAL: at $lsn, last transaction replayed $ts"
+    [ $((i % 30)) = 0 ] && say "replaying WAL: at $lsn, last transaction replayed $ts"
     ;;
-  *) [ $((i % 5)) = 0 ] && say "PostgreSQL is starting: restoring WAL up to a consistent state" ;;
+  *) [ $((i % 50)) = 0 ] && say "PostgreSQL is starting: restoring WAL up to a consistent state" ;;
   esac
   i=$((i + 1))
-  sleep 2
+  # Looked at often: the end of the replay is the start of the cluster's new life (a restore's
+  # downtime), and a short replay is over in well under a second.
+  sleep 0.2
 done
 say "promoted"
 
@@ -131,8 +133,8 @@ say "promoted"
 # replica cloned with a recovery target would stop at it).
 for p in restore_command recovery_target recovery_target_time recovery_target_lsn recovery_target_name \
   recovery_target_xid recovery_target_action recovery_target_timeline recovery_target_inclusive archive_mode; do
-  sql -c "ALTER SYSTEM RESET $p"
-done
+  echo "ALTER SYSTEM RESET $p;"
+done | sql >/dev/null
 if [ "$MODE" = restore ] && [ -f /etc/pgctl/cluster-roles.sql ]; then
   sql -f /etc/pgctl/cluster-roles.sql >/dev/null
   say "the cluster's superuser, replication and rewind roles match secrets.toml"

@@ -1,7 +1,7 @@
 # Runs in the leader's Patroni container while a new (or restored) cluster's replicas start,
 # for up to SECONDS. Patroni's leader picks its synchronous standby only in its HA loop, up to
 # a `loop_wait` after a replica's Patroni first reports running: this watches the cluster every
-# 0.1 s and wakes the leader's loop (an unchanged PATCH /config) as soon as one does, and again
+# 0.1 s and wakes the leader's loop (a PATCH /config that changes nothing) as soon as one does, and again
 # whenever another one does (pgctl's own reads wake it later on, if need be). Prints `recorded`
 # once a synchronous standby is recorded, or `no leader` / `limit` when it gives up. The
 # basic-auth credentials are read from patroni.yml here, never passed in.
@@ -40,7 +40,7 @@ while time.monotonic() < deadline:
     running = {m.get('name') for m in members if m.get('role') == 'replica' and m.get('state') in ('running', 'streaming')}
     if running - woken_for:
         try:
-            call('PATCH', '/config', {'ttl': call('GET', '/config')['ttl']})
+            call('PATCH', '/config', {'pgctl_wakeup': None})
             woken_for |= running
         except Exception:
             pass

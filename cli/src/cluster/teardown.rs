@@ -7,6 +7,7 @@ use crate::layout::{CONSUL, ETCD, LABEL_CLUSTER, MONITORING, PATRONI, PROXIES};
 use anyhow::{Context, Result};
 use futures_util::future::join_all;
 use std::collections::HashMap;
+use std::time::Duration;
 
 /// Stops the proxies (no new sessions) and monitoring, Patroni on replicas first, then the leader, then the
 /// DCS. Containers and volumes stay.
@@ -44,25 +45,7 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
     // The replicas together (none depends on another), then the leader, so none takes over.
     for (group, wake) in [(replicas, leader), (last, None)] {
         let stopping = join_all(group.iter().map(|e| stop(e, &cfg.hosts.cluster.name, PATRONI)));
-        // A synchronous standby going down first waits until the leader releases it, which the
-        // leader does at its next HA loop (up to `loop_wait` away; the standby looks every 2 s,
-        // for up to 2 x loop_wait): the leader is woken while replicas stop (a wake takes two
-        // execs, by when the standby has marked itself as going).
-        let waking = async {
-            match wake {
-                Some(leader) => loop {
-                    if let Err(e) = crate::member::wake_ha_loop(leader).await {
-                        tracing::debug!("waking the leader while replicas stop: {e:#}");
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                },
-                None => std::future::pending().await,
-            }
-        };
-        let stopped = tokio::select! {
-            stopped = stopping => stopped,
-            never = waking => never,
-        };
+        let stopped = waking_leader(wake, stopping).await;
         for (e, s) in group.iter().zip(stopped) {
             if s? {
                 done.push(format!("{}: stopped {PATRONI}", e.host));
@@ -74,26 +57,45 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
 
 /// Stops Patroni on every member at once before its containers are removed or its data
 /// replaced (a restore, an upgrade of the major, `remove`). The replicas are signalled first,
-/// and the leader is stopped once each has left its HA loop (its REST API, the first thing a
-/// Patroni shuts on SIGTERM, no longer answers: tens of milliseconds), so none can take the
-/// leader key the leader releases as it goes down. A replica not seen leaving within a few
-/// seconds is stopped whole before the leader, as `stop_patroni` does. (Stopped one after
-/// another, a synchronous standby also waits up to 2 s for the leader to release it.)
+/// and the leader is stopped once each has left its HA loop (its REST API refuses
+/// connections: tens of milliseconds after the signal for an asynchronous replica; a
+/// synchronous standby's goes once the leader, woken meanwhile, has released it, which the
+/// standby sees within 2 s), so none can take the leader key the leader releases as it goes
+/// down. A replica not seen leaving within a few seconds is stopped whole before the leader,
+/// as `stop_patroni` does.
 pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
     let Ok(leader) = crate::member::leader(cfg, engines).await else {
         return stop_patroni(cfg, engines).await;
     };
     let scope = &cfg.hosts.cluster.name;
     let replicas: Vec<&Engine> = engines.iter().filter(|e| e.host != leader.host).collect();
-    let leaving = join_all(replicas.iter().map(|e| async move {
-        // A signal that fails (the container stopped meanwhile) is judged by the wait.
-        if let Err(e) = signal(e, scope, PATRONI).await {
-            tracing::debug!("{e:#}");
+    let standby = crate::member::patroni_get(leader, "/cluster").await.ok().and_then(|c| {
+        let members = c["members"].as_array()?.clone();
+        members.into_iter().find(|m| m["role"] == "sync_standby")?["name"].as_str().map(str::to_string)
+    });
+    let leaving = join_all(replicas.iter().map(|e| {
+        let standby = standby.as_deref();
+        async move {
+            // A signal that fails (the container stopped meanwhile) is judged by the wait.
+            if let Err(e) = signal(e, scope, PATRONI).await {
+                tracing::debug!("{e:#}");
+            }
+            let limit = Duration::from_secs(5);
+            // (A member is named after its host.)
+            let left = match standby.filter(|s| *s == e.host) {
+                Some(name) => tokio::select! {
+                    left = super::wait::wait_member_stopped(e, limit) => left,
+                    going = standby_going(leader, name, limit) => going,
+                },
+                None => super::wait::wait_member_stopped(e, limit).await,
+            };
+            tracing::debug!("{}: Patroni left its HA loop: {left}", e.host);
+            left
         }
-        super::wait::wait_member_stopped(e, std::time::Duration::from_secs(5)).await
     }));
+    let left = waking_leader(Some(leader), leaving).await;
     let mut done = Vec::new();
-    for (e, left) in replicas.iter().zip(leaving.await) {
+    for (e, left) in replicas.iter().zip(left) {
         if !left && stop(e, scope, PATRONI).await? {
             done.push(format!("{}: stopped {PATRONI}", e.host));
         }
@@ -105,6 +107,47 @@ pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<
         }
     }
     Ok(done)
+}
+
+/// The synchronous standby `name`, signalled, is seen going down: its record (read on the
+/// leader) carries the `nosync` tag Patroni adds once it has left its HA loop, while it waits
+/// for the leader to release it (up to 2 s more: its own poll). It may take over no longer.
+async fn standby_going(leader: &Engine, name: &str, limit: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(c) = crate::member::patroni_get(leader, "/cluster").await {
+            let members = c["members"].as_array().cloned().unwrap_or_default();
+            match members.iter().find(|m| m["name"] == name) {
+                Some(m) if m["tags"]["nosync"] != true && (m["state"] == "running" || m["state"] == "streaming") => {}
+                _ => return true,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Runs `work` (replicas going down) while `leader`'s HA loop is woken every half second. A
+/// synchronous standby going down first waits until the leader releases it (its REST API stays
+/// up meanwhile), which the leader does at its next HA loop: up to `loop_wait` away; the
+/// standby looks every 2 s, for up to 2 x loop_wait. (The first wake's exec takes long enough
+/// for the standby to have marked itself as going.)
+async fn waking_leader<T>(leader: Option<&Engine>, work: impl std::future::Future<Output = T>) -> T {
+    let waking = async {
+        match leader {
+            Some(leader) => loop {
+                if let Err(e) = crate::member::wake_ha_loop(leader).await {
+                    tracing::debug!("waking the leader while replicas stop: {e:#}");
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            },
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        done = work => done,
+        never = waking => never,
+    }
 }
 
 /// Sends SIGTERM to container `name` when it runs and belongs to cluster `scope`.

@@ -17,7 +17,7 @@ use crate::cluster::up::{self, Members, UpOptions};
 use crate::cluster::volumes;
 use crate::config::Config;
 use crate::docker::{self, Engine};
-use crate::layout::{DATA_MOUNT, INCOMPLETE_MARKER, PATRONI};
+use crate::layout::PATRONI;
 pub use crate::output::Phases;
 use crate::recovery::{self as recover, Fetch, Mode, Recovered};
 use crate::{member, output};
@@ -144,7 +144,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         .collect();
     if plan.clone_of.is_some() {
         // A clone's replicas could not replay the source's archive: they copy the leader.
-        let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
+        let (recovered, _) = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
         let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
         return Ok(Report {
             plan,
@@ -161,8 +161,8 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     let (history_known, history) = tokio::sync::oneshot::channel();
     let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
-        let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await?;
-        let restored_history = replicas::history_files(cfg, restore_engine, new_volume).await?;
+        let (recovered, restored_history) =
+            recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await?;
         let _ = history_known.send(restored_history);
         let first = up::First {
             host: plan.restore_host.clone(),
@@ -234,8 +234,8 @@ impl std::fmt::Display for RecoveryFailed {
 impl std::error::Error for RecoveryFailed {}
 
 /// Fetches the backup into the restore host's new volume and recovers it to the target;
-/// `fetched` is told when the fetch has ended. A failed recovery removes the volume and is a
-/// `RecoveryFailed`.
+/// `fetched` is told when the fetch has ended. Returns the recovered data's timeline history
+/// files too. A failed recovery removes the volume and is a `RecoveryFailed`.
 async fn recover_leader(
     cfg: &Config,
     source: &Config,
@@ -244,7 +244,7 @@ async fn recover_leader(
     opts: &RestoreOptions,
     fetched: Option<tokio::sync::oneshot::Sender<()>>,
     phases: &mut Phases,
-) -> Result<Recovered> {
+) -> Result<(Recovered, Vec<(String, String)>)> {
     let volume = &plan.volumes.iter().find(|v| v.host == plan.restore_host).expect("planned").new;
     let fetch = Fetch {
         backup: &plan.backup.name,
@@ -260,7 +260,7 @@ async fn recover_leader(
         }
     };
     // After the recovery, the recovered volume stays (complete or not, its marker says).
-    mark_complete(cfg, engine, volume).await?;
+    let history = replicas::complete(cfg, engine, volume).await?;
     phases.sub(&recovered.phases);
     output::step(format!(
         "{}: recovered to {} on timeline {} (last transaction replayed: {})",
@@ -269,7 +269,7 @@ async fn recover_leader(
         recovered.timeline,
         recovered.last_replayed.as_deref().unwrap_or("none")
     ));
-    Ok(recovered)
+    Ok((recovered, history))
 }
 
 /// Starts the cluster on data that exists on `leader_host` only: a clean DCS scope, that
@@ -382,19 +382,5 @@ pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
     }
     let removed = futures_util::future::join_all(engines.iter().map(|e| docker::remove_container(&e.docker, PATRONI))).await;
     removed.into_iter().collect::<Result<Vec<_>>>()?;
-    Ok(())
-}
-
-/// Removes the restore-in-progress mark once pgctl has seen the recovery succeed.
-async fn mark_complete(cfg: &Config, engine: &Engine, volume: &str) -> Result<()> {
-    let host_config = bollard::models::HostConfig {
-        binds: Some(vec![format!("{volume}:{}", DATA_MOUNT)]),
-        network_mode: Some("none".into()),
-        ..Default::default()
-    };
-    let cmd = ["rm", "-f", INCOMPLETE_MARKER];
-    docker::run_once(&engine.docker, &cfg.hosts.cluster.image, &cmd, host_config, Some("root"), &[])
-        .await?
-        .ok(&format!("{}: completing volume {volume}", engine.host))?;
     Ok(())
 }
