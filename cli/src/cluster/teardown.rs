@@ -57,12 +57,12 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
 
 /// Stops Patroni on every member at once before its containers are removed or its data
 /// replaced (a restore, an upgrade of the major, `remove`). The replicas are signalled first,
-/// and the leader is stopped once each has left its HA loop (its REST API refuses
-/// connections: tens of milliseconds after the signal for an asynchronous replica; a
-/// synchronous standby's goes once the leader, woken meanwhile, has released it, which the
-/// standby sees within 2 s), so none can take the leader key the leader releases as it goes
-/// down. A replica not seen leaving within a few seconds is stopped whole before the leader,
-/// as `stop_patroni` does.
+/// and the leader is stopped once each has left its HA loop, so none can take the leader key
+/// the leader releases as it goes down: an asynchronous replica's REST API refuses connections
+/// tens of milliseconds after the signal; a synchronous standby's stays up until its leader
+/// releases it (it looks every 2 s), so it counts as gone once the leader's view of it shows
+/// it going (`standby_going`). A replica not seen leaving within a few seconds is stopped
+/// whole before the leader, as `stop_patroni` does.
 pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
     let Ok(leader) = crate::member::leader(cfg, engines).await else {
         return stop_patroni(cfg, engines).await;
