@@ -1,11 +1,14 @@
 # Runs in the leader's Patroni container while a new (or restored) cluster's replicas start,
-# for up to SECONDS. Patroni's leader picks its synchronous standby only in its HA loop, up to
-# a `loop_wait` after a replica's Patroni first reports running: this watches the cluster every
-# 0.1 s and wakes the leader's loop (a PATCH /config that changes nothing) as soon as one does, and again
-# whenever another one does (pgctl's own reads wake it later on, if need be). Prints `recorded`
-# once a synchronous standby is recorded, or `no leader` / `limit` when it gives up. The
-# basic-auth credentials are read from patroni.yml here, never passed in.
+# for up to SECONDS. Patroni's leader picks its synchronous standby only in its HA loop, from
+# the replicas whose Patroni reports running and that stream from it (pg_stat_replication), up
+# to a `loop_wait` after one does: this looks every 0.1 s and wakes the leader's loop (a PATCH
+# /config that changes nothing) as soon as one does, and again whenever another one does
+# (pgctl's own reads wake it later on, if need be). Prints `recorded` once a synchronous
+# standby is recorded, or `no leader` / `limit` when it gives up. The basic-auth credentials
+# are read from patroni.yml here, never passed in; PostgreSQL is read over its socket as
+# postgres (peer authentication).
 import base64, json, sys, time, urllib.request, yaml
+import psycopg2
 
 with open('/etc/pgctl/patroni.yml') as f:
     auth = yaml.safe_load(f)['restapi']['authentication']
@@ -20,6 +23,24 @@ def call(method, path, body=None):
                                  headers={'Authorization': 'Basic ' + token, 'Content-Type': 'application/json'})
     with urllib.request.urlopen(req, timeout=5) as r:
         return json.loads(r.read().decode() or 'null')
+
+
+conn = None
+
+
+def streaming():
+    """The replicas streaming from this leader (None when PostgreSQL cannot be read)."""
+    global conn
+    try:
+        if conn is None:
+            conn = psycopg2.connect(host='/var/run/postgresql', dbname='postgres', user='postgres', connect_timeout=2)
+            conn.autocommit = True
+        with conn.cursor() as c:
+            c.execute('SELECT application_name FROM pg_stat_replication WHERE flush_lsn IS NOT NULL')
+            return {r[0] for r in c.fetchall()}
+    except Exception:
+        conn = None
+        return None
 
 
 deadline = time.monotonic() + float(sys.argv[1])
@@ -38,6 +59,9 @@ while time.monotonic() < deadline:
         print('no leader')
         sys.exit(0)
     running = {m.get('name') for m in members if m.get('role') == 'replica' and m.get('state') in ('running', 'streaming')}
+    streams = streaming()
+    if streams is not None:
+        running &= streams
     if running - woken_for:
         try:
             call('PATCH', '/config', {'pgctl_wakeup': None})

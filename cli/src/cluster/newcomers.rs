@@ -109,8 +109,8 @@ impl NewMembers<'_> {
 
 /// For a new cluster, or with `first` (the new member that holds the data of a restore or a
 /// migration), starts that member alone (a new cluster's: the first in hosts.toml) and waits
-/// until it holds the leader lock (the others' containers are created meanwhile, not started;
-/// with `others_ready`, once their volumes are), then starts them and meanwhile creates their
+/// until it holds the leader lock (the others' containers are created meanwhile, not started),
+/// then, with `others_ready`, once their volumes are ready, starts them and meanwhile creates their
 /// replication slots on it (a member streams a second or more after its start: its Patroni
 /// starts, then copies the data); every new member then runs. Returns the first member's host.
 /// Started together, the others would find no leader and sleep a `loop_wait` before looking
@@ -162,14 +162,9 @@ pub(crate) async fn start_leader_first(
         output::step(format!("{}: {started_how} and leads it", plan.host.name));
         anyhow::Ok(())
     };
+    // Created while the first member starts (and their volumes are made ready: a container
+    // that is not started reads nothing); started once both are done.
     let created = async {
-        if let Some(mut ready) = others_ready {
-            match ready.wait_for(Option::is_some).await.as_deref() {
-                Ok(Some(Ok(()))) => {}
-                Ok(Some(Err(why))) => anyhow::bail!("the other members' volumes are not ready: {why}"),
-                _ => anyhow::bail!("the other members' volumes were never made ready"),
-            }
-        }
         let created = join_all(others.iter().map(|(p, ..)| async move {
             output::step(format!(
                 "{}: creating `{PATRONI}` (started once the first member leads)",
@@ -177,7 +172,15 @@ pub(crate) async fn start_leader_first(
             ));
             super::up::create(cfg, p, patroni_spec(p), owner).await
         }));
-        created.await.into_iter().collect::<Result<Vec<()>>>()
+        created.await.into_iter().collect::<Result<Vec<()>>>()?;
+        if let Some(mut ready) = others_ready {
+            match ready.wait_for(Option::is_some).await.as_deref() {
+                Ok(Some(Ok(()))) => {}
+                Ok(Some(Err(why))) => anyhow::bail!("the other members' volumes are not ready: {why}"),
+                _ => anyhow::bail!("the other members' volumes were never made ready"),
+            }
+        }
+        anyhow::Ok(())
     };
     // The first error ends both (a leader that never leads is not reported only once the
     // others' volumes are ready).
