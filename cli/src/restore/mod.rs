@@ -260,7 +260,7 @@ async fn recover_leader(
         }
     };
     // After the recovery, the recovered volume stays (complete or not, its marker says).
-    let history = replicas::complete(cfg, engine, volume).await?;
+    let history = complete_volume(cfg, engine, volume).await?;
     phases.sub(&recovered.phases);
     output::step(format!(
         "{}: recovered to {} on timeline {} (last transaction replayed: {})",
@@ -383,4 +383,37 @@ pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
     let removed = futures_util::future::join_all(engines.iter().map(|e| docker::remove_container(&e.docker, PATRONI))).await;
     removed.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(())
+}
+
+/// Completes the recovered `volume` (removes the restore-in-progress mark once pgctl has seen
+/// the recovery succeed) and returns (file name, contents) of every timeline history file in
+/// its pg_wal, in one throwaway container. Read before its member starts, so the copies never
+/// see the timeline its promotion makes: a copy's recovery must know the restored timeline
+/// before it reads the archive, where the abandoned timeline goes on past the restore's
+/// target; the timeline Patroni's promotion of the leader then makes reaches the replicas by
+/// streaming.
+async fn complete_volume(cfg: &Config, engine: &Engine, volume: &str) -> Result<Vec<(String, String)>> {
+    let script = format!(
+        "import glob, json, os\nif os.path.exists('{marker}'): os.remove('{marker}')\nprint(json.dumps({{os.path.basename(f): open(f).read() for f in glob.glob('{pgdata}/pg_wal/*.history')}}))",
+        marker = crate::layout::INCOMPLETE_MARKER,
+        pgdata = crate::layout::PGDATA
+    );
+    let host_config = bollard::models::HostConfig {
+        binds: Some(vec![format!("{volume}:{}", crate::layout::DATA_MOUNT)]),
+        network_mode: Some("none".into()),
+        ..Default::default()
+    };
+    let out = crate::docker::run_once(
+        &engine.docker,
+        &cfg.hosts.cluster.image,
+        &["python3", "-c", &script],
+        host_config,
+        Some("root"),
+        &[],
+    )
+    .await?;
+    let text = out.ok(&format!("{}: completing volume {volume}", engine.host))?;
+    let files: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(text.trim()).with_context(|| format!("{}: the timeline history files: {text}", engine.host))?;
+    Ok(files.into_iter().collect())
 }

@@ -93,36 +93,3 @@ pub async fn stop_fetches(cfg: &Config, replicas: &[(&Engine, &str)]) {
         }
     }
 }
-
-/// Completes the recovered `volume` (removes the restore-in-progress mark once pgctl has seen
-/// the recovery succeed) and returns (file name, contents) of every timeline history file in
-/// its pg_wal, in one throwaway container. Read before its member starts, so the copies never
-/// see the timeline its promotion makes: a copy's recovery must know the restored timeline
-/// before it reads the archive, where the abandoned timeline goes on past the restore's
-/// target; the timeline Patroni's promotion of the leader then makes reaches the replicas by
-/// streaming.
-pub async fn complete(cfg: &Config, engine: &Engine, volume: &str) -> Result<Vec<(String, String)>> {
-    let script = format!(
-        "import glob, json, os\nif os.path.exists('{marker}'): os.remove('{marker}')\nprint(json.dumps({{os.path.basename(f): open(f).read() for f in glob.glob('{pgdata}/pg_wal/*.history')}}))",
-        marker = crate::layout::INCOMPLETE_MARKER,
-        pgdata = crate::layout::PGDATA
-    );
-    let host_config = bollard::models::HostConfig {
-        binds: Some(vec![format!("{volume}:{}", crate::layout::DATA_MOUNT)]),
-        network_mode: Some("none".into()),
-        ..Default::default()
-    };
-    let out = crate::docker::run_once(
-        &engine.docker,
-        &cfg.hosts.cluster.image,
-        &["python3", "-c", &script],
-        host_config,
-        Some("root"),
-        &[],
-    )
-    .await?;
-    let text = out.ok(&format!("{}: completing volume {volume}", engine.host))?;
-    let files: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(text.trim()).with_context(|| format!("{}: the timeline history files: {text}", engine.host))?;
-    Ok(files.into_iter().collect())
-}
