@@ -162,6 +162,11 @@ pub fn is_leader_role(role: &str) -> bool {
 /// The engine of the host whose member leads, as Patroni reports it. A member that answers
 /// but sees no leader (mid-failover, or cut off from the DCS) does not end the search.
 pub async fn leader<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<&'a Engine> {
+    leader_and_cluster(cfg, engines).await.map(|(e, _)| e)
+}
+
+/// As `leader`, with the `/cluster` view it was read from.
+pub async fn leader_and_cluster<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<(&'a Engine, serde_json::Value)> {
     let mut errors = Vec::new();
     for e in engines {
         let cluster = match patroni_get(e, "/cluster").await {
@@ -188,10 +193,11 @@ pub async fn leader<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<&'a Engin
             .or_else(|| cfg.hosts.hosts.iter().find(|h| h.address == address))
             .map(|h| h.name.as_str())
             .unwrap_or(name);
-        return engines
+        let engine = engines
             .iter()
             .find(|e| e.host == host)
-            .with_context(|| format!("the leader {name} runs on host {host}, which is not reachable"));
+            .with_context(|| format!("the leader {name} runs on host {host}, which is not reachable"))?;
+        return Ok((engine, cluster));
     }
     bail!("the cluster has no leader that a member can see: {}", errors.join("; "))
 }

@@ -962,7 +962,10 @@ impl Drop for Lab {
         self.save_logs();
         let d = self.dir.to_str().unwrap().to_string();
         if std::env::var_os("PGCTL_KEEP_LABS").is_some_and(|v| v == "1") {
-            eprintln!("PGCTL_KEEP_LABS=1: lab {} kept (pgctl lab down --name {} --dir {d})", self.name, self.name);
+            eprintln!(
+                "PGCTL_KEEP_LABS=1: lab {} kept (pgctl lab down --name {} --dir {d})",
+                self.name, self.name
+            );
             return;
         }
         let _ = pgctl(&self.work, &["lab", "down", "--name", &self.name, "--dir", &d]);

@@ -64,34 +64,33 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
 /// it going (`standby_going`). A replica not seen leaving within a few seconds is stopped
 /// whole before the leader, as `stop_patroni` does.
 pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
-    let Ok(leader) = crate::member::leader(cfg, engines).await else {
+    let Ok((leader, cluster)) = crate::member::leader_and_cluster(cfg, engines).await else {
         return stop_patroni(cfg, engines).await;
     };
     let scope = &cfg.hosts.cluster.name;
     let replicas: Vec<&Engine> = engines.iter().filter(|e| e.host != leader.host).collect();
-    let standby = crate::member::patroni_get(leader, "/cluster").await.ok().and_then(|c| {
-        let members = c["members"].as_array()?.clone();
-        members.into_iter().find(|m| m["role"] == "sync_standby")?["name"].as_str().map(str::to_string)
-    });
-    let leaving = join_all(replicas.iter().map(|e| {
-        let standby = standby.as_deref();
-        async move {
-            // A signal that fails (the container stopped meanwhile) is judged by the wait.
-            if let Err(e) = signal(e, scope, PATRONI).await {
-                tracing::debug!("{e:#}");
-            }
-            let limit = Duration::from_secs(5);
-            // (A member is named after its host.)
-            let left = match standby.filter(|s| *s == e.host) {
-                Some(name) => tokio::select! {
-                    left = super::wait::wait_member_stopped(e, limit) => left,
-                    going = standby_going(leader, name, limit) => going,
-                },
-                None => super::wait::wait_member_stopped(e, limit).await,
-            };
-            tracing::debug!("{}: Patroni left its HA loop: {left}", e.host);
-            left
+    let standby = cluster["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["role"] == "sync_standby")
+        .and_then(|m| m["name"].as_str());
+    let leaving = join_all(replicas.iter().map(|e| async move {
+        // A signal that fails (the container stopped meanwhile) is judged by the wait.
+        if let Err(e) = signal(e, scope, PATRONI).await {
+            tracing::debug!("{e:#}");
         }
+        let limit = Duration::from_secs(5);
+        // (A member is named after its host.)
+        let left = match standby.filter(|s| *s == e.host) {
+            Some(name) => tokio::select! {
+                left = super::wait::wait_member_stopped(e, limit) => left,
+                going = standby_going(leader, name, limit) => going,
+            },
+            None => super::wait::wait_member_stopped(e, limit).await,
+        };
+        tracing::debug!("{}: Patroni left its HA loop: {left}", e.host);
+        left
     }));
     let left = waking_leader(Some(leader), leaving).await;
     let mut done = Vec::new();

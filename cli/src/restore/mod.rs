@@ -161,8 +161,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     let (history_known, history) = tokio::sync::oneshot::channel();
     let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
-        let (recovered, restored_history) =
-            recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await?;
+        let (recovered, restored_history) = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await?;
         let _ = history_known.send(restored_history);
         let first = up::First {
             host: plan.restore_host.clone(),
