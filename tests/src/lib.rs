@@ -941,7 +941,7 @@ impl Lab {
     fn save_logs(&self) {
         let logs = self.work.join("logs");
         let _ = std::fs::create_dir_all(&logs);
-        for (host, address) in hosts_with(&self.hosts_toml(), |_| true).unwrap_or_default() {
+        for (host, address) in hosts_of(&self.hosts_toml()).unwrap_or_default() {
             let names = docker_on(&self.dir, &host, &address, &["ps", "-a", "--format", "{{.Names}}"]).unwrap_or_default();
             for name in names.lines() {
                 let out = docker_command(&self.dir, &host, &address)
