@@ -368,13 +368,20 @@ pub(crate) async fn archive_current_wal(leader: &Engine) {
     let Ok(segment) = switched.map(|s| s.trim().to_string()) else {
         return;
     };
-    for _ in 0..30 {
+    // Archiving a segment takes a fraction of a second: looked at often, since the cluster
+    // stops only after it.
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
         let archived = member::psql(leader, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").await;
         if archived.is_ok_and(|a| a.trim() >= segment.as_str()) {
-            output::step(format!("{}: WAL up to {segment} is archived", leader.host));
+            output::step(format!(
+                "{}: WAL up to {segment} is archived ({:.1} s)",
+                leader.host,
+                started.elapsed().as_secs_f64()
+            ));
             return;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     output::warn(format!(
         "{}: segment {segment} was not archived within 60 s; the restore uses what the archive holds",
