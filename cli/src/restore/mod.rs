@@ -99,7 +99,7 @@ impl Plan {
             };
             out.push_str(&format!("  {}: {keep}; restores into {}\n", v.host, v.new));
         }
-        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over; the backup is fetched once the leader's PostgreSQL has stopped, while Patroni finishes going down); its DCS scope is cleared\n");
+        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over; a synchronous standby finishes going down while the backup is fetched); its DCS scope is cleared\n");
         if keep_old {
             out.push_str("  undo afterwards with: pgctl restore --rollback\n");
         }
@@ -167,8 +167,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
         let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await;
-        // Patroni finished going down meanwhile (the leader's, a synchronous standby's): the
-        // DCS is cleared once it has.
+        // A synchronous standby went down meanwhile: the DCS is cleared once it has.
         let stopped = going.wait().await;
         let (recovered, restored_history) = recovered?;
         stopped?;
@@ -396,10 +395,9 @@ pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
     stop_members_leaving(cfg, engines).await?.wait().await
 }
 
-/// `stop_members`, returning once the leader's PostgreSQL has exited and the replicas are down
-/// but for a synchronous standby (see `teardown::stop_patroni_leaving`): the Patroni still
-/// going down is waited for, and its container removed, by `MembersGoing::wait`, while the
-/// restore goes on.
+/// `stop_members`, returning once the leader and the other replicas are down: a synchronous
+/// standby still going down (up to 2 s more, see `teardown::stop_patroni_leaving`) is waited
+/// for, and its container removed, by `MembersGoing::wait`, while the restore goes on.
 async fn stop_members_leaving<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<MembersGoing<'a>> {
     let (done, going) = crate::cluster::teardown::stop_patroni_leaving(cfg, engines).await?;
     for line in done {
