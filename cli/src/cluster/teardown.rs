@@ -56,28 +56,16 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
 }
 
 /// Stops Patroni on every member at once before its containers are removed or its data
-/// replaced (`remove`, an upgrade of the major); see `stop_patroni_leaving`. Returns once every
-/// member has stopped.
+/// replaced (a restore, an upgrade of the major, `remove`). The replicas are signalled first,
+/// and the leader is stopped once each has left its HA loop, so none can take the leader key
+/// the leader releases as it goes down: an asynchronous replica's REST API refuses connections
+/// tens of milliseconds after the signal; a synchronous standby's stays up until its leader
+/// releases it (it looks every 2 s), so it counts as gone once the leader's view of it shows
+/// it going (`standby_going`). A replica not seen leaving within a few seconds is stopped
+/// whole before the leader, as `stop_patroni` does.
 pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
-    let (mut done, going) = stop_patroni_leaving(cfg, engines).await?;
-    done.extend(going.wait().await?);
-    Ok(done)
-}
-
-/// Stops Patroni on every member at once. The replicas are signalled first, and the leader is
-/// stopped once each has left its HA loop, so none can take the leader key the leader releases
-/// as it goes down: an asynchronous replica's REST API refuses connections tens of
-/// milliseconds after the signal; a synchronous standby's stays up until its leader releases
-/// it (it looks every 2 s), so it counts as gone once the leader's view of it shows it going
-/// (`standby_going`). A replica not seen leaving within a few seconds is stopped whole before
-/// the leader, as `stop_patroni` does.
-///
-/// Returns once the leader and every other replica have stopped. The synchronous standby
-/// seen going is still stopping then: it goes down once its next look finds the leader gone
-/// (up to 2 s later), and takes over no longer; its stop is already under way (`Going`).
-pub async fn stop_patroni_leaving(cfg: &Config, engines: &[Engine]) -> Result<(Vec<String>, Going)> {
     let Ok((leader, cluster)) = crate::member::leader_and_cluster(cfg, engines).await else {
-        return Ok((stop_patroni(cfg, engines).await?, Going::default()));
+        return stop_patroni(cfg, engines).await;
     };
     let scope = &cfg.hosts.cluster.name;
     let replicas: Vec<&Engine> = engines.iter().filter(|e| e.host != leader.host).collect();
@@ -96,75 +84,28 @@ pub async fn stop_patroni_leaving(cfg: &Config, engines: &[Engine]) -> Result<(V
         // (A member is named after its host.)
         let left = match standby.filter(|s| *s == e.host) {
             Some(name) => tokio::select! {
-                left = super::wait::wait_member_stopped(e, limit) => left.then_some(Left::Stopped),
-                going = standby_going(leader, name, limit) => going.then_some(Left::Going),
+                left = super::wait::wait_member_stopped(e, limit) => left,
+                going = standby_going(leader, name, limit) => going,
             },
-            None => super::wait::wait_member_stopped(e, limit).await.then_some(Left::Stopped),
+            None => super::wait::wait_member_stopped(e, limit).await,
         };
-        tracing::debug!("{}: Patroni left its HA loop: {left:?}", e.host);
+        tracing::debug!("{}: Patroni left its HA loop: {left}", e.host);
         left
     }));
     let left = waking_leader(Some(leader), leaving).await;
     let mut done = Vec::new();
-    let mut going = Going::default();
-    for (e, left) in replicas.iter().zip(&left) {
-        match left {
-            None => {
-                if stop(e, scope, PATRONI).await? {
-                    done.push(format!("{}: stopped {PATRONI}", e.host));
-                }
-            }
-            // Its stop starts now, with the leader's: it is not waited for here.
-            Some(Left::Going) => going.start(e, scope),
-            Some(Left::Stopped) => {}
+    for (e, left) in replicas.iter().zip(left) {
+        if !left && stop(e, scope, PATRONI).await? {
+            done.push(format!("{}: stopped {PATRONI}", e.host));
         }
     }
-    let others: Vec<&Engine> = engines.iter().filter(|e| !going.has(&e.host)).collect();
-    let stopped = join_all(others.iter().map(|e| stop(e, scope, PATRONI))).await;
-    for (e, s) in others.iter().zip(stopped) {
+    let stopped = join_all(engines.iter().map(|e| stop(e, scope, PATRONI))).await;
+    for (e, s) in engines.iter().zip(stopped) {
         if s? {
             done.push(format!("{}: stopped {PATRONI}", e.host));
         }
     }
-    Ok((done, going))
-}
-
-/// How a signalled replica was seen leaving its HA loop.
-#[derive(Debug)]
-enum Left {
-    /// Its Patroni is down.
-    Stopped,
-    /// A synchronous standby waiting for its leader to release it.
-    Going,
-}
-
-/// The members whose Patroni is still going down (`stop_patroni_leaving`): each stop runs on
-/// its own, so it goes on while the caller does other work.
-#[derive(Default)]
-pub struct Going(Vec<(String, tokio::task::JoinHandle<Result<bool>>)>);
-
-impl Going {
-    fn start(&mut self, e: &Engine, scope: &str) {
-        let (engine, scope) = (e.clone(), scope.to_string());
-        let stopping = tokio::spawn(async move { stop(&engine, &scope, PATRONI).await });
-        self.0.push((e.host.clone(), stopping));
-    }
-
-    pub fn has(&self, host: &str) -> bool {
-        self.0.iter().any(|(h, _)| h == host)
-    }
-
-    /// Waits until each has stopped.
-    pub async fn wait(self) -> Result<Vec<String>> {
-        let mut done = Vec::new();
-        for (host, stopping) in self.0 {
-            let stopped = stopping.await.with_context(|| format!("{host}: stopping {PATRONI}"))?;
-            if stopped.with_context(|| format!("{host}: stopping {PATRONI}"))? {
-                done.push(format!("{host}: stopped {PATRONI}"));
-            }
-        }
-        Ok(done)
-    }
+    Ok(done)
 }
 
 /// The synchronous standby `name`, signalled, is seen going down: its record (read on the

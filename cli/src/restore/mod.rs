@@ -99,7 +99,7 @@ impl Plan {
             };
             out.push_str(&format!("  {}: {keep}; restores into {}\n", v.host, v.new));
         }
-        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over; a synchronous standby finishes going down while the backup is fetched); its DCS scope is cleared\n");
+        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over); its DCS scope is cleared\n");
         if keep_old {
             out.push_str("  undo afterwards with: pgctl restore --rollback\n");
         }
@@ -121,11 +121,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     }
 
     phases.start("stop the cluster");
-    let mut going = stop_members_leaving(cfg, engines).await?;
-    if !plan.discard_incomplete.is_empty() || !opts.keep_old {
-        // A volume is removed once nothing mounts it.
-        going.wait().await?;
-    }
+    stop_members(cfg, engines).await?;
     for (host, volume) in plan.discard_incomplete.iter().filter_map(|d| d.split_once(':')) {
         volumes::remove(by_host(host), volume).await?;
     }
@@ -149,7 +145,6 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     if plan.clone_of.is_some() {
         // A clone's replicas could not replay the source's archive: they copy the leader.
         let (recovered, _) = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
-        going.wait().await?;
         let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
         return Ok(Report {
             plan,
@@ -166,11 +161,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     let (history_known, history) = tokio::sync::oneshot::channel();
     let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
-        let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await;
-        // A synchronous standby went down meanwhile: the DCS is cleared once it has.
-        let stopped = going.wait().await;
-        let (recovered, restored_history) = recovered?;
-        stopped?;
+        let (recovered, restored_history) = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await?;
         let _ = history_known.send(restored_history);
         let first = up::First {
             host: plan.restore_host.clone(),
@@ -392,43 +383,9 @@ pub(crate) async fn archive_current_wal(leader: &Engine) {
 /// Stops Patroni on every member and removes the containers (their restart policy would bring
 /// them back; `up` recreates them on the new volumes).
 pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
-    stop_members_leaving(cfg, engines).await?.wait().await
-}
-
-/// `stop_members`, returning once the leader and the other replicas are down: a synchronous
-/// standby still going down (up to 2 s more, see `teardown::stop_patroni_leaving`) is waited
-/// for, and its container removed, by `MembersGoing::wait`, while the restore goes on.
-async fn stop_members_leaving<'a>(cfg: &Config, engines: &'a [Engine]) -> Result<MembersGoing<'a>> {
-    let (done, going) = crate::cluster::teardown::stop_patroni_leaving(cfg, engines).await?;
-    for line in done {
+    for line in crate::cluster::teardown::stop_patroni_to_remove(cfg, engines).await? {
         output::step(line);
     }
-    let (going_hosts, stopped): (Vec<&Engine>, Vec<&Engine>) = engines.iter().partition(|e| going.has(&e.host));
-    remove_patroni(&stopped).await?;
-    Ok(MembersGoing {
-        engines: going_hosts,
-        going,
-    })
-}
-
-/// Members whose Patroni is still stopping (`stop_members_leaving`).
-struct MembersGoing<'a> {
-    engines: Vec<&'a Engine>,
-    going: crate::cluster::teardown::Going,
-}
-
-impl MembersGoing<'_> {
-    /// Waits until they have stopped and removes their containers (once; later calls return at
-    /// once).
-    async fn wait(&mut self) -> Result<()> {
-        for line in std::mem::take(&mut self.going).wait().await? {
-            output::step(line);
-        }
-        remove_patroni(&std::mem::take(&mut self.engines)).await
-    }
-}
-
-async fn remove_patroni(engines: &[&Engine]) -> Result<()> {
     let removed = futures_util::future::join_all(engines.iter().map(|e| docker::remove_container(&e.docker, PATRONI))).await;
     removed.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(())
