@@ -229,6 +229,7 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
         Ok(lab.sql(&replica, "SELECT count(*) FROM marks")? == total)
     })?;
     lab.pgctl_ok(&["down", "--yes"])?;
+    interrupted_restore_under_a_stopped_member(&lab, &replica)?;
     lab.pgctl_ok(&["up"])?;
     assert_eq!(
         lab.sql(&leader(&lab)?, "SELECT count(*) FROM marks")?,
@@ -264,6 +265,38 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
             "{h}: volumes left"
         );
     }
+    Ok(())
+}
+
+/// A stopped member whose host holds a newer data volume with an interrupted restore in it (pgctl
+/// killed after making the volume, before removing the container): `up` would recreate the
+/// container onto that volume; it reads it first and refuses, starting nothing. With the volume
+/// gone, the member is as it was.
+fn interrupted_restore_under_a_stopped_member(lab: &Lab, host: &str) -> Result<()> {
+    let image = lab.docker(host, &["inspect", "-f", "{{.Config.Image}}", "patroni"])?;
+    let partial = "lab-pgdata-g2";
+    let labels = ["--label", "io.pgctl.cluster=lab", "--label", "io.pgctl.role=patroni"];
+    lab.docker(host, &[&["volume", "create"], &labels[..], &[partial]].concat())?;
+    let mount = format!("{partial}:/var/lib/postgresql/data");
+    let marker = "/var/lib/postgresql/data/pgctl-restore-incomplete";
+    lab.docker(host, &["run", "--rm", "--network", "none", "-v", &mount, &image, "touch", marker])?;
+    let before = container_ids(lab)?;
+    let refused = lab.pgctl(&["up"]);
+    refused.assert_code(exit::REFUSED, "up onto an interrupted restore's volume");
+    assert!(
+        refused.stderr.contains(&format!("{host}: data volume {partial} holds a restore")),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(container_ids(lab)?, before, "the refused up recreated containers");
+    for (h, _) in lab.hosts() {
+        assert_eq!(
+            lab.docker(&h, &["ps", "-q", "--filter", "name=^patroni$"])?,
+            "",
+            "{h}: Patroni started"
+        );
+    }
+    lab.docker(host, &["volume", "rm", partial])?;
     Ok(())
 }
 

@@ -67,25 +67,42 @@ pub(crate) struct NewMembers<'a> {
     whole_cluster: bool,
 }
 
-/// Without `read`, what the volumes hold is not read (a restore in place made them).
+/// Without `read`, what the volumes hold is not read (a restore in place made them). With it, so
+/// is the volume an existing member is recreated onto when it is not the one it mounts (a
+/// restore interrupted while that member's container was still there): an interrupted
+/// restore's volume is refused there too.
 pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], read: bool) -> Result<NewMembers<'a>> {
     let mut created = Vec::new();
+    let mut moved = Vec::new();
     let mut all_new = true;
     for p in plans {
-        match p.items.iter().find(|(s, _)| s.name == PATRONI) {
-            Some((s, Action::Create)) => created.push((p, s.volume.as_ref().expect("Patroni has a data volume").volume.clone())),
-            Some(_) => all_new = false,
-            None => {}
+        let Some((s, action)) = p.items.iter().find(|(s, _)| s.name == PATRONI) else {
+            continue;
+        };
+        let volume = &s.volume.as_ref().expect("Patroni has a data volume").volume;
+        match action {
+            Action::Create => created.push((p, volume.clone())),
+            _ => all_new = false,
+        }
+        if matches!(action, Action::Recreate | Action::RecreateStopped) && p.patroni_mounts.as_ref() != Some(volume) {
+            moved.push((p, volume));
         }
     }
     // Every host's volume is read at once (a short-lived container each).
-    let ids = join_all(created.iter().map(|(p, volume)| async move {
+    let created_ids = join_all(created.iter().map(|(p, volume)| async move {
         match read {
             true => volume_system_id(p.engine, &cfg.hosts.cluster.image, volume).await,
             false => Ok(None),
         }
-    }))
-    .await;
+    }));
+    let moved_ids = join_all(
+        moved
+            .iter()
+            .filter(|_| read)
+            .map(|(p, volume)| async move { volume_system_id(p.engine, &cfg.hosts.cluster.image, volume).await }),
+    );
+    let (ids, moved_ids) = tokio::join!(created_ids, moved_ids);
+    moved_ids.into_iter().collect::<Result<Vec<_>>>()?;
     let mut volumes = Vec::new();
     for ((p, volume), id) in created.into_iter().zip(ids) {
         volumes.push((p, volume, id?));

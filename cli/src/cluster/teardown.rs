@@ -56,16 +56,29 @@ pub async fn stop_patroni(cfg: &Config, engines: &[Engine]) -> Result<Vec<String
 }
 
 /// Stops Patroni on every member at once before its containers are removed or its data
-/// replaced (a restore, an upgrade of the major, `remove`). The replicas are signalled first,
-/// and the leader is stopped once each has left its HA loop, so none can take the leader key
-/// the leader releases as it goes down: an asynchronous replica's REST API refuses connections
-/// tens of milliseconds after the signal; a synchronous standby's stays up until its leader
-/// releases it (it looks every 2 s), so it counts as gone once the leader's view of it shows
-/// it going (`standby_going`). A replica not seen leaving within a few seconds is stopped
-/// whole before the leader, as `stop_patroni` does.
+/// replaced (`remove`, an upgrade of the major, a restore); see `stop_patroni_leaving`. Returns
+/// once every member has stopped (a synchronous standby's container is removed by then too).
 pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<Vec<String>> {
+    let (mut done, going) = stop_patroni_leaving(cfg, engines).await?;
+    done.extend(going.wait().await?);
+    Ok(done)
+}
+
+/// Stops Patroni on every member at once. The replicas are signalled first, and the leader is
+/// stopped once each has left its HA loop, so none can take the leader key the leader releases
+/// as it goes down: an asynchronous replica's REST API refuses connections tens of
+/// milliseconds after the signal; a synchronous standby's stays up until its leader releases
+/// it (it looks every 2 s), so it counts as gone once the leader's view of it shows it going
+/// (`standby_going`). A replica not seen leaving within a few seconds is stopped whole before
+/// the leader, as `stop_patroni` does.
+///
+/// Returns once the leader and every other replica have stopped. The synchronous standby
+/// seen going is still stopping then: it goes down once its next look finds the leader gone
+/// (up to 2 s later), and takes over no longer; its stop, then its container's removal, are
+/// already under way (`Going`).
+pub async fn stop_patroni_leaving(cfg: &Config, engines: &[Engine]) -> Result<(Vec<String>, Going)> {
     let Ok((leader, cluster)) = crate::member::leader_and_cluster(cfg, engines).await else {
-        return stop_patroni(cfg, engines).await;
+        return Ok((stop_patroni(cfg, engines).await?, Going::default()));
     };
     let scope = &cfg.hosts.cluster.name;
     let replicas: Vec<&Engine> = engines.iter().filter(|e| e.host != leader.host).collect();
@@ -84,28 +97,83 @@ pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<
         // (A member is named after its host.)
         let left = match standby.filter(|s| *s == e.host) {
             Some(name) => tokio::select! {
-                left = super::wait::wait_member_stopped(e, limit) => left,
-                going = standby_going(leader, name, limit) => going,
+                left = super::wait::wait_member_stopped(e, limit) => left.then_some(Left::Stopped),
+                going = standby_going(leader, name, limit) => going.then_some(Left::Going),
             },
-            None => super::wait::wait_member_stopped(e, limit).await,
+            None => super::wait::wait_member_stopped(e, limit).await.then_some(Left::Stopped),
         };
-        tracing::debug!("{}: Patroni left its HA loop: {left}", e.host);
+        tracing::debug!("{}: Patroni left its HA loop: {left:?}", e.host);
         left
     }));
     let left = waking_leader(Some(leader), leaving).await;
     let mut done = Vec::new();
-    for (e, left) in replicas.iter().zip(left) {
-        if !left && stop(e, scope, PATRONI).await? {
-            done.push(format!("{}: stopped {PATRONI}", e.host));
+    let mut going = Going::default();
+    for (e, left) in replicas.iter().zip(&left) {
+        match left {
+            None => {
+                if stop(e, scope, PATRONI).await? {
+                    done.push(format!("{}: stopped {PATRONI}", e.host));
+                }
+            }
+            // Its stop starts now, with the leader's: it is not waited for here.
+            Some(Left::Going) => going.start(e, scope),
+            Some(Left::Stopped) => {}
         }
     }
-    let stopped = join_all(engines.iter().map(|e| stop(e, scope, PATRONI))).await;
-    for (e, s) in engines.iter().zip(stopped) {
+    let others: Vec<&Engine> = engines.iter().filter(|e| !going.has(&e.host)).collect();
+    let stopped = join_all(others.iter().map(|e| stop(e, scope, PATRONI))).await;
+    for (e, s) in others.iter().zip(stopped) {
         if s? {
             done.push(format!("{}: stopped {PATRONI}", e.host));
         }
     }
-    Ok(done)
+    Ok((done, going))
+}
+
+/// How a signalled replica was seen leaving its HA loop.
+#[derive(Debug)]
+enum Left {
+    /// Its Patroni is down.
+    Stopped,
+    /// A synchronous standby waiting for its leader to release it.
+    Going,
+}
+
+/// The members whose Patroni is still going down (`stop_patroni_leaving`): each stop runs on
+/// its own, so it goes on while the caller does other work, and removes the container as soon
+/// as it has stopped (every caller removes them; one left stopped would be recreated by `up`
+/// onto whatever volume is newest, so it must not outlive the stop longer than it has to).
+#[derive(Default)]
+pub struct Going(Vec<(String, tokio::task::JoinHandle<Result<bool>>)>);
+
+impl Going {
+    fn start(&mut self, e: &Engine, scope: &str) {
+        let (engine, scope) = (e.clone(), scope.to_string());
+        let stopping = tokio::spawn(async move {
+            let stopped = stop(&engine, &scope, PATRONI).await?;
+            if in_scope(&engine, &scope, PATRONI).await.is_some() {
+                docker::remove_container(&engine.docker, PATRONI).await?;
+            }
+            Ok(stopped)
+        });
+        self.0.push((e.host.clone(), stopping));
+    }
+
+    pub fn has(&self, host: &str) -> bool {
+        self.0.iter().any(|(h, _)| h == host)
+    }
+
+    /// Waits until each has stopped and its container is gone.
+    pub async fn wait(self) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for (host, stopping) in self.0 {
+            let stopped = stopping.await.with_context(|| format!("{host}: stopping {PATRONI}"))?;
+            if stopped.with_context(|| format!("{host}: stopping {PATRONI}"))? {
+                done.push(format!("{host}: stopped {PATRONI}"));
+            }
+        }
+        Ok(done)
+    }
 }
 
 /// The synchronous standby `name`, signalled, is seen going down: its record (read on the
@@ -177,15 +245,15 @@ async fn stop(e: &Engine, scope: &str, name: &str) -> Result<bool> {
 
 /// Container `name` runs on the host and belongs to cluster `scope`.
 async fn running_in_scope(e: &Engine, scope: &str, name: &str) -> bool {
-    e.docker.inspect_container(name, None).await.is_ok_and(|info| {
-        info.state.as_ref().and_then(|s| s.running).unwrap_or(false)
-            && info
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.as_ref())
-                .and_then(|l| l.get(LABEL_CLUSTER))
-                .is_some_and(|l| l == scope)
-    })
+    in_scope(e, scope, name).await.is_some_and(|running| running)
+}
+
+/// Whether container `name` runs, when it exists and belongs to cluster `scope`.
+async fn in_scope(e: &Engine, scope: &str, name: &str) -> Option<bool> {
+    let info = e.docker.inspect_container(name, None).await.ok()?;
+    let labels = info.config.as_ref().and_then(|c| c.labels.as_ref());
+    labels.and_then(|l| l.get(LABEL_CLUSTER)).filter(|l| *l == scope)?;
+    Some(info.state.as_ref().and_then(|s| s.running).unwrap_or(false))
 }
 
 /// Removes the cluster: the scope from the DCS (while it still runs), then every container of

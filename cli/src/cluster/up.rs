@@ -90,6 +90,8 @@ pub(crate) struct HostPlan<'a> {
     /// Access and monitoring containers of this cluster on the host whose role hosts.toml no
     /// longer gives it: `up` removes them (their volumes are kept).
     pub dropped: Vec<String>,
+    /// The data volume the host's existing Patroni container mounts.
+    pub patroni_mounts: Option<String>,
 }
 
 impl HostPlan<'_> {
@@ -344,9 +346,16 @@ pub(crate) async fn plan_host<'a>(
         .collect();
     let mut items = Vec::new();
     let mut need_ports = Vec::new();
+    let mut patroni_mounts = None;
     for s in specs {
         let action = match engine.docker.inspect_container(s.name, None).await {
             Ok(info) => {
+                if s.name == PATRONI {
+                    let mounts = info.mounts.iter().flatten();
+                    patroni_mounts = mounts
+                        .filter(|m| m.destination.as_deref() == Some(layout::DATA_MOUNT))
+                        .find_map(|m| m.name.clone());
+                }
                 let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
                 if labels.get(LABEL_CLUSTER) != Some(scope) {
                     bail!(
@@ -393,6 +402,7 @@ pub(crate) async fn plan_host<'a>(
         engine,
         items,
         dropped,
+        patroni_mounts,
     })
 }
 

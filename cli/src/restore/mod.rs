@@ -22,6 +22,7 @@ pub use crate::output::Phases;
 use crate::recovery::{self as recover, Fetch, Mode, Recovered};
 use crate::{member, output};
 use anyhow::{Context, Result};
+use futures_util::FutureExt;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ impl Plan {
             };
             out.push_str(&format!("  {}: {keep}; restores into {}\n", v.host, v.new));
         }
-        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over); its DCS scope is cleared\n");
+        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over; a synchronous standby finishes going down while the backup is fetched); its DCS scope is cleared\n");
         if keep_old {
             out.push_str("  undo afterwards with: pgctl restore --rollback\n");
         }
@@ -121,7 +122,20 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     }
 
     phases.start("stop the cluster");
-    stop_members(cfg, engines).await?;
+    let going = stop_members_leaving(cfg, engines).await?;
+    // A host's new volume is made only once its Patroni container is gone: one left behind
+    // (pgctl killed meanwhile) would be recreated by `up` onto that volume, partial as it is.
+    // So is an old volume removed: once nothing mounts it.
+    let wait_now = !plan.discard_incomplete.is_empty() || !opts.keep_old || going.has(&plan.restore_host);
+    let gone = async {
+        let stopped = going.wait().await.map_err(|e| format!("{e:#}"))?;
+        stopped.into_iter().for_each(output::step);
+        Ok::<(), String>(())
+    }
+    .shared();
+    if wait_now {
+        gone.clone().await.map_err(anyhow::Error::msg)?;
+    }
     for (host, volume) in plan.discard_incomplete.iter().filter_map(|d| d.split_once(':')) {
         volumes::remove(by_host(host), volume).await?;
     }
@@ -145,6 +159,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     if plan.clone_of.is_some() {
         // A clone's replicas could not replay the source's archive: they copy the leader.
         let (recovered, _) = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
+        gone.await.map_err(anyhow::Error::msg)?;
         let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
         return Ok(Report {
             plan,
@@ -155,13 +170,24 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     }
     // In place, the replicas fetch their copies of the same backup once the leader's own fetch
     // has ended (they share disks, network and S3 with it, and its recovery is the downtime),
-    // while it replays WAL and starts; they are started with their copies once it leads.
-    replicas::create_volumes(cfg, &replicas).await?;
+    // while it replays WAL and starts; they are started with their copies once it leads. Their
+    // volumes are made while the leader fetches, once a synchronous standby still going down
+    // has gone.
+    let prepared = async {
+        gone.await?;
+        replicas::create_volumes(cfg, &replicas).await.map_err(|e| format!("{e:#}"))
+    }
+    .shared();
     let (fetched, leader_fetched) = tokio::sync::oneshot::channel();
     let (history_known, history) = tokio::sync::oneshot::channel();
     let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
-        let (recovered, restored_history) = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await?;
+        let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await;
+        // The DCS is cleared once a synchronous standby has gone, and the members' pre-flight
+        // looks for the volumes they mount once each exists.
+        let prepared = prepared.clone().await;
+        let (recovered, restored_history) = recovered?;
+        prepared.map_err(anyhow::Error::msg)?;
         let _ = history_known.send(restored_history);
         let first = up::First {
             host: plan.restore_host.clone(),
@@ -176,7 +202,8 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     };
     // No copies when the leader's fetch fails; not taken when its recovery does.
     let copies = async {
-        if leader_fetched.await.is_ok() {
+        // (The leader's part reports volumes that could not be made.)
+        if prepared.clone().await.is_ok() && leader_fetched.await.is_ok() {
             let taken = async {
                 let hosts = replicas::fetch_copies(cfg, &replicas, &plan.backup.name).await?;
                 match history.await {
@@ -196,6 +223,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
             () = &mut copies => leader_path.await,
         }
     };
+    drop(prepared);
     if started.is_err() {
         replicas::stop_fetches(cfg, &replicas).await;
     }
@@ -383,9 +411,26 @@ pub(crate) async fn archive_current_wal(leader: &Engine) {
 /// Stops Patroni on every member and removes the containers (their restart policy would bring
 /// them back; `up` recreates them on the new volumes).
 pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
-    for line in crate::cluster::teardown::stop_patroni_to_remove(cfg, engines).await? {
+    for line in stop_members_leaving(cfg, engines).await?.wait().await? {
         output::step(line);
     }
+    Ok(())
+}
+
+/// `stop_members`, returning once the leader and the other replicas are down and their
+/// containers removed: a synchronous standby still going down (up to 2 s more, see
+/// `teardown::stop_patroni_leaving`) is stopped, and its container removed, by what it returns.
+async fn stop_members_leaving(cfg: &Config, engines: &[Engine]) -> Result<crate::cluster::teardown::Going> {
+    let (done, going) = crate::cluster::teardown::stop_patroni_leaving(cfg, engines).await?;
+    for line in done {
+        output::step(line);
+    }
+    let stopped: Vec<&Engine> = engines.iter().filter(|e| !going.has(&e.host)).collect();
+    remove_patroni(&stopped).await?;
+    Ok(going)
+}
+
+async fn remove_patroni(engines: &[&Engine]) -> Result<()> {
     let removed = futures_util::future::join_all(engines.iter().map(|e| docker::remove_container(&e.docker, PATRONI))).await;
     removed.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(())
