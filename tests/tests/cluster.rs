@@ -268,34 +268,37 @@ fn cluster_lifecycle_on_real_engines() -> Result<()> {
     Ok(())
 }
 
-/// A stopped member whose host holds a newer data volume with an interrupted restore in it (pgctl
-/// killed after making the volume, before removing the container): `up` would recreate the
-/// container onto that volume; it reads it first and refuses, starting nothing. With the volume
-/// gone, the member is as it was.
+/// A stopped member whose host holds a newer data volume, empty or with an interrupted restore in
+/// it (pgctl killed after making the volume, before the container was gone): `up` would
+/// recreate the container onto that volume; it reads it first and refuses, starting nothing.
+/// With the volume gone, the member is as it was.
 fn interrupted_restore_under_a_stopped_member(lab: &Lab, host: &str) -> Result<()> {
     let image = lab.docker(host, &["inspect", "-f", "{{.Config.Image}}", "patroni"])?;
     let partial = "lab-pgdata-g2";
     let labels = ["--label", "io.pgctl.cluster=lab", "--label", "io.pgctl.role=patroni"];
     lab.docker(host, &[&["volume", "create"], &labels[..], &[partial]].concat())?;
+    let before = container_ids(lab)?;
+    let refused_up = |why: &str| -> Result<()> {
+        let refused = lab.pgctl(&["up"]);
+        refused.assert_code(exit::REFUSED, &format!("up onto {why}"));
+        assert!(refused.stderr.contains(&format!("{host}: ")), "{}", refused.stderr);
+        assert!(refused.stderr.contains(partial), "{}", refused.stderr);
+        assert!(refused.stderr.contains("interrupted"), "{}", refused.stderr);
+        assert_eq!(container_ids(lab)?, before, "up onto {why} recreated containers");
+        for (h, _) in lab.hosts() {
+            assert_eq!(
+                lab.docker(&h, &["ps", "-q", "--filter", "name=^patroni$"])?,
+                "",
+                "{h}: Patroni started"
+            );
+        }
+        Ok(())
+    };
+    refused_up("an empty newer volume")?;
     let mount = format!("{partial}:/var/lib/postgresql/data");
     let marker = "/var/lib/postgresql/data/pgctl-restore-incomplete";
     lab.docker(host, &["run", "--rm", "--network", "none", "-v", &mount, &image, "touch", marker])?;
-    let before = container_ids(lab)?;
-    let refused = lab.pgctl(&["up"]);
-    refused.assert_code(exit::REFUSED, "up onto an interrupted restore's volume");
-    assert!(
-        refused.stderr.contains(&format!("{host}: data volume {partial} holds a restore")),
-        "{}",
-        refused.stderr
-    );
-    assert_eq!(container_ids(lab)?, before, "the refused up recreated containers");
-    for (h, _) in lab.hosts() {
-        assert_eq!(
-            lab.docker(&h, &["ps", "-q", "--filter", "name=^patroni$"])?,
-            "",
-            "{h}: Patroni started"
-        );
-    }
+    refused_up("an interrupted restore's volume")?;
     lab.docker(host, &["volume", "rm", partial])?;
     Ok(())
 }

@@ -92,9 +92,10 @@ fn point_in_time_restore() -> Result<()> {
     assert_eq!(patroni_ids(&lab)?, ids, "refused restores leave the containers alone");
     assert_eq!(lab.leader()?, leader, "and the leader");
 
-    // A restore interrupted midway (pgctl and its recovery container killed during the replay,
-    // as when the host dies): `up` refuses the partial volume, and the same restore run again
-    // discards it and picks up cleanly.
+    // A restore interrupted midway (pgctl killed as the fetch begins, with the leader's Patroni
+    // container still going down, then its recovery container, as when the host dies): `up`
+    // refuses the partial volume (it would have moved that container onto it), and the same
+    // restore run again discards it and picks up cleanly.
     let host = interrupt_restore(&lab, &target)?;
     let refused = lab.pgctl(&["up"]);
     assert!(!refused.ok, "up must refuse the partial volume of an interrupted restore");
@@ -388,8 +389,6 @@ fn migrate_an_encrypted_pgbackrest_source(lab: &Lab) -> Result<()> {
     Ok(())
 }
 
-/// Starts `pgctl restore` to `target`, kills it and its recovery container once PostgreSQL
-/// replays WAL; returns the host the restore ran on.
 /// Kills `host`'s fetch of a restore's replica copy as soon as it runs (looking every 50 ms),
 /// from another thread, until `finish` says whether it did.
 fn cut_fetch_short(lab: &Lab, host: &str) -> Cutter {
@@ -419,6 +418,9 @@ impl Cutter {
     }
 }
 
+/// Starts `pgctl restore` to `target` and kills it as the backup's fetch begins (the leader's
+/// Patroni is still going down then: its container stays behind, stopped), then its recovery
+/// container (as when the host dies); returns the host the restore ran on.
 fn interrupt_restore(lab: &Lab, target: &str) -> Result<String> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(pgctl_bin())
@@ -432,14 +434,18 @@ fn interrupt_restore(lab: &Lab, target: &str) -> Result<String> {
     for line in stderr.lines() {
         let line = line?;
         eprintln!("    {line}");
-        if let Some(h) = line.strip_suffix(": PostgreSQL replays WAL from the archive") {
+        if let Some(h) = line.strip_suffix(": fetching the base backup from S3 (read-only key)") {
             host = Some(h.to_string());
             break;
         }
     }
     child.kill()?;
     child.wait()?;
-    let host = host.context("the restore never reached its replay phase")?;
-    lab.docker(&host, &["kill", "pgctl-restore-lab"])?;
+    let host = host.context("the restore never reached its fetch")?;
+    // (It may have finished on its own already: its volume stays marked incomplete.)
+    let killed = lab.docker(&host, &["kill", "pgctl-restore-lab"]);
+    eprintln!("    recovery container killed: {killed:?}");
+    let left = lab.docker(&host, &["ps", "-a", "--filter", "name=^patroni$", "--format", "{{.Status}}"])?;
+    eprintln!("    {host}: Patroni container left behind: {left:?}");
     Ok(host)
 }

@@ -43,6 +43,21 @@ pub async fn volume_system_id(engine: &Engine, image: &str, volume: &str) -> Res
     Ok((!id.is_empty()).then_some(id))
 }
 
+/// An existing member is recreated onto data volume `to`, newer than the `from` it mounts: only
+/// when `to` holds data. A restore makes the new generation while the members' containers may
+/// still be going down; interrupted there, it leaves a container behind and a volume that is
+/// empty (refused here) or partial (refused by `volume_system_id`). Either would otherwise come
+/// up as a member without the cluster's data.
+async fn check_move(cfg: &Config, p: &HostPlan<'_>, from: &str, to: &str) -> Result<()> {
+    if volume_system_id(p.engine, &cfg.hosts.cluster.image, to).await?.is_some() {
+        return Ok(());
+    }
+    let host = &p.host.name;
+    Err(crate::error::refused(format!(
+        "{host}: its Patroni container mounts data volume {from}, and the newer {to} it would move to is empty: a restore was interrupted before it filled it. Nothing was started. Run the same `pgctl restore` again, or remove the empty volume on {host} (`docker volume rm {to}`) to go on with the data in {from}"
+    )))
+}
+
 /// The member a `Members::LeaderFirst` converge starts alone first.
 #[derive(Debug, Clone)]
 pub struct First {
@@ -68,9 +83,8 @@ pub(crate) struct NewMembers<'a> {
 }
 
 /// Without `read`, what the volumes hold is not read (a restore in place made them). With it, so
-/// is the volume an existing member is recreated onto when it is not the one it mounts (a
-/// restore interrupted while that member's container was still there): an interrupted
-/// restore's volume is refused there too.
+/// is the volume an existing member is recreated onto when it is not the one it mounts (see
+/// `check_move`).
 pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], read: bool) -> Result<NewMembers<'a>> {
     let mut created = Vec::new();
     let mut moved = Vec::new();
@@ -84,8 +98,10 @@ pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], rea
             Action::Create => created.push((p, volume.clone())),
             _ => all_new = false,
         }
-        if matches!(action, Action::Recreate | Action::RecreateStopped) && p.patroni_mounts.as_ref() != Some(volume) {
-            moved.push((p, volume));
+        if let Some(mounted) = p.patroni_mounts.as_ref().filter(|m| *m != volume) {
+            if matches!(action, Action::Recreate | Action::RecreateStopped) {
+                moved.push((p, mounted, volume));
+            }
         }
     }
     // Every host's volume is read at once (a short-lived container each).
@@ -95,14 +111,9 @@ pub(crate) async fn new_members<'a>(cfg: &Config, plans: &'a [HostPlan<'a>], rea
             false => Ok(None),
         }
     }));
-    let moved_ids = join_all(
-        moved
-            .iter()
-            .filter(|_| read)
-            .map(|(p, volume)| async move { volume_system_id(p.engine, &cfg.hosts.cluster.image, volume).await }),
-    );
-    let (ids, moved_ids) = tokio::join!(created_ids, moved_ids);
-    moved_ids.into_iter().collect::<Result<Vec<_>>>()?;
+    let moves = join_all(moved.iter().filter(|_| read).map(|(p, from, to)| check_move(cfg, p, from, to)));
+    let (ids, moves) = tokio::join!(created_ids, moves);
+    moves.into_iter().collect::<Result<Vec<_>>>()?;
     let mut volumes = Vec::new();
     for ((p, volume), id) in created.into_iter().zip(ids) {
         volumes.push((p, volume, id?));

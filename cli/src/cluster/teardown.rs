@@ -72,10 +72,11 @@ pub async fn stop_patroni_to_remove(cfg: &Config, engines: &[Engine]) -> Result<
 /// (`standby_going`). A replica not seen leaving within a few seconds is stopped whole before
 /// the leader, as `stop_patroni` does.
 ///
-/// Returns once the leader and every other replica have stopped. The synchronous standby
-/// seen going is still stopping then: it goes down once its next look finds the leader gone
-/// (up to 2 s later), and takes over no longer; its stop, then its container's removal, are
-/// already under way (`Going`).
+/// Returns once every other replica has stopped and the leader's PostgreSQL has exited (all it
+/// wrote archived). Still going down then, their stops and then their containers' removal under
+/// way (`Going`): the leader's Patroni, which leaves a second later; and a synchronous standby
+/// seen going, which goes down once its next look finds the leader gone (up to 2 s later) and
+/// takes over no longer.
 pub async fn stop_patroni_leaving(cfg: &Config, engines: &[Engine]) -> Result<(Vec<String>, Going)> {
     let Ok((leader, cluster)) = crate::member::leader_and_cluster(cfg, engines).await else {
         return Ok((stop_patroni(cfg, engines).await?, Going::default()));
@@ -120,14 +121,43 @@ pub async fn stop_patroni_leaving(cfg: &Config, engines: &[Engine]) -> Result<(V
             Some(Left::Stopped) => {}
         }
     }
+    // The leader's stop runs on its own too: it counts as down once its PostgreSQL has exited.
+    going.start(leader, scope);
     let others: Vec<&Engine> = engines.iter().filter(|e| !going.has(&e.host)).collect();
-    let stopped = join_all(others.iter().map(|e| stop(e, scope, PATRONI))).await;
+    let stopping = join_all(others.iter().map(|e| stop(e, scope, PATRONI)));
+    let (stopped, exited) = tokio::join!(stopping, postgres_exited(leader));
     for (e, s) in others.iter().zip(stopped) {
         if s? {
             done.push(format!("{}: stopped {PATRONI}", e.host));
         }
     }
+    match exited {
+        true => done.push(format!("{}: PostgreSQL stopped ({PATRONI} exits meanwhile)", leader.host)),
+        false => done.extend(going.wait_for(&leader.host).await?),
+    }
     Ok((done, going))
+}
+
+/// Waits until the PostgreSQL in `e`'s Patroni container has exited (its postmaster.pid is
+/// gone, which PostgreSQL removes last, once the archiver has archived what it had): a
+/// stopping Patroni leaves a second later (1.0 s on the lab, after PostgreSQL stopped), having
+/// released its DCS key. False when that cannot be seen (the container stopped first).
+async fn postgres_exited(e: &Engine) -> bool {
+    let watch = format!(
+        "while [ -e {}/postmaster.pid ]; do sleep 0.05; done; echo exited",
+        crate::layout::PGDATA
+    );
+    let seen = docker::exec(&e.docker, PATRONI, &["sh", "-c", &watch], None).await;
+    tracing::debug!("{}: PostgreSQL exit watched: {seen:?}", e.host);
+    seen.is_ok_and(|out| out.stdout.trim() == "exited")
+}
+
+/// The end of a stop `Going::start` began: what it did, for the report.
+async fn stopped(host: &str, stopping: tokio::task::JoinHandle<Result<bool>>) -> Result<Option<String>> {
+    let stopped = stopping.await.with_context(|| format!("{host}: stopping {PATRONI}"))?;
+    Ok(stopped
+        .with_context(|| format!("{host}: stopping {PATRONI}"))?
+        .then(|| format!("{host}: stopped {PATRONI}")))
 }
 
 /// How a signalled replica was seen leaving its HA loop.
@@ -167,12 +197,20 @@ impl Going {
     pub async fn wait(self) -> Result<Vec<String>> {
         let mut done = Vec::new();
         for (host, stopping) in self.0 {
-            let stopped = stopping.await.with_context(|| format!("{host}: stopping {PATRONI}"))?;
-            if stopped.with_context(|| format!("{host}: stopping {PATRONI}"))? {
-                done.push(format!("{host}: stopped {PATRONI}"));
-            }
+            done.extend(stopped(&host, stopping).await?);
         }
         Ok(done)
+    }
+
+    /// Waits until `host`'s has stopped (it is no longer going).
+    async fn wait_for(&mut self, host: &str) -> Result<Option<String>> {
+        match self.0.iter().position(|(h, _)| h == host) {
+            Some(i) => {
+                let (host, stopping) = self.0.remove(i);
+                stopped(&host, stopping).await
+            }
+            None => Ok(None),
+        }
     }
 }
 

@@ -30,7 +30,9 @@ pub(crate) async fn wait_member_leading(engine: &Engine, timeout: Duration) -> R
 /// REST API, the first thing it shuts, no longer answers); false when it has not. A container
 /// that no longer runs has left it.
 pub(crate) async fn wait_member_stopped(engine: &Engine, limit: Duration) -> bool {
-    match watch_member(engine, limit, "stopped").await {
+    let watched = watch_member(engine, limit, "stopped").await;
+    tracing::debug!("{}: watching Patroni leave: {watched:?}", engine.host);
+    match watched {
         Ok(out) => out.stdout.trim() == "ready",
         Err(_) => !engine
             .docker
@@ -193,7 +195,10 @@ pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) ->
     let mut last = String::new();
     let mut nudges = Nudges::default();
     while started.elapsed() < opts.timeout {
-        match status::fetch(cfg, engines).await {
+        let read_at = Instant::now();
+        let fetched = status::fetch(cfg, engines).await;
+        tracing::debug!("cluster read in {:.2}s", read_at.elapsed().as_secs_f64());
+        match fetched {
             Ok(s) => match s.healthy(expected, opts.max_lag) {
                 Ok(()) => return Ok(s),
                 Err(why) => {

@@ -100,7 +100,7 @@ impl Plan {
             };
             out.push_str(&format!("  {}: {keep}; restores into {}\n", v.host, v.new));
         }
-        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over; a synchronous standby finishes going down while the backup is fetched); its DCS scope is cleared\n");
+        out.push_str("  the cluster is stopped first (Patroni on every member at once, the leader once the signalled replicas have left their HA loops, so that none takes over; the backup is fetched once the leader's PostgreSQL has stopped, while Patroni finishes going down); its DCS scope is cleared\n");
         if keep_old {
             out.push_str("  undo afterwards with: pgctl restore --rollback\n");
         }
@@ -123,10 +123,11 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
 
     phases.start("stop the cluster");
     let going = stop_members_leaving(cfg, engines).await?;
-    // A host's new volume is made only once its Patroni container is gone: one left behind
-    // (pgctl killed meanwhile) would be recreated by `up` onto that volume, partial as it is.
-    // So is an old volume removed: once nothing mounts it.
-    let wait_now = !plan.discard_incomplete.is_empty() || !opts.keep_old || going.has(&plan.restore_host);
+    // The leader's new volume is made and filled while its Patroni finishes going down (its
+    // PostgreSQL has exited): pgctl killed meanwhile leaves its container, which `up` refuses to
+    // move onto a newer volume that is empty or partial (`newcomers::check_move`). An old volume
+    // is removed once nothing mounts it.
+    let wait_now = !plan.discard_incomplete.is_empty() || !opts.keep_old;
     let gone = async {
         let stopped = going.wait().await.map_err(|e| format!("{e:#}"))?;
         stopped.into_iter().for_each(output::step);
@@ -158,7 +159,8 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         .collect();
     if plan.clone_of.is_some() {
         // A clone's replicas could not replay the source's archive: they copy the leader.
-        let (recovered, _) = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
+        let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
+        complete_volume(cfg, restore_engine, new_volume).await?;
         gone.await.map_err(anyhow::Error::msg)?;
         let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
         return Ok(Report {
@@ -171,8 +173,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     // In place, the replicas fetch their copies of the same backup once the leader's own fetch
     // has ended (they share disks, network and S3 with it, and its recovery is the downtime),
     // while it replays WAL and starts; they are started with their copies once it leads. Their
-    // volumes are made while the leader fetches, once a synchronous standby still going down
-    // has gone.
+    // volumes are made while the leader fetches, once every Patroni still going down has gone.
     let prepared = async {
         gone.await?;
         replicas::create_volumes(cfg, &replicas).await.map_err(|e| format!("{e:#}"))
@@ -183,12 +184,24 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
         let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await;
-        // The DCS is cleared once a synchronous standby has gone, and the members' pre-flight
-        // looks for the volumes they mount once each exists.
+        // The DCS is cleared once Patroni has gone everywhere (the leader's, a synchronous
+        // standby's went down meanwhile), and the members' pre-flight looks for the volumes
+        // they mount once each exists.
         let prepared = prepared.clone().await;
-        let (recovered, restored_history) = recovered?;
+        let recovered = recovered?;
         prepared.map_err(anyhow::Error::msg)?;
-        let _ = history_known.send(restored_history);
+        // The recovery seen to succeed, its volume is marked complete while the scope is cleared.
+        phases.start("mark the volume complete, clear the DCS scope");
+        let up_opts = UpOptions {
+            checked: true,
+            ..UpOptions::new(opts.timeout)
+        };
+        let (restored_history, cleared) = tokio::join!(
+            complete_volume(cfg, restore_engine, new_volume),
+            clear_scope(cfg, engines, &up_opts)
+        );
+        let _ = history_known.send(restored_history?);
+        cleared?;
         let first = up::First {
             host: plan.restore_host.clone(),
             led_at: Default::default(),
@@ -197,7 +210,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         // The leader not starting on its recovered data: the error as it is; the copies'
         // fetches are stopped and what they left stays (a retried restore discards it, `up`
         // refuses a copy whose fetch was cut short).
-        let status = start_restored(cfg, engines, first, opts.timeout, &mut phases).await?;
+        let status = start_first(cfg, first, &up_opts, &mut phases).await?;
         anyhow::Ok((recovered, status))
     };
     // No copies when the leader's fetch fails; not taken when its recovery does.
@@ -261,8 +274,8 @@ impl std::fmt::Display for RecoveryFailed {
 impl std::error::Error for RecoveryFailed {}
 
 /// Fetches the backup into the restore host's new volume and recovers it to the target;
-/// `fetched` is told when the fetch has ended. Returns the recovered data's timeline history
-/// files too. A failed recovery removes the volume and is a `RecoveryFailed`.
+/// `fetched` is told when the fetch has ended. A failed recovery removes the volume and is a
+/// `RecoveryFailed`; a recovered volume stays marked incomplete until `complete_volume`.
 async fn recover_leader(
     cfg: &Config,
     source: &Config,
@@ -271,7 +284,7 @@ async fn recover_leader(
     opts: &RestoreOptions,
     fetched: Option<tokio::sync::oneshot::Sender<()>>,
     phases: &mut Phases,
-) -> Result<(Recovered, Vec<(String, String)>)> {
+) -> Result<Recovered> {
     let volume = &plan.volumes.iter().find(|v| v.host == plan.restore_host).expect("planned").new;
     let fetch = Fetch {
         backup: &plan.backup.name,
@@ -286,8 +299,6 @@ async fn recover_leader(
             return Err(RecoveryFailed(format!("{e:#}\n{}", after_failure(cfg, plan, opts, removed))).into());
         }
     };
-    // After the recovery, the recovered volume stays (complete or not, its marker says).
-    let history = complete_volume(cfg, engine, volume).await?;
     phases.sub(&recovered.phases);
     output::step(format!(
         "{}: recovered to {} on timeline {} (last transaction replayed: {})",
@@ -296,7 +307,7 @@ async fn recover_leader(
         recovered.timeline,
         recovered.last_replayed.as_deref().unwrap_or("none")
     ));
-    Ok((recovered, history))
+    Ok(recovered)
 }
 
 /// Starts the cluster on data that exists on `leader_host` only: a clean DCS scope, that
@@ -332,18 +343,28 @@ async fn start_restored(
         checked: first.others_ready.is_some(),
         ..UpOptions::new(timeout)
     };
+    clear_scope(cfg, engines, &opts).await?;
+    start_first(cfg, first, &opts, phases).await
+}
+
+/// Empties the cluster's DCS scope (starting the DCS first when it does not run).
+async fn clear_scope(cfg: &Config, engines: &[Engine], opts: &UpOptions) -> Result<()> {
     let dcs_engine = engines
         .iter()
         .find(|e| crate::dcs::is_voter(cfg, &e.host))
         .context("no DCS member reachable")?;
     // The DCS of a stopped cluster still runs; a migration's new hosts may have none yet.
     if crate::dcs::health(cfg, dcs_engine).await.is_err() {
-        up::converge_members(cfg, &opts, &Members::None).await?;
+        up::converge_members(cfg, opts, &Members::None).await?;
     }
-    crate::dcs::remove_scope(cfg, dcs_engine, &cfg.hosts.cluster.name).await?;
+    crate::dcs::remove_scope(cfg, dcs_engine, &cfg.hosts.cluster.name).await
+}
+
+/// Starts `first` alone on a cleared scope, the others once it leads.
+async fn start_first(cfg: &Config, first: up::First, opts: &UpOptions, phases: &mut Phases) -> Result<ClusterStatus> {
     phases.start("start the leader");
     let led_at = first.led_at.clone();
-    let status = up::converge_members(cfg, &opts, &Members::LeaderFirst(first))
+    let status = up::converge_members(cfg, opts, &Members::LeaderFirst(first))
         .await
         .context("the cluster after the restore")?;
     // The downtime ends when the leader leads: the replicas' part is a phase of its own.
@@ -417,9 +438,10 @@ pub async fn stop_members(cfg: &Config, engines: &[Engine]) -> Result<()> {
     Ok(())
 }
 
-/// `stop_members`, returning once the leader and the other replicas are down and their
-/// containers removed: a synchronous standby still going down (up to 2 s more, see
-/// `teardown::stop_patroni_leaving`) is stopped, and its container removed, by what it returns.
+/// `stop_members`, returning once the leader's PostgreSQL has exited and the replicas are down
+/// but for a synchronous standby, their containers removed: the Patroni still going down (the
+/// leader's, a synchronous standby's; see `teardown::stop_patroni_leaving`) is stopped, and
+/// its container removed, by what it returns.
 async fn stop_members_leaving(cfg: &Config, engines: &[Engine]) -> Result<crate::cluster::teardown::Going> {
     let (done, going) = crate::cluster::teardown::stop_patroni_leaving(cfg, engines).await?;
     for line in done {

@@ -152,26 +152,27 @@ async fn read_member(cfg: &Config, e: &Engine, free_space: bool) -> Result<Membe
     })
 }
 
-/// One container on the member's engine: the newest volume (read-only) tested for an
-/// interrupted restore's leftovers, and `df` of the Docker filesystem.
+/// The newest volume tested for an interrupted restore's leftovers, and `df` of the Docker
+/// filesystem: in the running Patroni container when it mounts that volume (an exec), in a
+/// short-lived container otherwise (one more second on a busy engine).
 async fn read_volume_and_space(cfg: &Config, engine: &Engine, volume: Option<&str>) -> Result<(Leftover, Option<u64>)> {
-    let host_config = bollard::models::HostConfig {
-        binds: volume.map(|v| vec![format!("{v}:{DATA_MOUNT}:ro")]),
-        network_mode: Some("none".into()),
-        ..Default::default()
-    };
     let script = format!(
         "if test -e {INCOMPLETE_MARKER}; then echo restore; elif test -e {PREFETCH_MARKER} || ! test -e {PGDATA}/PG_VERSION; then echo unused; else echo none; fi; df -B1 --output=avail / | tail -n 1"
     );
-    let out = docker::run_once(
-        &engine.docker,
-        &cfg.hosts.cluster.image,
-        &["sh", "-c", &script],
-        host_config,
-        None,
-        &[],
-    )
-    .await?;
+    let cmd = ["sh", "-c", script.as_str()];
+    let out = match volume {
+        Some(v) if running_patroni_mounts(engine).await.as_deref() == Some(v) => {
+            docker::exec(&engine.docker, crate::layout::PATRONI, &cmd, None).await?
+        }
+        _ => {
+            let host_config = bollard::models::HostConfig {
+                binds: volume.map(|v| vec![format!("{v}:{DATA_MOUNT}:ro")]),
+                network_mode: Some("none".into()),
+                ..Default::default()
+            };
+            docker::run_once(&engine.docker, &cfg.hosts.cluster.image, &cmd, host_config, None, &[]).await?
+        }
+    };
     let text = out.ok(&format!(
         "{}: reading volume {} and free space",
         engine.host,
@@ -184,6 +185,17 @@ async fn read_volume_and_space(cfg: &Config, engine: &Engine, volume: Option<&st
         _ => Leftover::None,
     };
     Ok((leftover, lines.next().and_then(|l| l.parse().ok())))
+}
+
+/// The data volume the host's Patroni container mounts, when it runs.
+async fn running_patroni_mounts(engine: &Engine) -> Option<String> {
+    let info = engine.docker.inspect_container(crate::layout::PATRONI, None).await.ok()?;
+    info.state.as_ref()?.running.filter(|r| *r)?;
+    let mounts = info.mounts?;
+    mounts
+        .into_iter()
+        .find(|m| m.destination.as_deref() == Some(DATA_MOUNT))
+        .and_then(|m| m.name)
 }
 
 /// Room for one more copy of the data on every member's Docker filesystem.
