@@ -351,10 +351,7 @@ pub(crate) async fn plan_host<'a>(
         let action = match engine.docker.inspect_container(s.name, None).await {
             Ok(info) => {
                 if s.name == PATRONI {
-                    let mounts = info.mounts.iter().flatten();
-                    patroni_mounts = mounts
-                        .filter(|m| m.destination.as_deref() == Some(layout::DATA_MOUNT))
-                        .find_map(|m| m.name.clone());
+                    patroni_mounts = super::volumes::mounted(&info);
                 }
                 let labels = info.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
                 if labels.get(LABEL_CLUSTER) != Some(scope) {

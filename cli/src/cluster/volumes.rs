@@ -54,6 +54,14 @@ pub async fn current(engine: &Engine, scope: &str) -> Result<String> {
         .unwrap_or_else(|| data_volume(scope, 1)))
 }
 
+/// The data volume an inspected Patroni container mounts.
+pub fn mounted(info: &bollard::models::ContainerInspectResponse) -> Option<String> {
+    let mounts = info.mounts.iter().flatten();
+    mounts
+        .filter(|m| m.destination.as_deref() == Some(crate::layout::DATA_MOUNT))
+        .find_map(|m| m.name.clone())
+}
+
 /// A data volume of this cluster, labeled as `up` labels it (so `remove --volumes` finds it).
 pub async fn create(cfg: &Config, engine: &Engine, name: &str, previous_leader: Option<&str>) -> Result<()> {
     let mut labels = HashMap::from([

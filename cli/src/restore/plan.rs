@@ -191,11 +191,7 @@ async fn read_volume_and_space(cfg: &Config, engine: &Engine, volume: Option<&st
 async fn running_patroni_mounts(engine: &Engine) -> Option<String> {
     let info = engine.docker.inspect_container(crate::layout::PATRONI, None).await.ok()?;
     info.state.as_ref()?.running.filter(|r| *r)?;
-    let mounts = info.mounts?;
-    mounts
-        .into_iter()
-        .find(|m| m.destination.as_deref() == Some(DATA_MOUNT))
-        .and_then(|m| m.name)
+    volumes::mounted(&info)
 }
 
 /// Room for one more copy of the data on every member's Docker filesystem.
