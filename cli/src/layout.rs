@@ -124,6 +124,9 @@ pub const REPLICA_SCRIPT: &str = "/etc/pgctl/replica-from-backup.sh";
 pub const PREFETCHED_COPY: &str = "/var/lib/postgresql/data/pgctl-prefetch";
 /// A replica's copy still being fetched (recover.sh prefetch removes it once the copy is whole).
 pub const PREFETCH_MARKER: &str = "/var/lib/postgresql/data/pgctl-prefetch-incomplete";
+/// The restored timeline's history, handed by pgctl to a copy being fetched (recover.sh prefetch
+/// moves it into the copy's pg_wal).
+pub const DELIVERED_HISTORY: &str = "/var/lib/postgresql/data/pgctl-prefetch-history";
 /// Left on a new member's data volume by `node add`: the fetch command the script runs once.
 pub const REPLICA_REQUEST: &str = "/var/lib/postgresql/data/pgctl-replica-request";
 /// Written by the script: how the replica was made (JSON).

@@ -10,7 +10,10 @@
 #                                      existing data: promote it onto a new timeline (rollback)
 # FETCH is the backup engine's restore command. RECOVERY_CONF (env), when set, holds recovery
 # settings to append to postgresql.auto.conf after the fetch (engines that write none).
-# Progress goes to stderr as "pgctl: ..." lines; the last stdout line is a JSON summary.
+# Progress goes to stderr as "pgctl: ..." lines, the result as one "pgctl: summary JSON" line.
+# A restore and a prefetch then wait for pgctl's answer, given with `docker exec` into this
+# container (see await_pgctl): pgctl marks a restored volume complete once it has read the
+# summary, and hands a replica's copy the restored timeline's history.
 set -eu
 MODE=$1
 BINDIR=$2
@@ -19,9 +22,20 @@ DATA=/var/lib/postgresql/data
 PGDATA=$DATA/pgdata
 LOG=/tmp/postgresql.log
 
-say() { echo "pgctl: $*" >&2; }
+# printf, not echo: dash's echo would turn the summary's JSON escapes (\t, \n) into control characters.
+say() { printf 'pgctl: %s\n' "$*" >&2; }
 as_pg() { setpriv --reuid=postgres --regid=postgres --init-groups env HOME=/var/lib/postgresql PGHOST=/tmp PGUSER=postgres PGDATABASE=postgres "$@"; }
 sql() { as_pg "$BINDIR/psql" -XAtq -v ON_ERROR_STOP=1 "$@"; }
+# Waits at most $1 seconds for pgctl's answer, tested by the rest of the arguments.
+await_pgctl() {
+  tries=$(($1 * 10))
+  shift
+  until "$@"; do
+    tries=$((tries - 1))
+    [ "$tries" -gt 0 ] || return 1
+    sleep 0.1
+  done
+}
 
 chown postgres:postgres "$DATA"
 chmod 0700 "$DATA"
@@ -59,11 +73,29 @@ prefetch)
     say "the fetch failed"
     exit 4
   fi
+  # The restored timeline's history, which pgctl delivers (into pgctl-prefetch-history) once
+  # the leader's recovery has promoted, usually while this fetch runs: with it in pg_wal the
+  # copy replays the restored timeline, never the abandoned one, and only then is the request
+  # that Patroni's replica method take the copy (COPY_REQUEST, its lines) left beside it.
+  # Without the history in time, pgctl adds both later itself.
+  taken=false
+  [ -d "$DATA/pgctl-prefetch-history" ] || say "phase await"
+  if await_pgctl "${ANSWER_WITHIN:-60}" test -d "$DATA/pgctl-prefetch-history"; then
+    for f in "$DATA"/pgctl-prefetch-history/*.history; do
+      if [ -e "$f" ]; then mv "$f" "$PGDATA/pg_wal/"; fi
+    done
+    rmdir "$DATA/pgctl-prefetch-history"
+    taken=true
+  fi
   # Out of Patroni's sight until its replica method takes it: a data directory there would make
   # Patroni start it as it is instead of creating a replica.
   mv "$PGDATA" "$DATA/pgctl-prefetch"
+  if [ "$taken" = true ]; then
+    rm -f "$DATA/pgctl-replica-result"
+    printf '%s\n' "$COPY_REQUEST" | as_pg tee "$DATA/pgctl-replica-request" >/dev/null
+  fi
   rm "$DATA/pgctl-prefetch-incomplete"
-  echo '{}'
+  say "summary {\"taken\": $taken}"
   exit 0
   ;;
 bump)
@@ -163,7 +195,11 @@ if [ "$MODE" = verify ]; then
   done </tmp/databases
 fi
 
-summary=$(sql -c "SELECT json_build_object('timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, 'system_id', (SELECT system_identifier::text FROM pg_control_system()), 'lsn', pg_current_wal_lsn()::text, 'last_replayed', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || ' UTC', 'indexes_checked', $indexes)")
+summary=$(sql -c "SELECT json_build_object('timeline', ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, 'system_id', (SELECT system_identifier::text FROM pg_control_system()), 'lsn', pg_current_wal_lsn()::text, 'last_replayed', to_char(pg_last_xact_replay_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || ' UTC', 'indexes_checked', $indexes, 'history', (SELECT coalesce(json_object_agg(name, pg_read_file('pg_wal/' || name)), '{}') FROM pg_ls_waldir() WHERE name ~ '^[0-9A-F]{8}[.]history$'))")
 say "phase stop"
 as_pg "$BINDIR/pg_ctl" -D "$PGDATA" -m fast -w -t 300 stop >/dev/null
-echo "$summary"
+say "summary $summary"
+if [ "$MODE" = restore ] && ! await_pgctl 120 test ! -e "$DATA/pgctl-restore-incomplete"; then
+  say "pgctl did not mark the restored volume complete: it stays an interrupted restore's"
+  exit 6
+fi

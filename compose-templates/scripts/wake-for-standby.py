@@ -2,8 +2,10 @@
 # for up to SECONDS. Patroni's leader picks its synchronous standby only in its HA loop, from
 # the replicas whose Patroni reports running and that stream from it (pg_stat_replication), up
 # to a `loop_wait` after one does: this looks every 0.1 s and wakes the leader's loop (a PATCH
-# /config that changes nothing) as soon as one does, and again whenever another one does
-# (pgctl's own reads wake it later on, if need be). Prints `recorded` once a synchronous
+# /config that changes nothing) whenever one more does. A replica that stops streaming and
+# starts again counts again: a restored cluster's replica streams the old timeline up to the
+# leader's promotion, then reconnects on the new one, and a loop woken in between finds no
+# standby (pgctl's own reads wake it later on, if need be). Prints `recorded` once a synchronous
 # standby is recorded, or `no leader` / `limit` when it gives up. The basic-auth credentials
 # are read from patroni.yml here, never passed in; PostgreSQL is read over its socket as
 # postgres (peer authentication).
@@ -36,7 +38,8 @@ def streaming():
             conn = psycopg2.connect(host='/var/run/postgresql', dbname='postgres', user='postgres', connect_timeout=2)
             conn.autocommit = True
         with conn.cursor() as c:
-            c.execute('SELECT application_name FROM pg_stat_replication WHERE flush_lsn IS NOT NULL')
+            # As Patroni reads it: only a walsender in state `streaming` offers a candidate.
+            c.execute("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming' AND flush_lsn IS NOT NULL")
             return {r[0] for r in c.fetchall()}
     except Exception:
         conn = None
@@ -44,7 +47,8 @@ def streaming():
 
 
 deadline = time.monotonic() + float(sys.argv[1])
-woken_for = set()
+# The replicas running and streaming at the last look.
+ready_before = set()
 while time.monotonic() < deadline:
     try:
         members = call('GET', '/cluster').get('members', [])
@@ -62,11 +66,12 @@ while time.monotonic() < deadline:
     streams = streaming()
     if streams is not None:
         running &= streams
-    if running - woken_for:
+    if running - ready_before:
         try:
             call('PATCH', '/config', {'pgctl_wakeup': None})
-            woken_for |= running
         except Exception:
-            pass
+            time.sleep(0.1)
+            continue
+    ready_before = running
     time.sleep(0.1)
 print('limit')

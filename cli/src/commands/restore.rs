@@ -17,7 +17,8 @@ and the target must lie in the restorable window (both are printed), every host 
 room for a second copy of the data. The plan is printed and must be confirmed by typing the cluster name (--yes in scripts).\n\n\
 Then: the current WAL segment is archived, Patroni stops on the replicas and then the leader, the backup is fetched into a NEW data \
 volume generation on the leader's host (the old volumes are never touched), PostgreSQL replays WAL to the target and is promoted onto a \
-new timeline, the DCS scope is cleared, the restored member starts alone and leads, and the other members are rebuilt from it. \
+new timeline, the DCS scope is cleared, the restored member starts alone and leads, and the other members take copies of the same \
+backup, fetched from S3 meanwhile, and follow it (a clone's copy the leader). \
 The cluster then archives its new timeline to its own prefix. Progress is shown throughout, and the time of each phase at the end.\n\n\
 `pgctl restore --rollback` deletes the restored generation and puts the previous data back.\n\n\
 Examples:\n  pgctl restore --target-time '2026-05-17 10:00:00+03'\n  pgctl restore                      (to the latest archived WAL)\n  \

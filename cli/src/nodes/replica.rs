@@ -20,26 +20,33 @@ pub async fn prepare_volume(cfg: &Config, engine: &Engine, volume: &str, choice:
     write_request(cfg, engine, volume, &fetch).await
 }
 
-/// A restore's replica whose volume holds a prefetched copy of the backup: Patroni's replica
-/// method moves it into place (replica-from-backup.sh has made the empty data directory).
-/// `history` (file name, contents) is written into the copy's pg_wal first; one short-lived
-/// container does both (the request as `write_request` leaves it).
-pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str, history: &[(String, String)]) -> Result<()> {
+/// The request (one argument per line) that has Patroni's replica method move a restore's
+/// prefetched copy into place (replica-from-backup.sh has made the empty data directory).
+pub fn prefetched_copy_request() -> String {
     let take = format!(
         "rmdir {pgdata} && mv {copy} {pgdata}",
         pgdata = layout::PGDATA,
         copy = layout::PREFETCHED_COPY
     );
+    ["sh", "-c", &take].join("\n")
+}
+
+/// A restore's replica whose volume holds a prefetched copy of the backup that did not get the
+/// restored timeline's history while it was fetched (see `recovery::prefetch`): `history`
+/// (file name, contents) is written into the copy's pg_wal, then the request that Patroni's
+/// replica method take it is left; one short-lived container does both.
+pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str, history: &[(String, String)]) -> Result<()> {
     let script = format!(
-        "set -e; take=$1; shift; cd {copy}/pg_wal; while [ $# -gt 1 ]; do printf '%s' \"$2\" >\"$1\"; shift 2; done; rm -f {result} {request}; printf '%s\\n' sh -c \"$take\" >{request}",
+        "set -e; request=$1; shift; rm -rf {delivered}; cd {copy}/pg_wal; {write_files}; rm -f {result}; printf '%s\\n' \"$request\" >{request}",
+        delivered = layout::DELIVERED_HISTORY,
         copy = layout::PREFETCHED_COPY,
+        write_files = WRITE_FILES,
         result = layout::REPLICA_RESULT,
         request = layout::REPLICA_REQUEST
     );
-    let mut cmd = vec!["sh", "-c", script.as_str(), "sh", take.as_str()];
-    for (name, contents) in history {
-        cmd.extend([name.as_str(), contents.as_str()]);
-    }
+    let request = prefetched_copy_request();
+    let mut cmd = vec!["sh", "-c", script.as_str(), "sh", request.as_str()];
+    cmd.extend(history.iter().flat_map(|(name, contents)| [name.as_str(), contents.as_str()]));
     let host_config = bollard::models::HostConfig {
         binds: Some(vec![format!("{volume}:{DATA_MOUNT}")]),
         network_mode: Some("none".into()),
@@ -53,6 +60,25 @@ pub async fn use_prefetched(cfg: &Config, engine: &Engine, volume: &str, history
         ))?;
     Ok(())
 }
+
+/// Hands a copy still being fetched (or waiting, in `container`) the restored timeline's
+/// `history`: written beside it, then renamed into place at once, which recover.sh waits for.
+pub async fn deliver_history(engine: &Engine, container: &str, history: &[(String, String)]) -> Result<()> {
+    let script = format!(
+        "set -e; rm -rf {delivered}.tmp; mkdir -m 0700 {delivered}.tmp; cd {delivered}.tmp; {write_files}; mv {delivered}.tmp {delivered}",
+        delivered = layout::DELIVERED_HISTORY,
+        write_files = WRITE_FILES
+    );
+    let mut cmd = vec!["sh", "-c", script.as_str(), "sh"];
+    cmd.extend(history.iter().flat_map(|(name, contents)| [name.as_str(), contents.as_str()]));
+    docker::exec(&engine.docker, container, &cmd, Some("postgres"))
+        .await?
+        .ok(&format!("{}: handing the copy the restored timeline's history", engine.host))?;
+    Ok(())
+}
+
+/// Shell: writes the (name, contents) pairs of the remaining arguments into the current directory.
+const WRITE_FILES: &str = "while [ $# -gt 1 ]; do printf '%s' \"$2\" >\"$1\"; shift 2; done";
 
 /// The source in words, for progress lines.
 pub fn describe(source: &Source) -> String {

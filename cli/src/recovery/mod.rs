@@ -10,8 +10,11 @@ use crate::docker::{self, Engine, FileSpec, Throwaway};
 use crate::layout::{self, DATA_MOUNT};
 use crate::output;
 use anyhow::{bail, Context, Result};
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -37,7 +40,7 @@ impl Mode {
     }
 }
 
-/// What PostgreSQL reported at the end (the script's JSON line).
+/// What PostgreSQL reported at the end (the script's summary line).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recovered {
     pub timeline: u32,
@@ -45,6 +48,9 @@ pub struct Recovered {
     pub lsn: String,
     pub last_replayed: Option<String>,
     pub indexes_checked: u64,
+    /// The timeline history files in pg_wal (name, contents): a restore's replicas need them.
+    #[serde(default, skip_serializing)]
+    pub history: BTreeMap<String, String>,
     /// Wall time of each phase (fetch, replay, dump, amcheck, stop), in order.
     #[serde(default)]
     pub phases: Vec<(String, f64)>,
@@ -58,7 +64,7 @@ pub struct Fetch<'a> {
     pub timeline: &'a str,
     /// Told once the backup is fetched (the recovery moved on to replaying WAL); dropped
     /// unsent when the fetch fails.
-    pub fetched: Option<tokio::sync::oneshot::Sender<()>>,
+    pub fetched: Option<oneshot::Sender<()>>,
 }
 
 /// Runs one recovery on `engine` with `volume` mounted as the data volume: for cluster `cfg`
@@ -84,42 +90,110 @@ pub async fn run(
         _ => bail!("internal: {} needs a backup to fetch", mode.arg()),
     }
     let fetched = fetch.as_mut().and_then(|f| f.fetched.take());
-    let (stdout, phases) = run_script(cfg, source, engine, volume, Script { mode, args, env, fetched }).await?;
-    let last = stdout.lines().rev().find(|l| l.starts_with('{')).unwrap_or_default();
-    let mut recovered: Recovered =
-        serde_json::from_str(last).with_context(|| format!("{}: unexpected output of the recovery: {stdout}", engine.host))?;
+    // A restored volume is marked complete once its summary has been read here.
+    let answer = match mode {
+        Mode::Restore => Answer::MarkComplete,
+        _ => Answer::Nothing,
+    };
+    let script = Script {
+        mode,
+        args,
+        env,
+        fetched,
+        answer,
+    };
+    let (summary, phases) = run_script(cfg, source, engine, volume, script).await?;
+    let mut recovered = parse_summary(&engine.host, &summary)?;
     recovered.phases = phases;
     Ok(recovered)
 }
 
+fn parse_summary(host: &str, summary: &str) -> Result<Recovered> {
+    serde_json::from_str(summary).with_context(|| format!("{host}: unexpected summary of the recovery: {summary}"))
+}
+
+/// A replica's copy fetched by `prefetch`.
+pub struct Prefetched {
+    /// The fetch's wall time.
+    pub seconds: f64,
+    /// The restored timeline's history arrived in time: the copy is ready for Patroni's
+    /// replica method (else `nodes::replica::use_prefetched` makes it so).
+    pub taken: bool,
+}
+
 /// A restore's replica, while its leader recovers: `backup` of the cluster's own repository
 /// fetched into `volume` beside the data directory (replica-from-backup.sh moves it into place
-/// when Patroni creates the replica). Returns the fetch's wall time.
-pub async fn prefetch(cfg: &Config, engine: &Engine, volume: &str, backup: &str) -> Result<f64> {
+/// when Patroni creates the replica). `history` resolves to the restored timeline's history
+/// files once the leader's recovery has them (None: it failed); they are handed to the copy if
+/// its container still waits for them (a minute after its fetch at most).
+pub async fn prefetch<'a>(
+    cfg: &'a Config,
+    engine: &'a Engine,
+    volume: &'a str,
+    backup: &'a str,
+    history: BoxFuture<'a, Option<Vec<(String, String)>>>,
+) -> Result<Prefetched> {
     let fetch = backup::engine(cfg).replica_fetch(cfg, backup);
+    let request = crate::nodes::replica::prefetched_copy_request();
     let script = Script {
         mode: Mode::Prefetch,
         args: fetch,
-        env: vec![],
+        env: vec![
+            format!("COPY_REQUEST={request}"),
+            format!("ANSWER_WITHIN={}", COPY_AWAITS_HISTORY.as_secs()),
+        ],
         fetched: None,
+        answer: Answer::History(history),
     };
-    let (_, phases) = run_script(cfg, cfg, engine, volume, script).await?;
-    Ok(phases.iter().map(|(_, secs)| secs).sum())
+    let (summary, phases) = run_script(cfg, cfg, engine, volume, script).await?;
+    let taken = serde_json::from_str::<serde_json::Value>(&summary)
+        .ok()
+        .and_then(|v| v["taken"].as_bool())
+        .with_context(|| format!("{}: unexpected summary of the copy's fetch: {summary}", engine.host))?;
+    let seconds = phases.iter().filter(|(p, _)| p == "fetch").map(|(_, secs)| secs).sum();
+    Ok(Prefetched { seconds, taken })
 }
 
-/// One run of recover.sh: its mode and arguments, its environment, and who is told when the
-/// fetch has ended.
-struct Script {
+/// How long a fetched copy waits for the restored timeline's history in its container: a
+/// leader replaying for longer leaves the copy to be completed later, in a container of its own.
+const COPY_AWAITS_HISTORY: Duration = Duration::from_secs(60);
+
+/// One run of recover.sh: its mode and arguments, its environment, who is told when the fetch
+/// has ended, and what pgctl answers the script at its end.
+struct Script<'a> {
     mode: Mode,
     args: Vec<String>,
     env: Vec<String>,
-    fetched: Option<tokio::sync::oneshot::Sender<()>>,
+    fetched: Option<oneshot::Sender<()>>,
+    answer: Answer<'a>,
+}
+
+/// What pgctl answers a recover.sh that waits for it (`await_pgctl`), by `docker exec` into its
+/// container; cheaper than a container of its own once the script has ended.
+enum Answer<'a> {
+    Nothing,
+    /// A restore: the summary read, the incomplete marker goes (pgctl has seen it succeed).
+    MarkComplete,
+    /// A replica's copy: the restored timeline's history files, once known.
+    History(BoxFuture<'a, Option<Vec<(String, String)>>>),
 }
 
 /// recover.sh as `script` says, in a throwaway container on `engine` with `volume` mounted and
-/// `source`'s repository configured (read-only key); its stdout and phases.
-async fn run_script(cfg: &Config, source: &Config, engine: &Engine, volume: &str, script: Script) -> Result<(String, Vec<(String, f64)>)> {
-    let Script { mode, args, env, fetched } = script;
+/// `source`'s repository configured (read-only key); its summary line and phases.
+async fn run_script(
+    cfg: &Config,
+    source: &Config,
+    engine: &Engine,
+    volume: &str,
+    script: Script<'_>,
+) -> Result<(String, Vec<(String, f64)>)> {
+    let Script {
+        mode,
+        args,
+        env,
+        fetched,
+        answer,
+    } = script;
     let image = &cfg.hosts.cluster.image;
     if docker::image_id(&engine.docker, image).await?.is_none() {
         bail!("{}: image {image} is missing: deliver it first (`pgctl image push`)", engine.host);
@@ -165,13 +239,69 @@ async fn run_script(cfg: &Config, source: &Config, engine: &Engine, volume: &str
         files: &files,
         name: Some(container_name(cfg, mode)),
     };
-    let mut progress = Progress::new(&engine.host, fetched);
-    let out = throwaway.run_streamed(&engine.docker, |line| progress.line(line)).await?;
-    let phases = progress.finish();
+    let (started, script_started) = oneshot::channel();
+    let (summarized, summary_read) = oneshot::channel();
+    let mut progress = Progress::new(&engine.host, fetched, started, summarized);
+    let name = container_name(cfg, mode);
+    let run = async {
+        let out = throwaway.run_streamed(&engine.docker, |line| progress.line(line)).await;
+        (out, progress.finish())
+    };
+    let answering = give_answer(engine, &name, answer, script_started, summary_read);
+    tokio::pin!(run, answering);
+    // A script that ends first needs no answer any more; one that cannot be answered is
+    // stopped rather than left to wait, and that is its failure.
+    let (out, (phases, summary)) = tokio::select! {
+        ran = &mut run => ran,
+        answered = &mut answering => match answered {
+            Ok(()) => run.await,
+            Err(e) => {
+                docker::remove_container(&engine.docker, &name).await?;
+                match run.await {
+                    (Ok(out), ended) if out.success() => (Ok(out), ended),
+                    _ => return Err(e),
+                }
+            }
+        }
+    };
+    let out = out?;
     if !out.success() {
         bail!("{}", failure(&engine.host, mode, &out.stderr));
     }
-    Ok((out.stdout, phases))
+    let summary = summary.with_context(|| format!("{}: the recovery printed no summary: {}", engine.host, out.stderr))?;
+    Ok((summary, phases))
+}
+
+/// `answer` once the script can take it: a restore's marker removed once its summary is read
+/// and parsed, a copy's history written once both the script runs and the history is known.
+/// Nothing when the script ends without asking (a failure) or the history never comes.
+async fn give_answer(
+    engine: &Engine,
+    container: &str,
+    answer: Answer<'_>,
+    started: oneshot::Receiver<()>,
+    summary: oneshot::Receiver<String>,
+) -> Result<()> {
+    match answer {
+        Answer::Nothing => std::future::pending().await,
+        Answer::MarkComplete => {
+            let Ok(summary) = summary.await else {
+                return std::future::pending().await;
+            };
+            parse_summary(&engine.host, &summary)?;
+            let rm = ["rm", "-f", layout::INCOMPLETE_MARKER];
+            docker::exec(&engine.docker, container, &rm, Some("root"))
+                .await?
+                .ok(&format!("{}: marking the restored volume complete", engine.host))?;
+            Ok(())
+        }
+        Answer::History(history) => {
+            let (Ok(()), Some(history)) = (started.await, history.await) else {
+                return std::future::pending().await;
+            };
+            crate::nodes::replica::deliver_history(engine, container, &history).await
+        }
+    }
 }
 
 /// The throwaway container's fixed name: a leftover of an interrupted run is visible as such.
@@ -188,23 +318,39 @@ fn fetch_command(cfg: &Config, f: &Fetch<'_>, mode: Mode) -> (Vec<String>, Optio
 /// fetch's per-file lines thinned to one every few seconds.
 struct Progress<'a> {
     host: &'a str,
-    fetched: Option<tokio::sync::oneshot::Sender<()>>,
+    fetched: Option<oneshot::Sender<()>>,
+    /// Told at the script's first line (it runs: it can be answered).
+    started: Option<oneshot::Sender<()>>,
+    /// Told the summary line.
+    summarized: Option<oneshot::Sender<String>>,
+    summary: Option<String>,
     phases: Vec<(String, Instant)>,
     last_fetch_line: Option<Instant>,
 }
 
 impl<'a> Progress<'a> {
-    fn new(host: &'a str, fetched: Option<tokio::sync::oneshot::Sender<()>>) -> Self {
+    fn new(host: &'a str, fetched: Option<oneshot::Sender<()>>, started: oneshot::Sender<()>, summarized: oneshot::Sender<String>) -> Self {
         Progress {
             host,
             fetched,
+            started: Some(started),
+            summarized: Some(summarized),
+            summary: None,
             phases: vec![],
             last_fetch_line: None,
         }
     }
 
     fn line(&mut self, line: &str) {
-        if let Some(phase) = line.strip_prefix("pgctl: phase ") {
+        if let Some(started) = self.started.take() {
+            let _ = started.send(());
+        }
+        if let Some(summary) = line.strip_prefix("pgctl: summary ") {
+            if let Some(summarized) = self.summarized.take() {
+                let _ = summarized.send(summary.to_string());
+            }
+            self.summary = Some(summary.to_string());
+        } else if let Some(phase) = line.strip_prefix("pgctl: phase ") {
             if self.phases.last().is_some_and(|(p, _)| p == "fetch") {
                 if let Some(fetched) = self.fetched.take() {
                     let _ = fetched.send(());
@@ -226,14 +372,17 @@ impl<'a> Progress<'a> {
         }
     }
 
-    fn finish(self) -> Vec<(String, f64)> {
+    /// The phases with their wall time, and the summary line.
+    fn finish(self) -> (Vec<(String, f64)>, Option<String>) {
         let now = Instant::now();
         let ends: Vec<Instant> = self.phases.iter().skip(1).map(|(_, t)| *t).chain([now]).collect();
-        self.phases
+        let phases = self
+            .phases
             .into_iter()
             .zip(ends)
             .map(|((name, start), end)| (name, (end - start).as_secs_f64()))
-            .collect()
+            .collect();
+        (phases, self.summary)
     }
 }
 
@@ -244,6 +393,7 @@ fn phase_title(phase: &str) -> &str {
         "dump" => "pg_dumpall > /dev/null (every row readable)",
         "amcheck" => "amcheck over every B-tree index of every database",
         "stop" => "stopping PostgreSQL cleanly",
+        "await" => "copy fetched; waiting for the restored timeline's history",
         other => other,
     }
 }

@@ -160,7 +160,6 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     if plan.clone_of.is_some() {
         // A clone's replicas could not replay the source's archive: they copy the leader.
         let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
-        complete_volume(cfg, restore_engine, new_volume).await?;
         gone.await.map_err(anyhow::Error::msg)?;
         let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
         return Ok(Report {
@@ -180,7 +179,8 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
     }
     .shared();
     let (fetched, leader_fetched) = tokio::sync::oneshot::channel();
-    let (history_known, history) = tokio::sync::oneshot::channel();
+    let (history_known, history) = tokio::sync::oneshot::channel::<Vec<(String, String)>>();
+    let history: replicas::History = history.map(Result::ok).boxed().shared();
     let (ready, others_ready) = tokio::sync::watch::channel(None);
     let leader_path = async {
         let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, Some(fetched), &mut phases).await;
@@ -189,19 +189,19 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         // they mount once each exists.
         let prepared = prepared.clone().await;
         let recovered = recovered?;
+        // The copies get the restored timeline's history as soon as the recovery has succeeded
+        // (its volume is marked complete by then). It was read before the leader's Patroni
+        // starts, so the copies never see the timeline that promotion makes: a copy's recovery
+        // must know the restored timeline before it reads the archive, where the abandoned one
+        // goes on past the target; the leader's next timeline reaches them by streaming.
+        let _ = history_known.send(recovered.history.clone().into_iter().collect());
         prepared.map_err(anyhow::Error::msg)?;
-        // The recovery seen to succeed, its volume is marked complete while the scope is cleared.
-        phases.start("mark the volume complete, clear the DCS scope");
+        phases.start("clear the DCS scope");
         let up_opts = UpOptions {
             checked: true,
             ..UpOptions::new(opts.timeout)
         };
-        let (restored_history, cleared) = tokio::join!(
-            complete_volume(cfg, restore_engine, new_volume),
-            clear_scope(cfg, engines, &up_opts)
-        );
-        let _ = history_known.send(restored_history?);
-        cleared?;
+        clear_scope(cfg, engines, &up_opts).await?;
         let first = up::First {
             host: plan.restore_host.clone(),
             led_at: Default::default(),
@@ -218,10 +218,10 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         // (The leader's part reports volumes that could not be made.)
         if prepared.clone().await.is_ok() && leader_fetched.await.is_ok() {
             let taken = async {
-                let hosts = replicas::fetch_copies(cfg, &replicas, &plan.backup.name).await?;
+                let copies = replicas::fetch_copies(cfg, &replicas, &plan.backup.name, history.clone()).await?;
                 match history.await {
-                    Ok(history) => replicas::take_copies(cfg, &replicas, &hosts, &history).await,
-                    Err(_) => Ok(()),
+                    Some(history) => replicas::take_copies(cfg, &replicas, &copies, &history).await,
+                    None => Ok(()),
                 }
             };
             ready.send_replace(Some(taken.await.map_err(|e| format!("{e:#}"))));
@@ -275,7 +275,8 @@ impl std::error::Error for RecoveryFailed {}
 
 /// Fetches the backup into the restore host's new volume and recovers it to the target;
 /// `fetched` is told when the fetch has ended. A failed recovery removes the volume and is a
-/// `RecoveryFailed`; a recovered volume stays marked incomplete until `complete_volume`.
+/// `RecoveryFailed`. The volume is marked complete once pgctl has read the recovery's summary
+/// (recovery::Answer::MarkComplete).
 async fn recover_leader(
     cfg: &Config,
     source: &Config,
@@ -456,37 +457,4 @@ async fn remove_patroni(engines: &[&Engine]) -> Result<()> {
     let removed = futures_util::future::join_all(engines.iter().map(|e| docker::remove_container(&e.docker, PATRONI))).await;
     removed.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(())
-}
-
-/// Completes the recovered `volume` (removes the restore-in-progress mark once pgctl has seen
-/// the recovery succeed) and returns (file name, contents) of every timeline history file in
-/// its pg_wal, in one throwaway container. Read before its member starts, so the copies never
-/// see the timeline its promotion makes: a copy's recovery must know the restored timeline
-/// before it reads the archive, where the abandoned timeline goes on past the restore's
-/// target; the timeline Patroni's promotion of the leader then makes reaches the replicas by
-/// streaming.
-async fn complete_volume(cfg: &Config, engine: &Engine, volume: &str) -> Result<Vec<(String, String)>> {
-    let script = format!(
-        "import glob, json, os\nif os.path.exists('{marker}'): os.remove('{marker}')\nprint(json.dumps({{os.path.basename(f): open(f).read() for f in glob.glob('{pgdata}/pg_wal/*.history')}}))",
-        marker = crate::layout::INCOMPLETE_MARKER,
-        pgdata = crate::layout::PGDATA
-    );
-    let host_config = bollard::models::HostConfig {
-        binds: Some(vec![format!("{volume}:{}", crate::layout::DATA_MOUNT)]),
-        network_mode: Some("none".into()),
-        ..Default::default()
-    };
-    let out = crate::docker::run_once(
-        &engine.docker,
-        &cfg.hosts.cluster.image,
-        &["python3", "-c", &script],
-        host_config,
-        Some("root"),
-        &[],
-    )
-    .await?;
-    let text = out.ok(&format!("{}: completing volume {volume}", engine.host))?;
-    let files: std::collections::BTreeMap<String, String> =
-        serde_json::from_str(text.trim()).with_context(|| format!("{}: the timeline history files: {text}", engine.host))?;
-    Ok(files.into_iter().collect())
 }
