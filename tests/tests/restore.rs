@@ -139,8 +139,11 @@ fn point_in_time_restore() -> Result<()> {
             &["exec", "patroni", "cat", "/var/lib/postgresql/data/pgctl-replica-result"],
         )?;
         assert!(made.contains(r#""method":"backup""#), "{replica}: {made}\n{}", restored.stderr);
+        // Handed the restored timeline's history while its container waited (no container of
+        // its own to add it afterwards).
         assert!(
-            restored.stderr.contains(&format!("{replica}: fetched its replica's copy")),
+            restored.stderr.contains(&format!("{replica}: fetched its replica's copy"))
+                && restored.stderr.contains("with the restored timeline's history"),
             "{}",
             restored.stderr
         );
