@@ -30,6 +30,10 @@ pub struct UpOptions {
     /// place): the S3 pre-flight, the port check, the volume reads and the stale-scope and
     /// archive checks are skipped.
     pub checked: bool,
+    /// The cluster's DCS scope is emptied once the DCS is healthy, before any Patroni starts
+    /// (a restore's: neither the old members' keys nor their leader lock meet the restored
+    /// data). Meanwhile the pre-flight reads the hosts.
+    pub clear_scope: bool,
 }
 
 impl UpOptions {
@@ -39,17 +43,16 @@ impl UpOptions {
             timeout,
             max_lag: layout::MAX_LAG_BYTES,
             checked: false,
+            clear_scope: false,
         }
     }
 }
 
-/// Which Patroni members a converge starts. A restore starts the DCS alone, then the restored
+/// Which Patroni members a converge starts, and in which order. A restore starts the restored
 /// leader first and the rest once it leads; `up` starts every member at once.
 #[derive(Debug, Clone)]
 pub enum Members {
     All,
-    /// The DCS only (no Patroni anywhere).
-    None,
     /// Patroni everywhere: this host's new member alone first (it holds the data: a restore's
     /// or a migration's), the other new members once it leads. Started together, members with
     /// empty volumes and no leader in the DCS would race it to bootstrap a new, empty cluster.
@@ -57,10 +60,6 @@ pub enum Members {
 }
 
 impl Members {
-    fn with_patroni(&self) -> bool {
-        !matches!(self, Members::None)
-    }
-
     /// The member started alone first.
     fn first(&self) -> Option<&First> {
         match self {
@@ -103,14 +102,11 @@ impl HostPlan<'_> {
 
 /// `pgctl up`: converges every member and waits for a healthy cluster.
 pub async fn up(cfg: &Config, opts: &UpOptions) -> Result<ClusterStatus> {
-    converge_members(cfg, opts, &Members::All)
-        .await?
-        .context("up converges Patroni on every member")
+    converge_members(cfg, opts, &Members::All).await
 }
 
-/// Converges the DCS and the Patroni `members`, then waits until they are healthy; `None`
-/// when `members` left Patroni out.
-pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members) -> Result<Option<ClusterStatus>> {
+/// Converges the DCS and the Patroni `members`, then waits until they are healthy.
+pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members) -> Result<ClusterStatus> {
     let started = Instant::now();
     let mut phases = output::Phases::quiet();
     phases.start("pre-flight (engines, image, containers, ports, S3)");
@@ -128,6 +124,17 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         }
     }
 
+    tracing::debug!("engines connected at {:.2}s", started.elapsed().as_secs_f64());
+    // A scope to clear goes while the hosts are read, where the DCS runs already (a stopped
+    // cluster's does); otherwise (a migration's new hosts) once the DCS has started.
+    let early_clear = engines
+        .iter()
+        .find(|e| dcs::is_voter(cfg, &e.host))
+        .filter(|_| opts.clear_scope)
+        .map(|engine| {
+            let (cfg, engine) = (cfg.clone(), engine.clone());
+            tokio::spawn(async move { dcs::remove_scope(&cfg, &engine, &cfg.hosts.cluster.name).await })
+        });
     let image_id = ensure_image(cfg, &engines, &targets).await?;
     let manifest = crate::image::manifest(&engines[0], &cfg.hosts.cluster.image).await?;
     let image = spec::ImageFacts::from_manifest(&image_id, &manifest);
@@ -138,22 +145,23 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     if let Some(why) = crate::image::missing_dcs(cfg, &manifest, &cfg.hosts.cluster.image) {
         bail!(why);
     }
+    tracing::debug!("images checked at {:.2}s", started.elapsed().as_secs_f64());
 
     // Pre-flight: classify every container on every target host; collect every problem.
     let mut plans = Vec::new();
     let mut problems = Vec::new();
-    let checks = targets.iter().map(|h| {
-        let with_patroni = members.with_patroni();
-        plan_host(cfg, h, by_host[h.name.as_str()], &image, with_patroni, !opts.checked)
-    });
+    let checks = targets
+        .iter()
+        .map(|h| plan_host(cfg, h, by_host[h.name.as_str()], &image, true, !opts.checked));
     // The backup repository, from this machine with both keys, meanwhile.
     let s3_check = async {
-        match cfg.hosts.backup.is_some() && members.with_patroni() && !opts.checked {
+        match cfg.hosts.backup.is_some() && !opts.checked {
             true => crate::s3::preflight(cfg).await.map(Some),
             false => Ok(None),
         }
     };
     let (results, s3) = tokio::join!(join_all(checks), s3_check);
+    tracing::debug!("hosts planned at {:.2}s", started.elapsed().as_secs_f64());
     for result in results {
         match result {
             Ok(plan) => plans.push(plan),
@@ -178,26 +186,38 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     let dcs_ready = async {
         converge(cfg, &plans, owner, |_, s| layout::is_dcs(s.name), &[]).await?;
         output::step(dcs::wait_healthy(cfg, &dcs_engines, opts.timeout).await?);
-        tracing::debug!("DCS healthy at {:.1}s", started.elapsed().as_secs_f64());
+        tracing::debug!("DCS healthy at {:.2}s", started.elapsed().as_secs_f64());
         let prepared = dcs::prepare(cfg, &dcs_engines).await?;
         if !prepared.is_empty() {
             output::step(&prepared);
         }
+        if opts.clear_scope {
+            let cleared_early = match early_clear {
+                Some(clearing) => match clearing.await {
+                    Ok(Ok(())) => true,
+                    failed => {
+                        tracing::debug!("clearing the DCS scope before the DCS converged: {failed:?}");
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !cleared_early {
+                let engine = dcs_engines.first().context("no DCS member to clear the cluster's scope in")?;
+                dcs::remove_scope(cfg, engine, &cfg.hosts.cluster.name).await?;
+            }
+            output::step(format!("DCS scope `{}` cleared", cfg.hosts.cluster.name));
+        }
         // What the scope records, for the stale-scope check once the volumes are read.
-        match dcs_engines.first().filter(|_| !opts.checked && members.with_patroni()) {
+        match dcs_engines.first().filter(|_| !opts.checked) {
             Some(engine) => dcs::initialize_key(cfg, engine, &cfg.hosts.cluster.name).await,
             None => Ok(None),
         }
     };
-    let volumes_read = async {
-        match members {
-            Members::None => Ok(None),
-            _ => newcomers::new_members(cfg, &plans, !opts.checked).await.map(Some),
-        }
-    };
+    let volumes_read = newcomers::new_members(cfg, &plans, !opts.checked);
     let gets_new_member = plans.iter().find(|p| p.creates(PATRONI)).map(|p| p.engine);
     let archive_read = async {
-        match gets_new_member.filter(|_| !opts.checked && members.with_patroni()) {
+        match gets_new_member.filter(|_| !opts.checked) {
             Some(engine) => {
                 let read = newcomers::archive_system_id(cfg, engine).await;
                 tracing::debug!("archive read at {:.1}s", started.elapsed().as_secs_f64());
@@ -209,7 +229,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
     // All three end before any error is reported: none is dropped halfway through a change.
     let (initialized, new, archive) = tokio::join!(dcs_ready, volumes_read, archive_read);
     let initialized = initialized?;
-    let Some(new) = new? else { return Ok(None) };
+    let new = new?;
     let archive = archive?;
 
     if !opts.checked {
@@ -272,7 +292,7 @@ pub async fn converge_members(cfg: &Config, opts: &UpOptions, members: &Members)
         started.elapsed().as_secs_f64(),
         output::phases_inline(&phases.finish())
     ));
-    Ok(Some(status))
+    Ok(status)
 }
 
 /// On a writable leader: the backup repository, the extensions of hosts.toml, and the

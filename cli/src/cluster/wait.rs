@@ -183,15 +183,14 @@ pub async fn wait_healthy_after_first(cfg: &Config, engines: &[Engine], opts: &U
 pub async fn wait_healthy(cfg: &Config, engines: &[Engine], opts: &UpOptions) -> Result<ClusterStatus> {
     let started = Instant::now();
     // Every member that exists (a staged `up` creates some of them later).
-    let mut expected = 0;
-    for e in engines
-        .iter()
-        .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(crate::config::Role::Patroni)))
-    {
-        if e.docker.inspect_container(PATRONI, None).await.is_ok() {
-            expected += 1;
-        }
-    }
+    let inspected = futures_util::future::join_all(
+        engines
+            .iter()
+            .filter(|e| cfg.host(&e.host).is_some_and(|h| h.has_role(crate::config::Role::Patroni)))
+            .map(|e| e.docker.inspect_container(PATRONI, None)),
+    )
+    .await;
+    let expected = inspected.iter().filter(|i| i.is_ok()).count();
     let mut last = String::new();
     let mut nudges = Nudges::default();
     while started.elapsed() < opts.timeout {

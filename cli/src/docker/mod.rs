@@ -263,6 +263,18 @@ async fn wait_exit(docker: &Docker, id: &str) -> Result<i64> {
     Ok(exit_code)
 }
 
+/// Removes container `name` once it has exited, in the background: for a throwaway container
+/// whose work is done and which only exits. A pgctl that ends first leaves it exited.
+pub fn remove_when_exited(docker: &Docker, name: &str) {
+    let (docker, name) = (docker.clone(), name.to_string());
+    tokio::spawn(async move {
+        let exited = tokio::time::timeout(std::time::Duration::from_secs(60), wait_exit(&docker, &name)).await;
+        if let Err(e) = remove_container(&docker, &name).await {
+            tracing::debug!("removing {name} after it exited ({exited:?}): {e:#}");
+        }
+    });
+}
+
 fn logs_options(stdout: bool, stderr: bool, follow: bool) -> bollard::query_parameters::LogsOptions {
     bollard::query_parameters::LogsOptions {
         stdout,

@@ -451,7 +451,7 @@ pub async fn adopt(
     mut phases: Phases,
 ) -> Result<Migrated> {
     let old = plan.old.clone().expect("an upgrade plan has the old cluster");
-    restore::start_cluster(cfg, engines, &plan.host, replicas, timeout, &mut phases).await?;
+    restore::start_cluster(cfg, &plan.host, replicas, timeout, &mut phases).await?;
     let leader = member::leader(cfg, engines).await?;
 
     phases.start("update extensions");

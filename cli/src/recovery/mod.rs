@@ -243,33 +243,62 @@ async fn run_script(
     let (summarized, summary_read) = oneshot::channel();
     let mut progress = Progress::new(&engine.host, fetched, started, summarized);
     let name = container_name(cfg, mode);
-    let run = async {
-        let out = throwaway.run_streamed(&engine.docker, |line| progress.line(line)).await;
-        (out, progress.finish())
-    };
-    let answering = give_answer(engine, &name, answer, script_started, summary_read);
-    tokio::pin!(run, answering);
-    // A script that ends first needs no answer any more; one that cannot be answered is
-    // stopped rather than left to wait, and that is its failure.
-    let (out, (phases, summary)) = tokio::select! {
-        ran = &mut run => ran,
-        answered = &mut answering => match answered {
-            Ok(()) => run.await,
-            Err(e) => {
-                docker::remove_container(&engine.docker, &name).await?;
-                match run.await {
-                    (Ok(out), ended) if out.success() => (Ok(out), ended),
-                    _ => return Err(e),
+    let ended = {
+        let run = throwaway.run_streamed(&engine.docker, |line| progress.line(line));
+        let answering = give_answer(engine, &name, answer, script_started, summary_read);
+        tokio::pin!(run, answering);
+        // A script that ends first needs no answer any more; one that cannot be answered is
+        // stopped rather than left to wait, and that is its failure.
+        tokio::select! {
+            ran = &mut run => Ended::Ran(ran),
+            answered = &mut answering => match answered {
+                Ok(Answered::Done) => Ended::Done,
+                Ok(Answered::Given) => Ended::Ran(run.await),
+                Err(e) => {
+                    docker::remove_container(&engine.docker, &name).await?;
+                    match run.await {
+                        Ok(out) if out.success() => Ended::Ran(Ok(out)),
+                        _ => return Err(e),
+                    }
                 }
             }
         }
     };
-    let out = out?;
-    if !out.success() {
-        bail!("{}", failure(&engine.host, mode, &out.stderr));
+    let (phases, summary) = progress.finish();
+    match ended {
+        Ended::Ran(out) => {
+            let out = out?;
+            if !out.success() {
+                bail!("{}", failure(&engine.host, mode, &out.stderr));
+            }
+            tracing::debug!("{}: {} container ended", engine.host, mode.arg());
+            let summary = summary.with_context(|| format!("{}: the recovery printed no summary: {}", engine.host, out.stderr))?;
+            Ok((summary, phases))
+        }
+        Ended::Done => {
+            // Its PostgreSQL stopped and its volume marked complete, the script only exits:
+            // the data is final, and the container goes meanwhile (a restore's pre-flight
+            // removes one that pgctl did not live to remove).
+            docker::remove_when_exited(&engine.docker, &name);
+            Ok((summary.expect("an answered script printed its summary"), phases))
+        }
     }
-    let summary = summary.with_context(|| format!("{}: the recovery printed no summary: {}", engine.host, out.stderr))?;
-    Ok((summary, phases))
+}
+
+/// How a run of recover.sh ended for pgctl.
+enum Ended {
+    /// The container exited (its output), or could not be run.
+    Ran(Result<docker::ExecOutput>),
+    /// The script was answered and has nothing left to do but exit.
+    Done,
+}
+
+/// What answering the script left.
+enum Answered {
+    /// The script has nothing left to do but exit (a restore marked complete).
+    Done,
+    /// The script goes on with the answer (a copy with its history).
+    Given,
 }
 
 /// `answer` once the script can take it: a restore's marker removed once its summary is read
@@ -281,7 +310,7 @@ async fn give_answer(
     answer: Answer<'_>,
     started: oneshot::Receiver<()>,
     summary: oneshot::Receiver<String>,
-) -> Result<()> {
+) -> Result<Answered> {
     match answer {
         Answer::Nothing => std::future::pending().await,
         Answer::MarkComplete => {
@@ -289,17 +318,20 @@ async fn give_answer(
                 return std::future::pending().await;
             };
             parse_summary(&engine.host, &summary)?;
+            tracing::debug!("{}: recovery summary read", engine.host);
             let rm = ["rm", "-f", layout::INCOMPLETE_MARKER];
             docker::exec(&engine.docker, container, &rm, Some("root"))
                 .await?
                 .ok(&format!("{}: marking the restored volume complete", engine.host))?;
-            Ok(())
+            tracing::debug!("{}: restored volume marked complete", engine.host);
+            Ok(Answered::Done)
         }
         Answer::History(history) => {
             let (Ok(()), Some(history)) = (started.await, history.await) else {
                 return std::future::pending().await;
             };
-            crate::nodes::replica::deliver_history(engine, container, &history).await
+            crate::nodes::replica::deliver_history(engine, container, &history).await?;
+            Ok(Answered::Given)
         }
     }
 }

@@ -161,7 +161,7 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         // A clone's replicas could not replay the source's archive: they copy the leader.
         let recovered = recover_leader(cfg, source, &plan, restore_engine, opts, None, &mut phases).await?;
         gone.await.map_err(anyhow::Error::msg)?;
-        let status = start_cluster(cfg, engines, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
+        let status = start_cluster(cfg, &plan.restore_host, &replicas, opts.timeout, &mut phases).await?;
         return Ok(Report {
             plan,
             recovered,
@@ -196,12 +196,11 @@ pub async fn execute(source: &Config, cfg: &Config, engines: &[Engine], plan: Pl
         // goes on past the target; the leader's next timeline reaches them by streaming.
         let _ = history_known.send(recovered.history.clone().into_iter().collect());
         prepared.map_err(anyhow::Error::msg)?;
-        phases.start("clear the DCS scope");
         let up_opts = UpOptions {
             checked: true,
+            clear_scope: true,
             ..UpOptions::new(opts.timeout)
         };
-        clear_scope(cfg, engines, &up_opts).await?;
         let first = up::First {
             host: plan.restore_host.clone(),
             led_at: Default::default(),
@@ -315,7 +314,6 @@ async fn recover_leader(
 /// member alone until it leads, then the others on new, empty volumes (copying the leader).
 pub async fn start_cluster(
     cfg: &Config,
-    engines: &[Engine],
     leader_host: &str,
     replicas: &[(&Engine, &str)],
     timeout: Duration,
@@ -327,41 +325,15 @@ pub async fn start_cluster(
         led_at: Default::default(),
         others_ready: None,
     };
-    start_restored(cfg, engines, first, timeout, phases).await
-}
-
-/// Clears the DCS scope and starts `first` alone, the others once it leads (and, after a
-/// restore in place, once their copies are ready: `up` skips the checks its plan made).
-async fn start_restored(
-    cfg: &Config,
-    engines: &[Engine],
-    first: up::First,
-    timeout: Duration,
-    phases: &mut Phases,
-) -> Result<ClusterStatus> {
-    phases.start("clear the DCS scope");
     let opts = UpOptions {
-        checked: first.others_ready.is_some(),
+        clear_scope: true,
         ..UpOptions::new(timeout)
     };
-    clear_scope(cfg, engines, &opts).await?;
     start_first(cfg, first, &opts, phases).await
 }
 
-/// Empties the cluster's DCS scope (starting the DCS first when it does not run).
-async fn clear_scope(cfg: &Config, engines: &[Engine], opts: &UpOptions) -> Result<()> {
-    let dcs_engine = engines
-        .iter()
-        .find(|e| crate::dcs::is_voter(cfg, &e.host))
-        .context("no DCS member reachable")?;
-    // The DCS of a stopped cluster still runs; a migration's new hosts may have none yet.
-    if crate::dcs::health(cfg, dcs_engine).await.is_err() {
-        up::converge_members(cfg, opts, &Members::None).await?;
-    }
-    crate::dcs::remove_scope(cfg, dcs_engine, &cfg.hosts.cluster.name).await
-}
-
-/// Starts `first` alone on a cleared scope, the others once it leads.
+/// Starts `first` alone on a cleared DCS scope (the DCS started first where it does not run: a
+/// migration's new hosts), the others once it leads.
 async fn start_first(cfg: &Config, first: up::First, opts: &UpOptions, phases: &mut Phases) -> Result<ClusterStatus> {
     phases.start("start the leader");
     let led_at = first.led_at.clone();
@@ -372,7 +344,7 @@ async fn start_first(cfg: &Config, first: up::First, opts: &UpOptions, phases: &
     if let Some(at) = led_at.get() {
         phases.split_at(*at, "rebuild the replicas");
     }
-    status.context("the restore starts Patroni on every member")
+    Ok(status)
 }
 
 /// What is intact after a failed fetch or recovery, and the ways forward.

@@ -118,7 +118,7 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: RollbackPlan, timeo
             replicas.push((by_host(&h.host), old.as_str()));
         }
     }
-    let status = start_cluster(cfg, engines, &plan.leader_host, &replicas, timeout, &mut phases).await?;
+    let status = start_cluster(cfg, &plan.leader_host, &replicas, timeout, &mut phases).await?;
     Ok(RollbackReport {
         recovered,
         phases: phases.finish(),
