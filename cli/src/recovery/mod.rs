@@ -248,7 +248,8 @@ async fn run_script(
         let answering = give_answer(engine, &name, answer, script_started, summary_read);
         tokio::pin!(run, answering);
         // A script that ends first needs no answer any more; one that cannot be answered is
-        // stopped rather than left to wait, and that is its failure.
+        // stopped rather than left to wait, and that is its failure, unless it is a copy that
+        // had already stopped waiting (its history is then added later).
         tokio::select! {
             ran = &mut run => Ended::Ran(ran),
             answered = &mut answering => match answered {
@@ -257,7 +258,7 @@ async fn run_script(
                 Err(e) => {
                     docker::remove_container(&engine.docker, &name).await?;
                     match run.await {
-                        Ok(out) if out.success() => Ended::Ran(Ok(out)),
+                        Ok(out) if out.success() && mode == Mode::Prefetch => Ended::Ran(Ok(out)),
                         _ => return Err(e),
                     }
                 }
@@ -280,7 +281,8 @@ async fn run_script(
             // the data is final, and the container goes meanwhile (a restore's pre-flight
             // removes one that pgctl did not live to remove).
             docker::remove_when_exited(&engine.docker, &name);
-            Ok((summary.expect("an answered script printed its summary"), phases))
+            let summary = summary.context("internal: a recovery answered without its summary")?;
+            Ok((summary, phases))
         }
     }
 }
