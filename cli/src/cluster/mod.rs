@@ -3,6 +3,7 @@
 //! through the hosts' Docker engines; Patroni and PostgreSQL are reached by exec (`member`).
 
 pub mod extensions;
+pub(crate) mod host_plan;
 mod newcomers;
 pub mod ops;
 pub mod spec;

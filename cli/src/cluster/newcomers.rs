@@ -2,7 +2,7 @@
 //! DCS scope and the S3 archive prefix fit them (a stale scope or another system's WAL would
 //! make Patroni wait forever or mix two clusters' timelines).
 
-use super::up::{Action, HostPlan};
+use super::host_plan::{Action, HostPlan};
 use crate::config::Config;
 use crate::dcs;
 use crate::docker::spec::ContainerSpec;

@@ -16,10 +16,11 @@
 //! fails to come back, it is put back on the old image, hosts.toml is restored, and the command
 //! stops: the members not yet reached were never touched.
 
+use crate::cluster::host_plan::{plan_host, Action, HostPlan};
 use crate::cluster::ops;
 use crate::cluster::spec::ImageFacts;
 use crate::cluster::status::{self, ClusterStatus};
-use crate::cluster::up::{self, Action, HostPlan};
+use crate::cluster::up;
 use crate::config::{Config, HostConfig, Role};
 use crate::docker::{self, spec::ContainerSpec, Engine};
 use crate::layout::{PATRONI, PATRONI_CONFIG};
@@ -205,7 +206,7 @@ pub async fn plan(cfg: &Config, engines: &[Engine], opts: &Options) -> Result<Pl
     let mut steps = Vec::new();
     for host in &cfg.hosts.hosts {
         let engine = engine_of(engines, &host.name)?;
-        let plan = up::plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni), true)
+        let plan = plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni), true)
             .await
             .map_err(|e| refuse(format!("{e:#}")))?;
         let mut containers = Vec::new();
@@ -425,12 +426,12 @@ pub async fn execute(cfg: &Config, engines: &[Engine], plan: &Plan, opts: &Optio
         }
         let host_started = Instant::now();
         output::step(format!("{}: {} onto {}", host.name, step.containers.join(" and "), opts.image));
-        let host_plan = up::plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni), true).await?;
+        let host_plan = plan_host(&new_cfg, host, engine, &facts, host.has_role(Role::Patroni), true).await?;
         if let Err(e) = recreate_host(&new_cfg, engines, &host_plan, owner, opts, expected).await {
             output::warn(format!("{}: {e:#}; putting it back on {}", host.name, cfg.hosts.cluster.image));
             let back = async {
                 let old_facts = image_facts(cfg, engines, &cfg.hosts.cluster.image).await?.0;
-                let old_plan = up::plan_host(cfg, host, engine, &old_facts, host.has_role(Role::Patroni), true).await?;
+                let old_plan = plan_host(cfg, host, engine, &old_facts, host.has_role(Role::Patroni), true).await?;
                 recreate_host(cfg, engines, &old_plan, owner, opts, expected).await
             };
             let restored = back.await;
