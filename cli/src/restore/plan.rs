@@ -194,14 +194,28 @@ async fn running_patroni_mounts(engine: &Engine) -> Option<String> {
     volumes::mounted(&info)
 }
 
-/// Room for one more copy of the data on every member's Docker filesystem.
+/// Room for one more copy of the data on every member's Docker filesystem. A host short of it
+/// is named with its older data generations: each restore keeps the one it replaces, so they
+/// pile up, and only a second `--rollback` in a row would use any but the newest.
 fn check_free_space(facts: &[MemberFacts], size: u64) -> Result<()> {
     let need = size + size / 10;
     let short: Vec<String> = facts
         .iter()
         .filter_map(|f| {
             let avail = f.available.unwrap_or(u64::MAX);
-            (avail < need).then(|| format!("{}: {:.1} GB free, {:.1} GB needed", f.host, avail as f64 / 1e9, need as f64 / 1e9))
+            let mut line = format!("{}: {:.1} GB free, {:.1} GB needed", f.host, avail as f64 / 1e9, need as f64 / 1e9);
+            // The newest is in use, or an interrupted restore's (then the one before it is).
+            let in_use_and_newer = if f.leftover == Leftover::None { 1 } else { 2 };
+            let older = &f.volumes[..f.volumes.len().saturating_sub(in_use_and_newer)];
+            if !older.is_empty() {
+                let names: Vec<&str> = older.iter().map(|v| v.name.as_str()).collect();
+                line.push_str(&format!(
+                    "; older data generations there, kept only for further rollbacks: {} (`docker volume rm` on {} frees them)",
+                    names.join(", "),
+                    f.host
+                ));
+            }
+            (avail < need).then_some(line)
         })
         .collect();
     if !short.is_empty() {
@@ -255,4 +269,52 @@ fn check_clone(source: &Config, cfg: &Config) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(host: &str, available: u64, generations: &[&str]) -> MemberFacts {
+        MemberFacts {
+            host: host.into(),
+            volumes: generations
+                .iter()
+                .zip(1..)
+                .map(|(name, generation)| volumes::DataVolume {
+                    name: name.to_string(),
+                    generation,
+                    labels: Default::default(),
+                })
+                .collect(),
+            leftover: Leftover::None,
+            available: Some(available),
+        }
+    }
+
+    #[test]
+    fn short_hosts_are_named_with_their_older_generations() {
+        let gb = 1_000_000_000;
+        let facts = [
+            member("host1", 50 * gb, &["lab-pgdata", "lab-pgdata-g2", "lab-pgdata-g3"]),
+            member("host2", gb, &["lab-pgdata", "lab-pgdata-g2", "lab-pgdata-g3"]),
+            member("host3", gb, &["lab-pgdata"]),
+        ];
+        assert!(check_free_space(&facts[..1], 10 * gb).is_ok());
+        let refused = format!("{:#}", check_free_space(&facts, 10 * gb).unwrap_err());
+        assert!(!refused.contains("host1"), "{refused}");
+        assert!(
+            refused.contains("host2: 1.0 GB free, 11.0 GB needed; older data generations there, kept only for further rollbacks: lab-pgdata, lab-pgdata-g2 (`docker volume rm` on host2 frees them)"),
+            "{refused}"
+        );
+        assert!(!refused.contains("lab-pgdata-g3"), "the volume in use is never offered: {refused}");
+        assert!(refused.contains("host3: 1.0 GB free, 11.0 GB needed\n"), "{refused}");
+        assert!(refused.contains("--no-keep-old"), "{refused}");
+
+        // After an interrupted restore the newest is its partial volume, the one before in use.
+        let mut interrupted = member("host2", gb, &["lab-pgdata", "lab-pgdata-g2", "lab-pgdata-g3"]);
+        interrupted.leftover = Leftover::Restore;
+        let refused = format!("{:#}", check_free_space(&[interrupted], 10 * gb).unwrap_err());
+        assert!(refused.contains("further rollbacks: lab-pgdata (`docker"), "{refused}");
+    }
 }
