@@ -44,18 +44,15 @@ pub async fn fetch_copies(cfg: &Config, replicas: &[(&Engine, &str)], backup: &s
     for ((engine, volume), fetched) in replicas.iter().zip(join_all(fetches).await) {
         match fetched {
             Ok(copy) => {
-                let history = match copy.taken {
-                    true => "with the restored timeline's history",
-                    false => "(the restored timeline's history is added once known)",
+                let (history, list) = match copy.taken {
+                    true => ("with the restored timeline's history", &mut copies.taken),
+                    false => ("(the restored timeline's history is added once known)", &mut copies.untaken),
                 };
                 output::step(format!(
                     "{}: fetched its replica's copy of {backup} in {:.1} s, {history}",
                     engine.host, copy.seconds
                 ));
-                match copy.taken {
-                    true => copies.taken.push(engine.host.clone()),
-                    false => copies.untaken.push(engine.host.clone()),
-                }
+                list.push(engine.host.clone());
             }
             Err(e) => give_up_copy(cfg, engine, volume, &format!("fetching its replica's copy failed ({e:#})")).await?,
         }
